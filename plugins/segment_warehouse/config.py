@@ -1,0 +1,159 @@
+"""The one place that resolves the ``SEGMENTS_*`` environment variables.
+
+Everything that needs a path, a database file or a tunable asks
+:func:`get_settings` instead of building paths itself. Settings are read from
+the environment on every call (cheap) so tests and Airflow tasks can change
+them with ``monkeypatch.setenv`` / task ``env`` without stale module state.
+
+Relative paths in the variables are resolved against the repository root, not
+the current working directory, because Airflow tasks, dbt subprocesses and
+``make`` all run from different directories.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+SOURCES: tuple[str, ...] = ("crm", "analytics", "transactions", "erasure")
+
+# Demo mode lets `make demo` run without a configured secret; anything else
+# must provide SEGMENTS_PII_KEY (see :meth:`Settings.pii_key`).
+DEMO_PII_KEY = "demo-only-not-secret"
+
+
+class ConfigError(RuntimeError):
+    """A required setting is missing or invalid."""
+
+
+def _env_path(name: str, default: str) -> Path:
+    raw = os.environ.get(name, "").strip() or default
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else (REPO_ROOT / path)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "y", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration. Build it with :func:`get_settings`."""
+
+    landing_dir: Path
+    warehouse_dir: Path
+    reports_dir: Path
+    demo_mode: bool
+    reporting_currency: str
+    duckdb_threads: int
+    duckdb_memory_limit: str
+    recluster_k_min: int
+    recluster_k_max: int
+    minibatch_threshold: int
+    max_component_size: int
+
+    repo_root: Path = REPO_ROOT
+
+    # --- databases -------------------------------------------------------
+    @property
+    def warehouse_db(self) -> Path:
+        """Working database: the only file the pipeline writes to."""
+        return self.warehouse_dir / "warehouse.duckdb"
+
+    @property
+    def analytics_db(self) -> Path:
+        """Published read-only snapshot for analysts (atomically replaced)."""
+        return self.warehouse_dir / "analytics.duckdb"
+
+    @property
+    def models_dir(self) -> Path:
+        """Fitted clustering models and scalers, one file per run."""
+        return self.warehouse_dir / "models"
+
+    # --- project folders ---------------------------------------------------
+    @property
+    def dbt_project_dir(self) -> Path:
+        return self.repo_root / "dbt_project"
+
+    @property
+    def dbt_target_dir(self) -> Path:
+        # Kept under the warehouse dir so a read-only checkout still works.
+        return self.warehouse_dir / "dbt_target"
+
+    @property
+    def expectations_dir(self) -> Path:
+        return self.repo_root / "expectations"
+
+    @property
+    def validation_reports_dir(self) -> Path:
+        return self.reports_dir / "validation"
+
+    @property
+    def segment_reports_dir(self) -> Path:
+        return self.reports_dir / "segments"
+
+    @property
+    def dbt_docs_dir(self) -> Path:
+        return self.reports_dir / "dbt_docs"
+
+    def source_dir(self, source: str) -> Path:
+        if source not in SOURCES:
+            raise ConfigError(f"unknown source {source!r}; expected one of {SOURCES}")
+        return self.landing_dir / source
+
+    # --- secrets -----------------------------------------------------------
+    def pii_key(self) -> str:
+        """Secret for the keyed hash that pseudonymises emails and phones.
+
+        Read from ``SEGMENTS_PII_KEY``. Outside demo mode a missing key is an
+        error: silently falling back to a known key would make the hashes
+        reversible by dictionary attack.
+        """
+        key = os.environ.get("SEGMENTS_PII_KEY", "").strip()
+        if key:
+            return key
+        if self.demo_mode:
+            return DEMO_PII_KEY
+        raise ConfigError(
+            "SEGMENTS_PII_KEY is not set. Set it to a long random secret "
+            "(e.g. `export SEGMENTS_PII_KEY=$(openssl rand -hex 32)`), or set "
+            "SEGMENTS_DEMO_MODE=1 to use the insecure demo key."
+        )
+
+    def ensure_dirs(self) -> None:
+        for path in (self.landing_dir, self.warehouse_dir, self.reports_dir, self.models_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+def get_settings() -> Settings:
+    """Resolve settings from the environment (defaults relative to the repo root)."""
+    k_min = _env_int("SEGMENTS_K_MIN", 4)
+    k_max = _env_int("SEGMENTS_K_MAX", 10)
+    if not 2 <= k_min <= k_max:
+        raise ConfigError(f"need 2 <= SEGMENTS_K_MIN <= SEGMENTS_K_MAX, got {k_min}..{k_max}")
+    return Settings(
+        landing_dir=_env_path("SEGMENTS_LANDING_DIR", "data/landing"),
+        warehouse_dir=_env_path("SEGMENTS_WAREHOUSE_DIR", "data/warehouse"),
+        reports_dir=_env_path("SEGMENTS_REPORTS_DIR", "data/reports"),
+        demo_mode=_env_flag("SEGMENTS_DEMO_MODE"),
+        reporting_currency=os.environ.get("SEGMENTS_REPORTING_CURRENCY", "USD").strip().upper(),
+        duckdb_threads=_env_int("SEGMENTS_DUCKDB_THREADS", os.cpu_count() or 2),
+        duckdb_memory_limit=os.environ.get("SEGMENTS_DUCKDB_MEMORY_LIMIT", "6GB").strip(),
+        recluster_k_min=k_min,
+        recluster_k_max=k_max,
+        minibatch_threshold=_env_int("SEGMENTS_MINIBATCH_THRESHOLD", 50_000),
+        max_component_size=_env_int("SEGMENTS_MAX_COMPONENT_SIZE", 50),
+    )

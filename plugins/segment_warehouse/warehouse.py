@@ -1,0 +1,98 @@
+"""DuckDB connections and the audit schema shared by every stage.
+
+DuckDB allows one writing process per database file. The pipeline serialises
+writers through an Airflow pool with one slot (``duckdb_writer``) and
+``max_active_runs=1``; readers use the published snapshot instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from segment_warehouse.config import Settings, get_settings
+
+SCHEMAS: tuple[str, ...] = ("raw", "staging", "intermediate", "marts", "segments", "audit")
+
+AUDIT_DDL: tuple[str, ...] = (
+    """
+    create table if not exists audit.load_manifest (
+        batch_id varchar not null,
+        source varchar not null,
+        source_file varchar not null,      -- path relative to the landing dir
+        sha256 varchar not null,
+        file_bytes bigint,
+        status varchar not null,           -- loaded | duplicate | file_quarantined
+        duplicate_of varchar,              -- source_file already loaded with the same sha256
+        rows_in_file bigint not null,
+        rows_loaded bigint not null,
+        rows_quarantined bigint not null,
+        loaded_at timestamptz not null,
+        duration_seconds double
+    )
+    """,
+    """
+    create table if not exists audit.quarantine (
+        batch_id varchar not null,
+        source varchar not null,
+        source_file varchar not null,
+        line_number bigint,                -- null when the whole file is quarantined
+        reason varchar not null,
+        raw_record varchar,
+        quarantined_at timestamptz not null
+    )
+    """,
+    """
+    create table if not exists audit.validation_results (
+        run_id varchar not null,
+        validated_at timestamptz not null,
+        suite varchar not null,
+        expectation varchar not null,
+        column_name varchar,
+        success boolean not null,
+        severity varchar not null,         -- critical | warning
+        observed_value varchar,
+        details varchar
+    )
+    """,
+)
+
+
+def connect(
+    path: Path | None = None,
+    *,
+    read_only: bool = False,
+    settings: Settings | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """Open the working warehouse (or ``path``) with the configured limits."""
+    settings = settings or get_settings()
+    target = path or settings.warehouse_db
+    if not read_only:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(target), read_only=read_only)
+    con.execute(f"set threads = {int(settings.duckdb_threads)}")
+    con.execute(f"set memory_limit = '{settings.duckdb_memory_limit}'")
+    return con
+
+
+@contextmanager
+def warehouse(
+    *, read_only: bool = False, settings: Settings | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Context-managed connection to ``warehouse.duckdb``; always closed."""
+    con = connect(read_only=read_only, settings=settings)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def ensure_schemas(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the layer schemas and the audit tables (idempotent)."""
+    for schema in SCHEMAS:
+        con.execute(f"create schema if not exists {schema}")
+    for ddl in AUDIT_DDL:
+        con.execute(ddl)
