@@ -1,0 +1,45 @@
+# Customer-segmentation warehouse. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PYTHONPATH := $(CURDIR)/plugins
+export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+export GX_ANALYTICS_ENABLED := false
+
+.PHONY: help install demo run test test-fast lint bench clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: requirements.txt | $(BIN)/activate
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed  ## create/update .venv from requirements.txt (idempotent)
+
+demo: install  ## generate a sample landing zone and run the whole pipeline through Airflow
+	$(BIN)/python -m segment_warehouse.cli demo $(if $(CUSTOMERS),--customers $(CUSTOMERS)) $(if $(DATE),--date $(DATE))
+
+run: install  ## run both DAGs once over SEGMENTS_LANDING_DIR (new files only); DATE=YYYY-MM-DD to backfill
+	$(BIN)/python -m segment_warehouse.cli run $(if $(DATE),--date $(DATE))
+
+test: install  ## the full test suite (unit, dbt, GX, clustering, Airflow end-to-end)
+	$(BIN)/ruff check plugins dags tests
+	$(BIN)/python -m pytest
+
+test-fast: install  ## everything except the Airflow end-to-end tests
+	$(BIN)/python -m pytest -m "not e2e"
+
+lint: install  ## ruff
+	$(BIN)/ruff check plugins dags tests
+
+bench: install  ## generate 10k/100k/1M landing zones, time every stage, write docs/benchmarks.md
+	$(BIN)/python -m segment_warehouse.bench $(BENCH_ARGS)
+
+clean:  ## remove generated data, Airflow home and dbt target (keeps .venv)
+	rm -rf data airflow_home dbt_project/target dbt_project/logs

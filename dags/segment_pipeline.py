@@ -1,0 +1,89 @@
+"""segment_pipeline: landing files -> raw -> dbt -> validation -> published snapshot.
+
+    prepare_warehouse
+      -> load_crm, load_analytics, load_transactions, load_erasure   (pool: duckdb_writer)
+      -> apply_erasure -> dbt_build -> validate_warehouse -> publish_snapshot
+                                 \\-> dbt_docs
+publish_snapshot emits the customer_profiles Asset, which triggers
+recluster_segments. All logic lives in plugins/segment_warehouse.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, dag, task
+
+from segment_warehouse import tasks
+
+PROFILES = Asset(tasks.PROFILES_ASSET_URI)
+
+default_args = {
+    "retries": 2,
+    "retry_delay": timedelta(seconds=20),
+    "retry_exponential_backoff": True,
+    "pool": tasks.WRITER_POOL,
+}
+
+
+@dag(
+    dag_id="segment_pipeline",
+    schedule="0 2 * * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args,
+    tags=["segments", "warehouse"],
+    doc_md=__doc__,
+)
+def segment_pipeline() -> None:
+    @task
+    def prepare_warehouse() -> dict:
+        return tasks.prepare_warehouse()
+
+    @task(task_id="load_crm")
+    def load_crm(run_id: str | None = None) -> dict:
+        return tasks.load_source("crm", run_id)
+
+    @task(task_id="load_analytics")
+    def load_analytics(run_id: str | None = None) -> dict:
+        return tasks.load_source("analytics", run_id)
+
+    @task(task_id="load_transactions")
+    def load_transactions(run_id: str | None = None) -> dict:
+        return tasks.load_source("transactions", run_id)
+
+    @task(task_id="load_erasure")
+    def load_erasure(run_id: str | None = None) -> dict:
+        return tasks.load_source("erasure", run_id)
+
+    @task
+    def apply_erasure(run_id: str | None = None) -> dict:
+        return tasks.apply_erasure(run_id)
+
+    @task
+    def dbt_build(ds: str | None = None) -> dict:
+        return tasks.dbt_build(as_of_date=ds)
+
+    @task(retries=0)
+    def dbt_docs() -> dict:
+        return tasks.dbt_docs()
+
+    # A failed critical expectation is not transient: no retries.
+    @task(retries=0)
+    def validate_warehouse(run_id: str | None = None) -> dict:
+        return tasks.validate(["raw", "staging", "marts"], run_id)
+
+    @task(outlets=[PROFILES])
+    def publish_snapshot(run_id: str | None = None) -> dict:
+        return tasks.publish(run_id)
+
+    loads = [load_crm(), load_analytics(), load_transactions(), load_erasure()]
+    built = dbt_build()
+    prepare_warehouse() >> loads >> apply_erasure() >> built
+    built >> dbt_docs()
+    built >> validate_warehouse() >> publish_snapshot()
+
+
+segment_pipeline()

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from segment_warehouse.config import REPO_ROOT, ConfigError, get_settings
+
+
+def test_defaults_are_relative_to_repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SEGMENTS_LANDING_DIR", "SEGMENTS_WAREHOUSE_DIR", "SEGMENTS_REPORTS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    s = get_settings()
+    assert s.landing_dir == REPO_ROOT / "data/landing"
+    assert s.warehouse_db == REPO_ROOT / "data/warehouse/warehouse.duckdb"
+    assert s.analytics_db == REPO_ROOT / "data/warehouse/analytics.duckdb"
+    assert s.reports_dir == REPO_ROOT / "data/reports"
+
+
+def test_env_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SEGMENTS_LANDING_DIR", str(tmp_path / "in"))
+    monkeypatch.setenv("SEGMENTS_WAREHOUSE_DIR", "relative/wh")
+    s = get_settings()
+    assert s.landing_dir == tmp_path / "in"
+    assert s.source_dir("crm") == tmp_path / "in" / "crm"
+    assert s.warehouse_dir == REPO_ROOT / "relative/wh"
+
+
+def test_unknown_source_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="unknown source"):
+        get_settings().source_dir("ftp")
+
+
+def test_pii_key_required_outside_demo_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SEGMENTS_PII_KEY", raising=False)
+    monkeypatch.delenv("SEGMENTS_DEMO_MODE", raising=False)
+    with pytest.raises(ConfigError, match="SEGMENTS_PII_KEY is not set"):
+        get_settings().pii_key()
+    monkeypatch.setenv("SEGMENTS_DEMO_MODE", "1")
+    assert get_settings().pii_key()
+    monkeypatch.setenv("SEGMENTS_PII_KEY", "s3cret")
+    assert get_settings().pii_key() == "s3cret"
+
+
+def test_bad_k_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEGMENTS_K_MIN", "8")
+    monkeypatch.setenv("SEGMENTS_K_MAX", "3")
+    with pytest.raises(ConfigError):
+        get_settings()
