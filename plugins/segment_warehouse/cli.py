@@ -135,8 +135,8 @@ def print_summary(settings: Settings) -> None:
         finally:
             con.close()
     print(f"  analytics snapshot : {settings.analytics_db}")
-    print(f"  working warehouse  : {settings.warehouse_db}  (audit.quarantine, audit.load_manifest,")
-    print("                       audit.validation_results)")
+    print(f"  working warehouse  : {settings.warehouse_db}")
+    print("    (audit.quarantine, audit.load_manifest, audit.validation_results)")
     print(f"  validation report  : {settings.validation_reports_dir / 'index.html'}")
     print(f"  segment report     : {settings.segment_reports_dir / 'index.html'}")
     print(f"  dbt docs (lineage) : {settings.dbt_docs_dir / 'static_index.html'}")
@@ -184,7 +184,7 @@ def run_pipeline(logical_date: str | None = None, dag_ids: tuple[str, ...] = DAG
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="segment_warehouse.cli", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="segment_warehouse.cli", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run both DAGs once over the landing dir (new files only)")
     run.add_argument("--date", help="logical date YYYY-MM-DD (default: today, UTC)")

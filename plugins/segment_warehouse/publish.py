@@ -71,7 +71,9 @@ def _check_no_raw_pii(con, tables: list[tuple[str, str]]) -> None:
         raise PublishError(f"refusing to publish raw PII columns: {', '.join(offenders)}")
 
 
-def publish_snapshot(*, run_id: str | None = None, settings: Settings | None = None) -> PublishResult:
+def publish_snapshot(
+    *, run_id: str | None = None, settings: Settings | None = None
+) -> PublishResult:
     """Copy marts.* and segments.* into a fresh file and swap it into place."""
     settings = settings or get_settings()
     target = settings.analytics_db
