@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
+
 from segment_warehouse.config import Settings, get_settings
-from segment_warehouse.warehouse import connect
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def _published_tables(con) -> list[tuple[str, str]]:
         """
         select table_schema, table_name
         from information_schema.tables
-        where table_catalog = current_database()
+        where table_catalog = 'wh'
           and list_contains(?, table_schema)
         order by table_schema, table_name
         """,
@@ -62,7 +63,7 @@ def _check_no_raw_pii(con, tables: list[tuple[str, str]]) -> None:
         cols = con.execute(
             """
             select column_name from information_schema.columns
-            where table_catalog = current_database() and table_schema = ? and table_name = ?
+            where table_catalog = 'wh' and table_schema = ? and table_name = ?
             """,
             [schema, table],
         ).fetchall()
@@ -84,8 +85,13 @@ def publish_snapshot(
 
     published_at = datetime.now(UTC)
     result = PublishResult(path=target, published_at=published_at)
-    con = connect(settings.warehouse_db, read_only=True, settings=settings)
+    # An in-memory session attaching the warehouse read-only and the new file
+    # read-write: publishing never takes the warehouse's write lock itself.
+    con = duckdb.connect()
+    con.execute(f"set threads = {int(settings.duckdb_threads)}")
+    con.execute(f"set memory_limit = '{settings.duckdb_memory_limit}'")
     try:
+        con.execute(f"attach '{settings.warehouse_db}' as wh (read_only)")
         tables = _published_tables(con)
         if not any(schema == "marts" for schema, _ in tables):
             raise PublishError("nothing to publish: the warehouse has no marts tables yet")
@@ -95,7 +101,7 @@ def publish_snapshot(
             con.execute(f"create schema if not exists snapshot.{schema}")
         for schema, table in tables:
             con.execute(
-                f'create table snapshot.{schema}."{table}" as select * from {schema}."{table}"'
+                f'create table snapshot.{schema}."{table}" as select * from wh.{schema}."{table}"'
             )
             (rows,) = con.execute(f'select count(*) from snapshot.{schema}."{table}"').fetchone()
             result.tables[f"{schema}.{table}"] = rows
@@ -108,6 +114,7 @@ def publish_snapshot(
             [published_at, run_id],
         )
         con.execute("detach snapshot")
+        con.execute("detach wh")
     except BaseException:
         con.close()
         tmp.unlink(missing_ok=True)

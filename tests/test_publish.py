@@ -1,0 +1,89 @@
+"""Publishing analytics.duckdb: atomic swap, readers never blocked, no raw PII."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from segment_warehouse.config import get_settings
+from segment_warehouse.publish import PublishError, publish_snapshot
+from segment_warehouse.warehouse import ensure_schemas, warehouse
+
+
+def _seed_marts(n_customers: int) -> None:
+    with warehouse() as con:
+        ensure_schemas(con)
+        con.execute(
+            "create or replace table marts.customer_profiles as "
+            "select 'cus_' || i as customer_id, i * 1.5 as lifetime_revenue "
+            f"from range({n_customers}) t(i)"
+        )
+        con.execute(
+            "create or replace table segments.customer_segments as "
+            "select customer_id, 1 as segment_id, 'All' as segment_name, 'r1' as run_id "
+            "from marts.customer_profiles"
+        )
+        con.execute("create or replace table staging.secret as select 'a@b.com' as email")
+
+
+def test_publishes_marts_and_segments_only(segments_env: Path) -> None:
+    _seed_marts(10)
+    result = publish_snapshot(run_id="run-1")
+    assert result.tables == {"marts.customer_profiles": 10, "segments.customer_segments": 10}
+    con = duckdb.connect(str(get_settings().analytics_db), read_only=True)
+    schemas = {
+        r[0]
+        for r in con.execute(
+            "select distinct table_schema from information_schema.tables"
+        ).fetchall()
+    }
+    assert schemas == {"marts", "segments", "meta"}
+    assert con.execute("select run_id from meta.snapshot_info").fetchone() == ("run-1",)
+    con.close()
+    # no temporary files left behind
+    assert sorted(p.name for p in get_settings().warehouse_dir.iterdir()) == [
+        "analytics.duckdb",
+        "warehouse.duckdb",
+    ]
+
+
+def test_reader_keeps_consistent_old_snapshot_during_publish(segments_env: Path) -> None:
+    _seed_marts(5)
+    publish_snapshot(run_id="old")
+    reader = duckdb.connect(str(get_settings().analytics_db), read_only=True)
+    assert reader.execute("select count(*) from marts.customer_profiles").fetchone() == (5,)
+
+    _seed_marts(7)  # the pipeline writes while the reader is connected
+    publish_snapshot(run_id="new")
+
+    # the open reader still sees the complete old state ...
+    assert reader.execute("select count(*) from marts.customer_profiles").fetchone() == (5,)
+    assert reader.execute("select count(*) from segments.customer_segments").fetchone() == (5,)
+    reader.close()
+    # ... and a new reader sees the complete new one
+    fresh = duckdb.connect(str(get_settings().analytics_db), read_only=True)
+    assert fresh.execute("select count(*) from marts.customer_profiles").fetchone() == (7,)
+    assert fresh.execute("select run_id from meta.snapshot_info").fetchone() == ("new",)
+    fresh.close()
+
+
+def test_failed_publish_keeps_previous_snapshot(segments_env: Path) -> None:
+    _seed_marts(3)
+    publish_snapshot(run_id="good")
+    before = get_settings().analytics_db.read_bytes()
+    with warehouse() as con:
+        con.execute("create table marts.leaky as select 'x@y.com' as email")
+    with pytest.raises(PublishError, match=r"marts\.leaky\.email"):
+        publish_snapshot(run_id="bad")
+    assert get_settings().analytics_db.read_bytes() == before
+    assert not list(get_settings().warehouse_dir.glob(".*.tmp"))
+
+
+def test_nothing_to_publish_is_an_error(segments_env: Path) -> None:
+    with warehouse() as con:
+        ensure_schemas(con)
+    with pytest.raises(PublishError, match="no marts"):
+        publish_snapshot()
+    assert not get_settings().analytics_db.exists()
