@@ -10,9 +10,17 @@ XCom and shows up in the Airflow UI).
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import json
 import logging
+import os
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +28,73 @@ log = logging.getLogger(__name__)
 # warehouse.duckdb (DuckDB allows one writing process per file).
 WRITER_POOL = "duckdb_writer"
 PROFILES_ASSET_URI = "duckdb://warehouse/marts/customer_profiles"
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _rss_bytes(proc: Any) -> int:
+    """Resident memory of this process and its children (dbt runs as one)."""
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        # a child may exit between listing and reading
+        with contextlib.suppress(Exception):
+            total += p.memory_info().rss
+    return total
+
+
+def measured(stage: str) -> Callable[[F], F]:
+    """Record wall time and peak memory of a stage.
+
+    One JSON line per stage run goes to ``<warehouse_dir>/metrics/stages.jsonl``
+    (engineers can tail it; ``make bench`` reads it). Peak memory is sampled
+    every 50 ms because ru_maxrss is a process-lifetime high-water mark and
+    `airflow dags test` runs every task in one process.
+    """
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            import psutil
+
+            from segment_warehouse.config import get_settings
+
+            proc = psutil.Process()
+            peak = [_rss_bytes(proc)]
+            stop = threading.Event()
+
+            def sample() -> None:
+                while not stop.wait(0.05):
+                    peak[0] = max(peak[0], _rss_bytes(proc))
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            started = time.perf_counter()
+            ok = False
+            try:
+                result = func(*args, **kwargs)
+                ok = True
+                return result
+            finally:
+                stop.set()
+                sampler.join()
+                record = {
+                    "stage": stage.format(*args, **kwargs),
+                    "finished_at": datetime.now(UTC).isoformat(),
+                    "seconds": round(time.perf_counter() - started, 3),
+                    "peak_rss_mb": round(peak[0] / 2**20, 1),
+                    "ok": ok,
+                    "pid": os.getpid(),
+                }
+                metrics = get_settings().warehouse_dir / "metrics"
+                metrics.mkdir(parents=True, exist_ok=True)
+                with (metrics / "stages.jsonl").open("a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+                log.info("stage %(stage)s: %(seconds).1fs, peak %(peak_rss_mb).0f MiB", record)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 def _plain(value: Any) -> Any:
@@ -48,6 +123,7 @@ def prepare_warehouse() -> dict[str, str]:
     return {"warehouse": str(settings.warehouse_db), "landing": str(settings.landing_dir)}
 
 
+@measured("load_{0}")
 def load_source(source: str, run_id: str) -> dict[str, Any]:
     from segment_warehouse import ingest
 
@@ -55,36 +131,42 @@ def load_source(source: str, run_id: str) -> dict[str, Any]:
     return _plain(summary)
 
 
+@measured("apply_erasure")
 def apply_erasure(run_id: str) -> dict[str, Any]:
     from segment_warehouse import erasure
 
     return _plain(erasure.apply_erasure_requests(run_id=run_id))
 
 
+@measured("dbt_build")
 def dbt_build(as_of_date: str) -> dict[str, Any]:
     from segment_warehouse import dbt_runner
 
     return _plain(dbt_runner.build(as_of_date=as_of_date))
 
 
+@measured("dbt_docs")
 def dbt_docs() -> dict[str, Any]:
     from segment_warehouse import dbt_runner
 
     return _plain(dbt_runner.generate_docs())
 
 
+@measured("validate")
 def validate(layers: list[str], run_id: str) -> dict[str, Any]:
     from segment_warehouse.validation import validate_layer
 
     return _plain(validate_layer(layers, run_id=run_id))
 
 
+@measured("recluster")
 def recluster(run_id: str, as_of_date: str) -> dict[str, Any]:
     from segment_warehouse import clustering
 
     return _plain(clustering.recluster(run_id=run_id, as_of=as_of_date))
 
 
+@measured("publish")
 def publish(run_id: str) -> dict[str, Any]:
     from segment_warehouse.publish import publish_snapshot
 
