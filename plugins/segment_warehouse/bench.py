@@ -1,0 +1,287 @@
+"""`make bench`: the pipeline at 10 k / 100 k / 1 M customers, stage by stage.
+
+For each scale: generate a landing zone (timed, events/s), scan the same files
+once with plain DuckDB (the physical reference), run both DAGs through Airflow
+exactly like ``make run``, and collect per-stage wall time and sampled peak
+memory (``metrics/stages.jsonl`` written by the tasks), dbt per-model times
+(``run_results.json``) and the identity/segment quality figures. At the
+largest scale a daily delta (one more day of files) is run on top.
+Results go to ``docs/benchmarks.md`` (and ``.bench/results.json``).
+
+    python -m segment_warehouse.bench [--scales 10000,100000,1000000] [--work-dir .bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from segment_warehouse.config import REPO_ROOT
+
+LOGICAL_DATE = "2026-11-22"
+
+
+def _env(base: Path, airflow_home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        SEGMENTS_LANDING_DIR=str(base / "landing"),
+        SEGMENTS_WAREHOUSE_DIR=str(base / "warehouse"),
+        SEGMENTS_REPORTS_DIR=str(base / "reports"),
+        SEGMENTS_PII_KEY=env.get("SEGMENTS_PII_KEY", "benchmark-secret"),
+        AIRFLOW_HOME=str(airflow_home),
+        PYTHONPATH=str(REPO_ROOT / "plugins"),
+    )
+    return env
+
+
+def _timed(args: list[str], env: dict[str, str], log: Path) -> tuple[float, int]:
+    """Run a command; return (seconds, peak RSS in MiB of its largest process)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    started = time.perf_counter()
+    with log.open("a") as fh:
+        proc = subprocess.run(args, env=env, stdout=fh, stderr=subprocess.STDOUT, check=False)
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed (exit {proc.returncode}); see {log}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return seconds, max(peak, before) // 1024
+
+
+_SCAN_OPTS = "ignore_errors = true"
+_READERS = {
+    "crm": "read_csv('{f}', all_varchar = true, " + _SCAN_OPTS + ")",
+    "analytics": "read_json('{f}', format = 'newline_delimited', " + _SCAN_OPTS + ")",
+    "transactions": "read_csv('{f}', all_varchar = true, " + _SCAN_OPTS + ")",
+}
+
+
+def plain_scan(landing: Path) -> tuple[float, dict[str, int]]:
+    """One plain DuckDB pass over every landing file: the physical lower bound.
+
+    File by file, because the deliberately broken files (not gzip, wrong
+    header) would stop a glob reader; an unreadable file counts as 0 rows.
+    """
+    con = duckdb.connect()
+    counts: dict[str, int] = {}
+    started = time.perf_counter()
+    for source, reader in _READERS.items():
+        total = 0
+        for path in sorted((landing / source).glob("*")):
+            try:
+                (n,) = con.execute(f"select count(*) from {reader.format(f=path)}").fetchone()
+                total += n
+            except duckdb.Error:
+                continue
+        counts[source] = total
+    seconds = time.perf_counter() - started
+    con.close()
+    return seconds, counts
+
+
+def _stage_metrics(warehouse: Path, since: float) -> list[dict[str, Any]]:
+    path = warehouse / "metrics" / "stages.jsonl"
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if datetime.fromisoformat(r["finished_at"]).timestamp() >= since]
+
+
+def _dbt_models(warehouse: Path) -> list[dict[str, Any]]:
+    path = warehouse / "dbt_target" / "run_results.json"
+    if not path.exists():
+        return []
+    results = json.loads(path.read_text())["results"]
+    models = [
+        {"node": r["unique_id"].split(".", 2)[-1], "seconds": round(r["execution_time"], 2)}
+        for r in results
+        if r["unique_id"].startswith(("model.", "seed."))
+    ]
+    return sorted(models, key=lambda m: -m["seconds"])
+
+
+def run_pipeline(env: dict[str, str], log: Path) -> tuple[float, int]:
+    return _timed(
+        [sys.executable, "-m", "segment_warehouse.cli", "run", "--date", LOGICAL_DATE], env, log
+    )
+
+
+def bench_scale(customers: int, work: Path, delta: bool) -> dict[str, Any]:
+    base = work / f"c{customers}"
+    if base.exists():
+        subprocess.run(["rm", "-rf", str(base)], check=True)
+    base.mkdir(parents=True)
+    env = _env(base, work / "airflow_home")
+    log = base / "bench.log"
+    out: dict[str, Any] = {"customers": customers}
+
+    gen_s, gen_mb = _timed(
+        [
+            sys.executable, "-m", "segment_warehouse.generator", "--customers", str(customers),
+            "--seed", "7", "--out", str(base / "landing"), "--truth-dir", str(base / "truth"),
+        ],
+        env, log,
+    )  # fmt: skip
+    scan_s, counts = plain_scan(base / "landing")
+    out["rows"] = counts
+    out["landing_mb"] = round(
+        sum(p.stat().st_size for p in (base / "landing").rglob("*") if p.is_file()) / 2**20, 1
+    )
+    out["generate"] = {
+        "seconds": round(gen_s, 1),
+        "peak_mb": gen_mb,
+        "events_per_s": round(counts.get("analytics", 0) / gen_s),
+    }
+    out["plain_scan_seconds"] = round(scan_s, 2)
+
+    since = time.time()
+    run_s, run_mb = run_pipeline(env, log)
+    out["end_to_end"] = {"seconds": round(run_s, 1), "peak_mb": run_mb}
+    out["stages"] = _stage_metrics(base / "warehouse", since)
+    out["dbt_models"] = _dbt_models(base / "warehouse")
+    out["ratio_to_plain_scan"] = round(run_s / scan_s, 1) if scan_s else None
+
+    from segment_warehouse.evaluate import evaluate
+
+    out["quality"] = asdict(evaluate(base / "truth", base / "warehouse" / "analytics.duckdb"))
+
+    if delta:
+        _timed(
+            [
+                sys.executable, "-m", "segment_warehouse.generator", "--customers", str(customers),
+                "--seed", "7", "--out", str(base / "landing"), "--truth-dir", str(base / "truth"),
+                "--delta-day",
+            ],
+            env, log,
+        )  # fmt: skip
+        since = time.time()
+        delta_s, delta_mb = run_pipeline(env, log)
+        out["daily_delta"] = {
+            "seconds": round(delta_s, 1),
+            "peak_mb": delta_mb,
+            "stages": _stage_metrics(base / "warehouse", since),
+        }
+    return out
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {mem_gib:.0f} GiB RAM, {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}, DuckDB {duckdb.__version__}"
+    )
+
+
+def _stage_table(stages: list[dict[str, Any]]) -> list[str]:
+    lines = ["| stage | seconds | peak RSS (MiB) |", "|---|---:|---:|"]
+    lines += [f"| {s['stage']} | {s['seconds']:.1f} | {s['peak_rss_mb']:.0f} |" for s in stages]
+    return lines
+
+
+def render(results: list[dict[str, Any]], started: str) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` on {started}. Machine: {machine()}.",
+        "",
+        "Each scale: generate a landing zone (~20 events and ~3 orders per customer),",
+        "scan it once with plain DuckDB (reference), then run both DAGs through Airflow",
+        "(`airflow dags test`, like `make run`). Peak memory is the largest process's",
+        "maximum RSS (end to end) or the sampled RSS of the task process and its",
+        "children (per stage).",
+        "",
+        "## Summary",
+        "",
+        "| customers | events | orders | landing MiB | generate (events/s) | plain scan s "
+        "| end to end s | × scan | peak MiB | recluster s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        recluster = next((s["seconds"] for s in r["stages"] if s["stage"] == "recluster"), None)
+        lines.append(
+            f"| {r['customers']:,} | {r['rows'].get('analytics', 0):,} | "
+            f"{r['rows'].get('transactions', 0):,} | {r['landing_mb']} | "
+            f"{r['generate']['events_per_s']:,} | {r['plain_scan_seconds']} | "
+            f"{r['end_to_end']['seconds']} | {r['ratio_to_plain_scan']} | "
+            f"{r['end_to_end']['peak_mb']:,} | {recluster} |"
+        )
+    for r in results:
+        if "daily_delta" in r:
+            d = r["daily_delta"]
+            lines += [
+                "",
+                f"**Daily delta** on top of {r['customers']:,} customers: "
+                f"{d['seconds']} s end to end (peak {d['peak_mb']:,} MiB).",
+                "",
+                *_stage_table(d["stages"]),
+            ]
+    for r in results:
+        q = r["quality"]
+        lines += [
+            "",
+            f"## {r['customers']:,} customers",
+            "",
+            *_stage_table(r["stages"]),
+            "",
+            "Slowest dbt models: "
+            + ", ".join(f"`{m['node']}` {m['seconds']} s" for m in r["dbt_models"][:8]),
+            "",
+            f"Quality: contact pairs precision {q['contact_pair_precision']}, recall "
+            f"{q['contact_pair_recall']}, F1 {q['contact_pair_f1']}; anonymous-id stitching "
+            f"correct {q['anon_stitch_correct']}, coverage {q['anon_stitch_coverage']}; bots "
+            f"mapped {q['bots_mapped']}; profiles {q['profiles']:,} vs {q['real_customers']:,} "
+            f"real customers ({q['profile_count_error']:.2%} off); segments ARI vs personas "
+            f"{q['segments_ari']} (k={q['segments_k']}).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scales", default="10000,100000,1000000")
+    parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / ".bench")
+    parser.add_argument("--output", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--no-delta", action="store_true")
+    args = parser.parse_args(argv)
+    scales = [int(s) for s in args.scales.split(",") if s]
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    results = []
+    for customers in scales:
+        print(f"benchmark: {customers:,} customers ...", flush=True)
+        result = bench_scale(
+            customers, args.work_dir, delta=not args.no_delta and customers == max(scales)
+        )
+        print(
+            f"  end to end {result['end_to_end']['seconds']} s "
+            f"({result['ratio_to_plain_scan']}× plain scan)",
+            flush=True,
+        )
+        results.append(result)
+        (args.work_dir / "results.json").write_text(json.dumps(results, indent=2))
+        args.output.write_text(render(results, started))
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
