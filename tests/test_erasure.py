@@ -1,0 +1,135 @@
+"""Right to erasure on a hand-made warehouse: the person disappears everywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from segment_warehouse.erasure import apply_erasure_requests, keyed_hash, suppressed_row_reason
+from segment_warehouse.warehouse import ensure_schemas, warehouse
+
+ALICE = {"contact_id": "C1", "email": "Alice@Example.com", "anon": "anon-a", "order": "O1"}
+
+
+def _build(con: duckdb.DuckDBPyConnection) -> None:
+    ensure_schemas(con)
+    con.execute(
+        "create table raw.crm_contacts as select * from (values "
+        "('C1', ' Alice@Example.com ', '+14155550100'), "
+        "('C10', 'bob@example.com', '+14155550111'), "
+        "('C2', 'alice@example.com', null)) t(contact_id, email, phone)"
+    )
+    con.execute(
+        "create table raw.transactions_orders as select * from (values "
+        "('O1', 'C1', null), ('O2', null, 'ALICE@example.com'), ('O3', 'C10', null)) "
+        "t(order_id, contact_id, email)"
+    )
+    con.execute(
+        "create table raw.analytics_events as select * from (values "
+        "('m1', 'anon-a', 'C1', '{}'), ('m2', 'anon-a', null, '{}'), "
+        "('m3', 'anon-b', null, '{\"email\": \"alice@example.com\"}'), "
+        "('m4', 'anon-c', 'C10', '{}')) t(message_id, anonymous_id, user_id, traits)"
+    )
+    con.execute(
+        "create table raw.erasure_requests as select * from (values "
+        "('R1', null, 'alice@example.com', '2026-11-01T00:00:00Z')) "
+        "t(request_id, contact_id, email, requested_at)"
+    )
+    con.execute(
+        "insert into audit.quarantine values "
+        "('b', 'crm', 'crm/x.csv', 3, 'bad', 'C1,alice@example.com,,', now()), "
+        "('b', 'crm', 'crm/x.csv', 4, 'bad', 'C10,bob@example.com,,', now())"
+    )
+    con.execute(
+        "create table marts.identity_map as select * from (values "
+        "('crm', 'C1', 'cus_a'), ('crm', 'C2', 'cus_a'), ('transactions', 'O1', 'cus_a'), "
+        "('analytics', 'anon-a', 'cus_a'), ('crm', 'C10', 'cus_b'), "
+        "('transactions', 'O3', 'cus_b')) t(source, source_id, customer_id)"
+    )
+    con.execute(
+        "create table marts.customer_profiles as select * from (values "
+        "('cus_a', 10.0), ('cus_b', 5.0)) t(customer_id, lifetime_revenue)"
+    )
+    con.execute(
+        "create table staging.stg_crm__contacts as select contact_id, "
+        "lower(trim(email)) as email from raw.crm_contacts"
+    )
+    con.execute(
+        "create table segments.segment_membership_history as select * from (values "
+        "('cus_a', 1), ('cus_b', 2)) t(customer_id, segment_id)"
+    )
+
+
+def _all_text(con: duckdb.DuckDBPyConnection) -> str:
+    chunks = []
+    for schema, table in con.execute(
+        "select table_schema, table_name from information_schema.tables"
+    ).fetchall():
+        chunks.append(repr(con.execute(f'select * from {schema}."{table}"').fetchall()))
+    return "\n".join(chunks).lower()
+
+
+def test_erasure_removes_every_trace(segments_env: Path) -> None:
+    with warehouse() as con:
+        _build(con)
+    summary = apply_erasure_requests(run_id="r1")
+    assert summary.requests_processed == 1
+    with warehouse(read_only=True) as con:
+        text = _all_text(con)
+        for needle in (
+            "alice@example.com",
+            "'c1'",
+            "'c2'",
+            "'o1'",
+            "'o2'",
+            "anon-a",
+            "anon-b",
+            "cus_a",
+        ):
+            assert needle not in text, needle
+        # the other person is untouched (C10 must not match "C1")
+        assert con.execute("select count(*) from raw.crm_contacts").fetchone() == (1,)
+        assert con.execute("select count(*) from raw.transactions_orders").fetchone() == (1,)
+        assert con.execute("select count(*) from audit.quarantine").fetchone() == (1,)
+        assert con.execute("select count(*) from marts.identity_map").fetchone() == (2,)
+        log = con.execute(
+            "select request_id, subject_hash, rows_deleted from audit.erasure_log"
+        ).fetchone()
+        assert log[0] == "R1" and log[2] > 0
+        assert log[1] == keyed_hash("alice@example.com", "test-secret")
+
+
+def test_redelivered_records_are_suppressed(segments_env: Path) -> None:
+    with warehouse() as con:
+        _build(con)
+    apply_erasure_requests()
+    with warehouse(read_only=True) as con:
+        key = "test-secret"
+        assert "erased subject" in suppressed_row_reason(con, {"email": " ALICE@example.com"}, key)
+        assert suppressed_row_reason(con, {"contact_id": "C1"}, key)
+        assert suppressed_row_reason(con, {"anonymous_id": "anon-a"}, key)
+        assert suppressed_row_reason(con, {"order_id": "O2"}, key)
+        assert (
+            suppressed_row_reason(con, {"contact_id": "C10", "email": "bob@example.com"}, key)
+            is None
+        )
+
+
+def test_rerun_does_not_reprocess(segments_env: Path) -> None:
+    with warehouse() as con:
+        _build(con)
+    assert apply_erasure_requests().requests_processed == 1
+    assert apply_erasure_requests().requests_processed == 0
+
+
+def test_missing_secret_is_a_clear_error(
+    segments_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with warehouse() as con:
+        _build(con)
+    monkeypatch.delenv("SEGMENTS_PII_KEY")
+    monkeypatch.delenv("SEGMENTS_DEMO_MODE", raising=False)
+    with pytest.raises(Exception, match="SEGMENTS_PII_KEY"):
+        apply_erasure_requests()
