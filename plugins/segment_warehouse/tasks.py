@@ -156,7 +156,7 @@ def dbt_docs() -> dict[str, Any]:
 def validate(layers: list[str], run_id: str) -> dict[str, Any]:
     from segment_warehouse.validation import validate_layer
 
-    return _plain(validate_layer(layers, run_id=run_id))
+    return _plain(validate_layer(layers, run_id=run_id).summary())
 
 
 @measured("recluster")
