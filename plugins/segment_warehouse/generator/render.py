@@ -1,0 +1,240 @@
+"""Numpy rows -> CSV / JSON-lines text (Arrow string arrays, one element per line)."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import vocab as V
+from .activity import Events, Orders, Sessions
+from .population import FIRST_ALL, FIRST_ASCII, LAST_ASCII, N_F, Population, email_number
+from .text import (
+    choose,
+    dates,
+    hex_id,
+    join,
+    money,
+    permute_decimal,
+    scramble,
+    take,
+    timestamps,
+    to_str,
+    where,
+)
+
+CRM_HEADER = ("contact_id,email,phone,first_name,last_name,birth_date,gender,country,city,"
+              "postal_code,marketing_consent,created_at,updated_at")
+ORDERS_HEADER = ("order_id,contact_id,email,order_ts,status,currency,total_amount,"
+                 "discount_amount,items_count,channel,updated_at")
+CURRENCIES = (*(c[3] for c in V.COUNTRIES), "USD")  # last index = USD
+_CITY_OFF = np.cumsum([0] + [len(V.CITIES[c[0]]) for c in V.COUNTRIES])[:-1]
+_CITY_N = np.array([len(V.CITIES[c[0]]) for c in V.COUNTRIES])
+_CITY_NAMES = tuple(city for c in V.COUNTRIES for city, _ in V.CITIES[c[0]])
+_POSTALS = tuple(pc_ for c in V.COUNTRIES for _, pc_ in V.CITIES[c[0]])
+
+
+def contact_ids(keys: np.ndarray) -> pa.Array:
+    return join("C", pc.utf8_lpad(to_str(permute_decimal(keys, 10**9, 387_420_489, 12_345)),
+                                  9, "0"))
+
+
+def order_ids(keys: np.ndarray) -> pa.Array:
+    return join("ORD-", pc.utf8_lpad(
+        to_str(permute_decimal(keys, 10**10, 1_234_567_891, 98_765)), 10, "0"))
+
+
+def person_ids(pids: np.ndarray) -> pa.Array:
+    return join("P", pc.utf8_lpad(to_str(pids), 8, "0"))
+
+
+def anonymous_ids(device_keys: np.ndarray, seed: int) -> pa.Array:
+    """UUID-shaped, unique (the first half is a bijection of the device key)."""
+    h1 = scramble(device_keys, seed * 2 + 1)
+    h2 = scramble(device_keys, seed * 2 + 7_777)
+    return join(hex_id(h1, (2, 1, 1), "-"), "-", hex_id(h2, (1, 3), "-"))
+
+
+def emails(pop: Population, person: np.ndarray) -> pa.Array:
+    """The person's real email address, lower case."""
+    f = take(FIRST_ASCII, pop.first[person])
+    la = take(LAST_ASCII, pop.last[person])
+    num = to_str(email_number(pop.pid[person]))
+    local = choose(pop.email_style[person], join(f, ".", la, num),
+                   join(pc.utf8_slice_codeunits(f, 0, 1), la, num), join(la, "_", f, num))
+    return join(local, "@", take(V.EMAIL_DOMAINS, pop.domain[person]))
+
+
+def email_variants(base: pa.Array, variant: np.ndarray,
+                   placeholder: np.ndarray | None = None) -> pa.Array:
+    """0 as is, 1 upper case, 2 surrounding spaces, 3/-1 missing, 4 placeholder."""
+    v = np.asarray(variant)
+    opts = [base, pc.utf8_upper(base), join("  ", base, " "), pa.array([""] * len(v))]
+    codes = np.where(v < 0, 3, np.minimum(v, 3))
+    out = choose(codes, *opts)
+    if placeholder is not None and (v == 4).any():
+        out = where(v == 4, take(V.PLACEHOLDER_EMAILS, np.maximum(placeholder, 0)), out)
+    return out
+
+
+def phones(nsn: np.ndarray, country: np.ndarray, fmt: np.ndarray) -> pa.Array:
+    """Free-format phone numbers; fmt -1 = missing, 0 = E.164, 1..5 local styles."""
+    cc = take([c[1] for c in V.COUNTRIES], country)
+    s = to_str(nsn)
+    g1 = pc.utf8_slice_codeunits(s, 0, -8)
+    g2 = pc.utf8_slice_codeunits(s, -8, -4)
+    g3 = pc.utf8_slice_codeunits(s, -4, 2**31 - 1)
+    a = pc.utf8_slice_codeunits(s, 0, 3)
+    e = pc.utf8_slice_codeunits(s, 3, 6)
+    n4 = pc.utf8_slice_codeunits(s, 6, 10)
+    nanp = [join("+", cc, s), join("(", a, ") ", e, "-", n4), join(a, "-", e, "-", n4),
+            join(a, ".", e, ".", n4), join("1 ", a, " ", e, " ", n4),
+            join("+1 ", a, " ", e, " ", n4)]
+    other = [join("+", cc, s), join("+", cc, " ", g1, " ", g2, " ", g3),
+             join("0", g1, " ", g2, " ", g3), join("00", cc, " ", g1, " ", g2, " ", g3),
+             join("00", cc, " ", g1, ".", g2, ".", g3), join("0", s)]
+    f = np.maximum(fmt, 0)
+    is_nanp = (country == 0) | (country == 4)
+    out = where(is_nanp, choose(f, *nanp), choose(f, *other))
+    return where(np.asarray(fmt) < 0, "", out)
+
+
+def _consent_text(code: np.ndarray, rnd: np.ndarray) -> pa.Array:
+    t = take(V.CONSENT_TRUE, rnd % len(V.CONSENT_TRUE))
+    f = take(V.CONSENT_FALSE, rnd % len(V.CONSENT_FALSE))
+    return choose(code, pa.array([""] * len(code)), t, f)
+
+
+def crm_lines(pop: Population, rows: np.ndarray, extra_notes: bool) -> pa.Array:
+    c = {k: getattr(pop, k)[rows] for k in vars(pop) if k.startswith("c_")}
+    person = c["c_person"]
+    base = emails(pop, person)
+    email = email_variants(base, c["c_email_variant"], c["c_placeholder"])
+    phone = phones(c["c_phone_nsn"], c["c_country"], c["c_phone_fmt"])
+    first = take(FIRST_ALL, pop.first[person])
+    last = take(V.LAST_NAMES, c["c_last"])
+    up = c["c_name_upper"]
+    first = where(up, pc.utf8_upper(first), first)
+    last = where(up, pc.utf8_upper(last), last)
+    bd = pop.birth_day[person]
+    birth = where(c["c_birth_missing"], "", dates(bd))
+    gf = c["c_gender_fmt"].astype(np.int64)
+    female = pop.first[person] < N_F
+    gender = where(female, take(V.GENDER_F, gf % 5), take(V.GENDER_M, gf % 5))
+    gender = where(gf >= 10, "", gender)
+    ctry = c["c_country"]
+    country = take([x[0] for x in V.COUNTRIES], ctry)
+    city_i = _CITY_OFF[ctry] + c["c_city"] % _CITY_N[ctry]
+    consent = _consent_text(c["c_consent"].astype(np.int64), (c["c_key"] * 7 + gf).astype(np.int64))
+    tz = np.array(V.TZ_OFFSETS_MIN)[c["c_tz"]]
+    created = timestamps(c["c_created"], c["c_ts_style"], tz)
+    updated = timestamps(c["c_updated"], c["c_ts_style"], tz)
+    fields = [contact_ids(c["c_key"]), email, phone, first, last, birth, gender, country,
+              take(_CITY_NAMES, city_i), take(_POSTALS, city_i), consent, created, updated]
+    if extra_notes:
+        # An unexpected column with RFC 4180 quoting (commas and doubled quotes).
+        notes = where(c["c_key"] % 5 == 0, '"called, left message ""VIP"""', "")
+        fields.append(notes)
+    return join(join(*fields, sep=","), "\n")
+
+
+def order_lines(pop: Population, o: Orders) -> pa.Array:
+    email = email_variants(emails(pop, o.person), o.email_variant)
+    contact = where(o.contact_key >= 0, contact_ids(np.maximum(o.contact_key, 0)), "")
+    disc = money(o.discount_cents)
+    disc = where((o.discount_cents == 0) & (o.key % 3 == 0), "", disc)
+    fields = [order_ids(o.key), contact, email, timestamps(o.ts, o.ts_style),
+              take(V.ORDER_STATUSES, o.status), take(CURRENCIES, o.currency),
+              money(o.total_cents), disc, to_str(o.items), take(V.CHANNELS, o.channel),
+              timestamps(o.updated, 0)]
+    return join(join(*fields, sep=","), "\n")
+
+
+@cache
+def _prices() -> np.ndarray:
+    # The catalogue is the same for every seed: prices are a property of products.
+    return np.random.default_rng(12345).integers(499, 25_000, V.N_PRODUCTS)
+
+
+def session_prefixes(pop: Population, s: Sessions, seed: int) -> pa.Array:
+    """The per-session part of every event line: ids, device and campaign context."""
+    keys, inv = np.unique(s.device_key, return_inverse=True)
+    anon = anonymous_ids(keys, seed).take(pa.array(inv))
+    uid = where(s.user_contact >= 0,
+                join('"', contact_ids(np.maximum(s.user_contact, 0)), '"'), "null")
+    ua_vocab = [ua for uas in V.USER_AGENTS for ua in uas] + list(V.BOT_USER_AGENTS)
+    ua_off = np.cumsum([0] + [len(x) for x in V.USER_AGENTS])
+    ua_i = np.where(s.is_bot, ua_off[-1] + s.dev_ua, ua_off[np.minimum(s.dev_type, 2)] + s.dev_ua)
+    ip = s.dev_ip.astype(np.int64)
+    ip_s = join(to_str(ip >> 24), ".", to_str((ip >> 16) & 255), ".", to_str((ip >> 8) & 255),
+                ".", to_str(ip & 255))
+    camp = [""] + [f'"campaign":{{"source":"{a}","medium":"{b}","name":"{c}"}},'
+                   for a, b, c in V.CAMPAIGNS[1:]]
+    return join('"anonymousId":"', anon, '","userId":', uid, ',"context":{"device":{"type":"',
+                take(V.DEVICE_TYPES, s.dev_type), '"},"userAgent":"',
+                take(ua_vocab, ua_i), '","ip":"', ip_s, '",', take(camp, s.campaign), '"page":{')
+
+
+_TYPE_PIECES = (
+    *(f'"type":"page","name":"{p}",' for p in V.PAGE_NAMES),
+    *(f'"type":"track","event":"{e}",' for e in
+      ("Product Viewed", "Product Added", "Checkout Started", "Order Completed")),
+    '"type":"identify",',
+)
+_PATHS = ("/", "/c/", "/p/", "/search?q=sku", "/cart", "/checkout", "/account/login")
+
+
+def _assemble(n: int, parts: list[tuple[np.ndarray, pa.Array]]) -> pa.Array:
+    """Scatter per-subset string arrays back into row order (one take)."""
+    idx = np.concatenate([p[0] for p in parts])
+    inv = np.empty(n, dtype=np.int64)
+    inv[idx] = np.arange(n)
+    return pa.concat_arrays([p[1] for p in parts]).take(pa.array(inv))
+
+
+def event_lines(pop: Population, s: Sessions, e: Events, o: Orders, rows: np.ndarray,
+                prefixes: pa.Array, id_base: int, seed: int) -> pa.Array:
+    n = len(rows)
+    sess = e.session[rows]
+    kind = e.kind[rows]
+    product = e.product[rows]
+    mid = hex_id(scramble(np.asarray(rows, dtype=np.uint64) + np.uint64(id_base), seed))
+    ts = timestamps(e.ts[rows], 3)
+    tcode = np.where(kind == V.EVENT_PAGE, e.page[rows], 4 + kind)
+    pcode = np.where(kind == V.EVENT_PAGE, e.page[rows],
+                     np.select([kind <= V.EVENT_ADDED, kind <= V.EVENT_COMPLETED], [2, 5], 6))
+    num = where((pcode >= 1) & (pcode <= 3), to_str(np.where(pcode == 1, product % 40, product)),
+                "")
+    path = join(take(_PATHS, pcode), num)
+    first = e.pos[rows] == 0
+    ref_i = s.referrer[sess]
+    ref = where(first & (ref_i >= 2), join('"', take(V.REFERRERS, ref_i), '"'),
+                where(first, "null", f'"{V.SITE}/"'))
+    # properties / traits differ per event kind: render each subset, then scatter back
+    parts: list[tuple[np.ndarray, pa.Array]] = []
+    i_page = np.flatnonzero(kind == V.EVENT_PAGE)
+    parts.append((i_page, join('"properties":{"path":"', path.take(pa.array(i_page)), '"}')))
+    i_prod = np.flatnonzero((kind == V.EVENT_VIEWED) | (kind == V.EVENT_ADDED))
+    pr = product[i_prod]
+    parts.append((i_prod, join('"properties":{"product_id":"p-', to_str(pr), '","price":',
+                               money(_prices()[pr]), ',"quantity":1}')))
+    i_ord = np.flatnonzero((kind == V.EVENT_CHECKOUT) | (kind == V.EVENT_COMPLETED))
+    orow = s.order[sess[i_ord]]
+    done = kind[i_ord] == V.EVENT_COMPLETED
+    parts.append((i_ord, join('"properties":{"order_id":"', order_ids(o.key[orow]), '",',
+                              where(done, '"revenue":', '"value":'), money(o.total_cents[orow]),
+                              ',"currency":"', take(CURRENCIES, o.currency[orow]), '"}')))
+    i_id = np.flatnonzero(kind == V.EVENT_IDENTIFY)
+    person = s.person[sess[i_id]]
+    has_phone = (pop.pid[person] % 2 == 0)
+    phone = join(',"phone":"+', take([c[1] for c in V.COUNTRIES], pop.country[person]),
+                 to_str(pop.phone_nsn[person]), '"')
+    parts.append((i_id, join('"traits":{"email":"', emails(pop, person), '"',
+                             where(has_phone, phone, ""), "}")))
+    props = _assemble(n, parts)
+    return join('{"messageId":"ajs-', mid, '","timestamp":"', ts, '",', take(_TYPE_PIECES, tcode),
+                prefixes.take(pa.array(sess)), '"url":"', V.SITE, path, '","referrer":', ref,
+                "}},", props, "}\n")
+
