@@ -34,6 +34,9 @@ AUDIT_DDL: tuple[str, ...] = (
         duration_seconds double
     )
     """,
+    # Added by ingest: human-readable notes (ignored extra columns/fields, missing
+    # optional columns). ALTER so warehouses created before the column existed get it.
+    "alter table audit.load_manifest add column if not exists notes varchar",
     """
     create table if not exists audit.quarantine (
         batch_id varchar not null,

@@ -1,0 +1,589 @@
+"""Extract/load of the landing zone: contract checks, quarantine, idempotence, accounting."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from segment_warehouse import ingest
+from segment_warehouse.config import Settings, get_settings
+
+CRM_HEADER = (
+    "contact_id,email,phone,first_name,last_name,birth_date,gender,country,city,"
+    "postal_code,marketing_consent,created_at,updated_at"
+)
+TX_HEADER = (
+    "order_id,contact_id,email,order_ts,status,currency,total_amount,discount_amount,"
+    "items_count,channel,updated_at"
+)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("SEGMENTS_LANDING_DIR", str(tmp_path / "landing"))
+    monkeypatch.setenv("SEGMENTS_WAREHOUSE_DIR", str(tmp_path / "warehouse"))
+    monkeypatch.setenv("SEGMENTS_DUCKDB_THREADS", "1")
+    monkeypatch.setenv("SEGMENTS_DUCKDB_MEMORY_LIMIT", "512MB")
+    (tmp_path / "landing").mkdir()
+    return get_settings()
+
+
+def land(settings: Settings, rel: str, content: str | bytes, *, gz: bool | None = None) -> Path:
+    """Write a landing file; ``.gz`` names are gzip-compressed unless ``gz=False``."""
+    path = settings.landing_dir / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = content.encode() if isinstance(content, str) else content
+    if gz if gz is not None else rel.endswith(".gz"):
+        data = gzip.compress(data)
+    path.write_bytes(data)
+    return path
+
+
+def query(settings: Settings, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    con = duckdb.connect(str(settings.warehouse_db), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+def quarantine(settings: Settings, source_file: str) -> list[tuple[Any, ...]]:
+    return query(
+        settings,
+        "select line_number, reason, raw_record from audit.quarantine "
+        "where source_file = ? order by line_number nulls first",
+        [source_file],
+    )
+
+
+def manifest(settings: Settings) -> dict[str, tuple[Any, ...]]:
+    rows = query(
+        settings,
+        "select source_file, status, rows_in_file, rows_loaded, rows_quarantined, "
+        "duplicate_of, notes from audit.load_manifest",
+    )
+    return {r[0]: r[1:] for r in rows}
+
+
+def assert_accounting(settings: Settings) -> None:
+    """rows_loaded + rows_quarantined = rows_in_file, and both match the tables."""
+    for rel, (status, in_file, loaded, quarantined, _dup, _notes) in manifest(settings).items():
+        if status == "duplicate":
+            assert loaded == quarantined == 0
+            continue
+        assert loaded + quarantined == in_file, rel
+        source = rel.split("/")[0]
+        table = ingest.SPECS[source].table
+        (raw_n,) = query(settings, f"select count(*) from {table} where _source_file = ?", [rel])[0]
+        (q_n,) = query(
+            settings, "select count(*) from audit.quarantine where source_file = ?", [rel]
+        )[0]
+        assert (raw_n, q_n) == (loaded, quarantined), rel
+
+
+def crm_row(cid: str, updated: str = "2024-01-02T10:00:00Z", **over: str) -> str:
+    fields = {
+        "contact_id": cid,
+        "email": f" {cid.upper()}@Example.com ",
+        "phone": "(415) 555-0100",
+        "first_name": "Ann",
+        "last_name": "Lee",
+        "birth_date": "1990-05-01",
+        "gender": "F",
+        "country": "US",
+        "city": "",
+        "postal_code": "94103",
+        "marketing_consent": "yes",
+        "created_at": "2024-01-01",
+        "updated_at": updated,
+    }
+    fields.update(over)
+    return ",".join(fields.values())
+
+
+def tx_row(oid: str, **over: str) -> str:
+    fields = {
+        "order_id": oid,
+        "contact_id": "c1",
+        "email": "",
+        "order_ts": "2024-02-01T12:00:00+01:00",
+        "status": "completed",
+        "currency": "EUR",
+        "total_amount": "10.50",
+        "discount_amount": "0",
+        "items_count": "2",
+        "channel": "web",
+        "updated_at": "",
+    }
+    fields.update(over)
+    return ",".join(fields.values())
+
+
+def event(mid: str, **over: Any) -> str:
+    body: dict[str, Any] = {
+        "messageId": mid,
+        "type": "track",
+        "event": "Product Viewed",
+        "anonymousId": "a1",
+        "userId": None,
+        "timestamp": "2024-03-01T10:00:00Z",
+        "context": {"device": {"type": "mobile"}, "userAgent": "Mozilla"},
+        "properties": {"price": 12.5},
+    }
+    body.update(over)
+    return json.dumps({k: v for k, v in body.items() if v is not ...})
+
+
+# --------------------------------------------------------------------------- CSV rows
+def test_crm_rows_loaded_as_text_with_lineage_and_bad_rows_quarantined(settings: Settings) -> None:
+    lines = [
+        CRM_HEADER,
+        crm_row("c1"),
+        crm_row("c2", updated=""),  # line 3: missing required
+        crm_row("c3", updated="yesterday"),  # line 4
+        crm_row("c4") + ",extra",  # line 5: wrong field count
+        crm_row("c5", birth_date="1990-13-45", created_at="2024-01-01 08:00:00"),  # soft
+        "",  # line 7: blank
+        crm_row("c6", created_at="epoch"),  # line 8: not ISO-8601
+    ]
+    land(settings, "crm/contacts_2024-01-01.csv", "\r\n".join(lines) + "\r\n")
+
+    summary = ingest.load_source("crm", batch_id="b1")
+
+    assert summary.rows_loaded == 2 and summary.rows_quarantined == 5
+    raw = query(
+        settings,
+        "select contact_id, email, city, birth_date, _source_file, _line_number, _batch_id "
+        "from raw.crm_contacts order by _line_number",
+    )
+    # Values as landed (untrimmed, original case), empty -> NULL, bad soft value kept.
+    assert raw == [
+        ("c1", " C1@Example.com ", None, "1990-05-01", "crm/contacts_2024-01-01.csv", 2, "b1"),
+        ("c5", " C5@Example.com ", None, "1990-13-45", "crm/contacts_2024-01-01.csv", 6, "b1"),
+    ]
+    q = quarantine(settings, "crm/contacts_2024-01-01.csv")
+    assert [(n, r) for n, r, _ in q] == [
+        (3, "missing required field: updated_at"),
+        (4, "unparseable timestamp in updated_at: 'yesterday'"),
+        (5, "wrong number of fields: expected 13, got 14"),
+        (7, "blank line"),
+        (8, "unparseable timestamp in created_at: 'epoch'"),
+    ]
+    assert q[0][2] == crm_row("c2", updated="")  # physical line, without line ending
+    assert_accounting(settings)
+
+
+def test_quoted_newlines_keep_physical_line_numbers(settings: Settings) -> None:
+    multi = crm_row("c2", city='"San\nFrancisco\n"')  # spans lines 3-5
+    content = "\n".join(
+        [CRM_HEADER, crm_row("c1"), multi, crm_row("c3", updated="bad"), crm_row("c4")]
+    )
+    land(settings, "crm/a.csv.gz", content + "\n")
+
+    ingest.load_source("crm")
+
+    raw = query(settings, "select contact_id, city, _line_number from raw.crm_contacts order by 3")
+    assert raw == [("c1", None, 2), ("c2", "San\nFrancisco\n", 3), ("c4", None, 7)]
+    assert quarantine(settings, "crm/a.csv.gz") == [
+        (6, "unparseable timestamp in updated_at: 'bad'", crm_row("c3", updated="bad"))
+    ]
+
+
+def test_multiline_bad_record_quarantined_with_all_its_lines(settings: Settings) -> None:
+    bad = crm_row("c2", city='"Line1\nLine2"', updated="")
+    land(settings, "crm/a.csv", "\n".join([CRM_HEADER, bad, crm_row("c3")]) + "\n")
+    ingest.load_source("crm")
+    assert quarantine(settings, "crm/a.csv") == [(2, "missing required field: updated_at", bad)]
+    assert query(settings, "select _line_number from raw.crm_contacts") == [(4,)]
+
+
+def test_transaction_checks(settings: Settings) -> None:
+    lines = [
+        TX_HEADER,
+        tx_row("o1"),
+        tx_row("o2", total_amount="-5.00"),
+        tx_row("o3", currency="XXX"),
+        tx_row("o4", status="shipped"),
+        tx_row("o5", items_count="0"),
+        tx_row("o6", discount_amount="abc"),
+        tx_row("o7", order_ts=""),
+        tx_row("o8", items_count="", discount_amount="", total_amount="0", currency="GBP"),
+        tx_row("o9", total_amount="1e3"),
+        tx_row("o10", order_ts="2024-02-30T00:00:00Z"),
+    ]
+    land(settings, "transactions/orders_1.csv", "\n".join(lines))  # no final newline
+
+    ingest.load_source("transactions")
+
+    assert query(settings, "select order_id, _line_number from raw.transactions_orders") == [
+        ("o1", 2),
+        ("o8", 9),
+    ]
+    assert [(n, r) for n, r, _ in quarantine(settings, "transactions/orders_1.csv")] == [
+        (3, "negative total_amount: -5.00"),
+        (4, "unknown currency: XXX"),
+        (5, "unknown status: 'shipped' (expected completed, refunded, cancelled, pending)"),
+        (6, "invalid items_count: '0' (expected an integer >= 1)"),
+        (7, "invalid decimal in discount_amount: 'abc'"),
+        (8, "missing required field: order_ts"),
+        (10, "invalid decimal in total_amount: '1e3'"),
+        (11, "unparseable timestamp in order_ts: '2024-02-30T00:00:00Z'"),
+    ]
+    assert_accounting(settings)
+
+
+def test_erasure_needs_contact_or_email(settings: Settings) -> None:
+    land(
+        settings,
+        "erasure/req.csv",
+        "request_id,contact_id,email,requested_at\n"
+        "r1,c1,,2024-03-01T00:00:00Z\n"
+        "r2,,a@b.com,2024-03-01\n"
+        "r3,,,2024-03-01\n"
+        "r4,c2,,\n",
+    )
+    ingest.load_source("erasure")
+    assert query(settings, "select request_id from raw.erasure_requests order by 1") == [
+        ("r1",),
+        ("r2",),
+    ]
+    assert [(n, r) for n, r, _ in quarantine(settings, "erasure/req.csv")] == [
+        (4, "missing required field: contact_id or email (one is required)"),
+        (5, "missing required field: requested_at"),
+    ]
+
+
+def test_extra_column_ignored_and_noted_missing_optional_is_null(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Columns in another order, one extra, optional ones missing.
+    land(
+        settings,
+        "crm/a.csv",
+        "updated_at,Contact_ID,loyalty_tier\n2024-01-01T00:00:00Z,c1,gold\n",
+    )
+    with caplog.at_level(logging.WARNING, logger="segment_warehouse.ingest"):
+        ingest.load_source("crm")
+    assert query(settings, "select contact_id, email, updated_at from raw.crm_contacts") == [
+        ("c1", None, "2024-01-01T00:00:00Z")
+    ]
+    notes = manifest(settings)["crm/a.csv"][5]
+    assert "ignored extra columns: loyalty_tier" in notes
+    assert "loyalty_tier" in caplog.text
+
+
+# --------------------------------------------------------------------------- JSONL rows
+def test_analytics_checks_blank_lines_and_duplicate_message_ids(settings: Settings) -> None:
+    lines = [
+        event("m1", userId="c1", traits={"email": "A@B.com"}),
+        event("m1"),  # same messageId again: both land, dedupe is dbt's job
+        "",  # 3: blank line
+        '{"messageId": "m3", "type": "track",',  # 4: invalid JSON
+        event("m4", type="alias"),
+        event("m5", timestamp="yesterday"),
+        event("m6", messageId=...),  # 7: no messageId
+        "[1, 2]",  # 8
+        event("m9", timestamp=...),
+        event("m10", extra_field=1),  # 10: extra field ignored
+        "   ",  # 11: whitespace only
+        event("m12", messageId=""),
+    ]
+    land(settings, "analytics/events_1.jsonl.gz", "\n".join(lines) + "\n")
+
+    summary = ingest.load_source("analytics")
+
+    raw = query(
+        settings,
+        "select message_id, type, user_id, timestamp, context, properties, traits, _line_number "
+        "from raw.analytics_events order by _line_number",
+    )
+    assert [r[0] for r in raw] == ["m1", "m1", "m10"]
+    assert raw[0][1:4] == ("track", "c1", "2024-03-01T10:00:00Z")
+    assert json.loads(raw[0][4]) == {"device": {"type": "mobile"}, "userAgent": "Mozilla"}
+    assert json.loads(raw[0][6]) == {"email": "A@B.com"}
+    assert raw[1][6] is None  # absent traits -> NULL
+    assert [r[7] for r in raw] == [1, 2, 10]
+
+    q = quarantine(settings, "analytics/events_1.jsonl.gz")
+    reasons = {n: r for n, r, _ in q}
+    assert reasons[3] == "blank line"
+    assert reasons[4].startswith("invalid JSON: ")
+    assert reasons[5] == "invalid type: 'alias' (expected identify, page, track)"
+    assert reasons[6] == "unparseable timestamp in timestamp: 'yesterday'"
+    assert reasons[7] == "missing required field: messageId"
+    assert reasons[8] == "not a JSON object: array"
+    assert reasons[9] == "missing required field: timestamp"
+    assert reasons[11] == "blank line"
+    assert reasons[12] == "missing required field: messageId"
+    assert q[1][2] == lines[3]
+    assert summary.rows_loaded == 3 and summary.rows_quarantined == 9
+    assert (
+        "ignored extra fields: extra_field" in manifest(settings)["analytics/events_1.jsonl.gz"][5]
+    )
+    assert_accounting(settings)
+
+
+def test_jsonl_crlf_and_no_trailing_newline(settings: Settings) -> None:
+    land(settings, "analytics/e.jsonl", event("m1") + "\r\n\r\n" + event("m2"))
+    ingest.load_source("analytics")
+    assert query(settings, "select message_id, _line_number from raw.analytics_events") == [
+        ("m1", 1),
+        ("m2", 3),
+    ]
+    assert quarantine(settings, "analytics/e.jsonl") == [(2, "blank line", "")]
+
+
+def test_jsonl_chunk_boundaries_keep_line_numbers(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest, "JSONL_CHUNK_BYTES", 100)  # many tiny chunks
+    lines = [event(f"m{i}") if i % 7 else "oops" for i in range(1, 60)]
+    land(settings, "analytics/e.jsonl.gz", "\n".join(lines) + "\n")
+    ingest.load_source("analytics")
+    loaded = query(settings, "select message_id, _line_number from raw.analytics_events order by 2")
+    assert loaded == [(f"m{i}", i) for i in range(1, 60) if i % 7]
+    assert [n for n, _, _ in quarantine(settings, "analytics/e.jsonl.gz")] == [
+        7,
+        14,
+        21,
+        28,
+        35,
+        42,
+        49,
+        56,
+    ]
+
+
+# --------------------------------------------------------------------------- whole files
+@pytest.mark.parametrize(
+    ("rel", "content", "gz", "reason"),
+    [
+        (
+            "crm/a.csv",
+            "contact_id,email\nc1,x@y.z\n",
+            None,
+            "missing required column(s) in header: updated_at",
+        ),
+        ("crm/a.csv", "", None, "empty file"),
+        ("crm/a.csv.gz", "", None, "empty file"),
+        (
+            "crm/a.csv",
+            b"contact_id,updated_at\nc\xe9,2024-01-01\n",
+            None,
+            "not valid UTF-8: invalid continuation byte (byte b'\\xe9') at line 2",
+        ),
+        (
+            "analytics/a.jsonl",
+            b'{"messageId": "m1"}\n{"x": "\xff"}\n',
+            None,
+            "not valid UTF-8: invalid start byte (byte b'\\xff') at line 2",
+        ),
+        ("analytics/a.jsonl", "\n\n", None, "empty file (only blank lines)"),
+        (
+            "analytics/a.jsonl.gz",
+            "{}",
+            False,
+            "not a gzip file (the name ends in .gz but the content is not gzip)",
+        ),
+        (
+            "transactions/a.csv",
+            "x",
+            True,
+            "file is gzip-compressed but its name does not end in .gz",
+        ),
+        (
+            "crm/notes.txt",
+            "hello",
+            None,
+            "unexpected file type (expected *.csv or *.csv.gz in crm/)",
+        ),
+        (
+            "crm/a.csv",
+            "contact_id,updated_at,Contact_Id\n",
+            None,
+            "duplicate column(s) in header: contact_id",
+        ),
+    ],
+)
+def test_whole_file_quarantine(
+    settings: Settings, rel: str, content: str | bytes, gz: bool | None, reason: str
+) -> None:
+    land(settings, rel, content, gz=gz)
+    summary = ingest.load_source(rel.split("/")[0])
+    assert [(f.source_file, f.status, f.reason) for f in summary.files] == [
+        (rel, "file_quarantined", reason)
+    ]
+    assert [(n, r) for n, r, _ in quarantine(settings, rel)] == [(None, reason)]
+    assert manifest(settings)[rel][:4] == ("file_quarantined", 1, 0, 1)
+
+
+def test_truncated_gzip_rolls_back_rows_and_run_goes_on(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small chunks so that rows are inserted before the truncation is hit.
+    monkeypatch.setattr(ingest, "JSONL_CHUNK_BYTES", 4096)
+    rows = [event(f"m{i}") for i in range(2000)]
+    full = gzip.compress(("\n".join(rows) + "\n").encode())
+    land(settings, "analytics/a_truncated.jsonl.gz", full[: len(full) // 2], gz=False)
+    land(settings, "analytics/b_ok.jsonl", event("ok") + "\n")
+    summary = ingest.load_source("analytics")
+    assert [(f.status, f.rows_loaded) for f in summary.files] == [
+        ("file_quarantined", 0),
+        ("loaded", 1),
+    ]
+    assert summary.files[0].reason is not None
+    assert summary.files[0].reason.startswith("truncated gzip file")
+    # Rows decompressed before the truncation were rolled back with the file.
+    assert query(settings, "select message_id from raw.analytics_events") == [("ok",)]
+    assert_accounting(settings)
+
+
+def test_truncated_gzip_csv_after_flushes(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest, "CSV_FLUSH_ROWS", 10)
+    content = "\n".join([TX_HEADER, *(tx_row(f"o{i}") for i in range(3000))]) + "\n"
+    full = gzip.compress(content.encode())
+    land(settings, "transactions/a.csv.gz", full[:-20], gz=False)  # cut the gzip trailer
+    summary = ingest.load_source("transactions")
+    assert summary.files[0].status == "file_quarantined"
+    assert summary.files[0].reason is not None
+    assert summary.files[0].reason.startswith("truncated gzip file")
+    assert query(settings, "select count(*) from raw.transactions_orders") == [(0,)]
+    assert_accounting(settings)
+
+
+def test_header_only_csv_is_an_empty_delivery(settings: Settings) -> None:
+    land(settings, "crm/a.csv", CRM_HEADER + "\n")
+    ingest.load_source("crm")
+    assert manifest(settings)["crm/a.csv"][:4] == ("loaded", 0, 0, 0)
+
+
+# --------------------------------------------------------------------------- idempotence
+def test_rerun_and_redelivery_under_new_name(settings: Settings) -> None:
+    content = "\n".join([CRM_HEADER, crm_row("c1"), crm_row("c2", updated="x")]) + "\n"
+    land(settings, "crm/2024-01-01.csv.gz", content)
+    first = ingest.load_source("crm")
+    assert (first.rows_loaded, first.rows_quarantined) == (1, 1)
+
+    again = ingest.load_source("crm")
+    assert again.files == [] and again.skipped_already_loaded == ["crm/2024-01-01.csv.gz"]
+
+    land(settings, "crm/2024-01-02_resent.csv.gz", content)  # same bytes, new name
+    redelivered = ingest.load_source("crm")
+    assert [(f.status, f.duplicate_of) for f in redelivered.files] == [
+        ("duplicate", "crm/2024-01-01.csv.gz")
+    ]
+    assert manifest(settings)["crm/2024-01-02_resent.csv.gz"][:5] == (
+        "duplicate",
+        2,
+        0,
+        0,
+        "crm/2024-01-01.csv.gz",
+    )
+    assert query(settings, "select count(*) from raw.crm_contacts") == [(1,)]
+    assert query(settings, "select count(*) from audit.quarantine") == [(1,)]
+    assert_accounting(settings)
+
+
+def _state(settings: Settings) -> dict[str, Any]:
+    """Everything a run produced, minus batch ids and timestamps."""
+    state: dict[str, Any] = {
+        "manifest": sorted(
+            query(
+                settings,
+                "select source, source_file, sha256, status, duplicate_of, rows_in_file, "
+                "rows_loaded, rows_quarantined from audit.load_manifest",
+            )
+        ),
+        "quarantine": sorted(
+            query(
+                settings,
+                "select source, source_file, line_number, reason, raw_record from audit.quarantine",
+            ),
+            key=repr,
+        ),
+    }
+    for spec in ingest.SPECS.values():
+        cols = ", ".join((*spec.columns, "_source_file", "_line_number"))
+        state[spec.table] = sorted(query(settings, f"select {cols} from {spec.table}"), key=repr)
+    return state
+
+
+def _landing_zone(settings: Settings) -> None:
+    land(settings, "crm/a.csv", "\n".join([CRM_HEADER, crm_row("c1"), crm_row("c2", updated="")]))
+    land(settings, "crm/b.csv.gz", "\n".join([CRM_HEADER, crm_row("c3"), crm_row("c1")]))
+    land(settings, "crm/c.csv", "\n".join([CRM_HEADER, crm_row("c1"), crm_row("c2", updated="")]))
+    land(settings, "analytics/a.jsonl", "\n".join([event("m1"), "{bad", event("m2")]))
+    land(settings, "analytics/b.jsonl.gz", "\n".join([event("m2"), event("m3")]))
+    land(
+        settings,
+        "transactions/a.csv",
+        "\n".join([TX_HEADER, tx_row("o1"), tx_row("o2", currency="XXX")]),
+    )
+    land(settings, "transactions/b.csv", "order_id\n1\n")
+    land(settings, "erasure/a.csv", "request_id,contact_id,email,requested_at\nr1,c3,,2024-05-01\n")
+
+
+def test_crash_between_files_then_rerun_converges(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _landing_zone(settings)
+    ingest.load_all()
+    expected = _state(settings)
+    assert {r[3] for r in expected["manifest"]} == {"loaded", "duplicate", "file_quarantined"}
+    assert_accounting(settings)
+
+    # Same landing zone, fresh warehouse, and a crash before the second file.
+    monkeypatch.setenv("SEGMENTS_WAREHOUSE_DIR", str(tmp_path / "warehouse2"))
+    settings = get_settings()
+    real_load_file = ingest._load_file
+    calls = {"n": 0}
+
+    def crashing(*args: Any, **kwargs: Any) -> ingest.FileLoadResult:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("worker killed")
+        return real_load_file(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, "_load_file", crashing)
+    with pytest.raises(RuntimeError, match="worker killed"):
+        ingest.load_all()
+    assert [r[0] for r in query(settings, "select source_file from audit.load_manifest")] == [
+        "crm/a.csv"
+    ]
+    monkeypatch.setattr(ingest, "_load_file", real_load_file)
+    ingest.load_all()
+    assert _state(settings) == expected
+
+
+def test_crash_mid_file_leaves_nothing(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    land(
+        settings,
+        "transactions/a.csv",
+        "\n".join([TX_HEADER, tx_row("o1"), tx_row("o2", status="x")]),
+    )
+
+    real_insert_manifest = ingest._insert_manifest
+
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise OSError("disk full")
+
+    # Raw and quarantine rows are written by now; the manifest insert fails.
+    monkeypatch.setattr(ingest, "_insert_manifest", boom)
+    with pytest.raises(OSError, match="disk full"):
+        ingest.load_source("transactions")
+    assert query(settings, "select count(*) from raw.transactions_orders") == [(0,)]
+    assert query(settings, "select count(*) from audit.quarantine") == [(0,)]
+    assert query(settings, "select count(*) from audit.load_manifest") == [(0,)]
+
+    monkeypatch.setattr(ingest, "_insert_manifest", real_insert_manifest)
+    summary = ingest.load_source("transactions")
+    assert (summary.rows_loaded, summary.rows_quarantined) == (1, 1)
+    assert_accounting(settings)
