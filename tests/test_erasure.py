@@ -133,3 +133,53 @@ def test_missing_secret_is_a_clear_error(
     monkeypatch.delenv("SEGMENTS_DEMO_MODE", raising=False)
     with pytest.raises(Exception, match="SEGMENTS_PII_KEY"):
         apply_erasure_requests()
+
+
+def test_redelivered_files_do_not_bring_the_person_back(segments_env: Path) -> None:
+    import gzip
+    import json
+
+    from segment_warehouse.ingest import ERASED_REASON, load_source
+
+    with warehouse() as con:
+        _build(con)
+    apply_erasure_requests()
+    with warehouse() as con:  # let the loader create the real raw tables
+        con.execute("drop table raw.crm_contacts; drop table raw.analytics_events")
+    landing = segments_env / "landing"
+    (landing / "crm").mkdir()
+    (landing / "crm" / "contacts_late.csv").write_text(
+        "contact_id,email,updated_at\n"
+        "C1,alice@example.com,2026-11-10T00:00:00Z\n"
+        "C77,other@example.com,2026-11-10T00:00:00Z\n"
+        "C78, ALICE@EXAMPLE.COM ,2026-11-10T00:00:00Z\n"
+    )
+    (landing / "analytics").mkdir()
+    ts = "2026-11-10T00:00:00Z"
+    events = [
+        {"messageId": "x1", "type": "page", "anonymousId": "anon-a", "timestamp": ts},
+        {"messageId": "x2", "type": "page", "anonymousId": "anon-z", "timestamp": ts},
+        {"messageId": "x3", "type": "identify", "anonymousId": "anon-y",
+         "traits": {"email": "alice@example.com"}, "timestamp": ts},
+    ]  # fmt: skip
+    with gzip.open(landing / "analytics" / "events_late.jsonl.gz", "wt") as fh:
+        fh.write("\n".join(json.dumps(e) for e in events) + "\n")
+
+    crm = load_source("crm")
+    analytics = load_source("analytics")
+    assert (crm.rows_loaded, crm.rows_quarantined) == (1, 2)
+    assert (analytics.rows_loaded, analytics.rows_quarantined) == (1, 2)
+    with warehouse(read_only=True) as con:
+        rows = con.execute(
+            "select source, line_number, reason, raw_record from audit.quarantine "
+            "where reason = ? order by source, line_number",
+            [ERASED_REASON],
+        ).fetchall()
+        assert [(r[0], r[1]) for r in rows] == [
+            ("analytics", 1),
+            ("analytics", 3),
+            ("crm", 2),
+            ("crm", 4),
+        ]
+        assert all(r[3] is None for r in rows)  # the content is not kept
+        assert "alice" not in _all_text(con)

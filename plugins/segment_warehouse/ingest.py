@@ -193,6 +193,38 @@ ANALYTICS_FIELDS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+ERASED_REASON = "erased subject (right to erasure): record not kept"
+
+
+def load_suppression(con: duckdb.DuckDBPyConnection, settings: Settings) -> bool:
+    """Expose the suppressed identifier hashes to SQL as session variables.
+
+    Returns False (no extra per-row work) when nobody has been erased. The key
+    goes into a session variable, never into SQL text or the catalog.
+    """
+    from segment_warehouse.erasure import suppression_hashes
+
+    hashes = suppression_hashes(con)
+    if not hashes:
+        return False
+    con.execute("set variable segments_erasure_key = ?", [settings.pii_key()])
+    for kind in ("contact_id", "email", "anonymous_id", "order_id"):
+        con.execute(f"set variable segments_erased_{kind} = ?", [sorted(hashes.get(kind, ()))])
+    return True
+
+
+def erased_condition(identifiers: dict[str, str]) -> str:
+    """SQL condition: any of the row's identifiers (kind -> expression) was erased."""
+    parts = []
+    for kind, expr in identifiers.items():
+        value = f"lower(trim({expr}))" if kind == "email" else f"trim({expr})"
+        digest = f"sha256(getvariable('segments_erasure_key') || chr(31) || {value})"
+        parts.append(
+            f"coalesce(list_contains(getvariable('segments_erased_{kind}'), {digest}), false)"
+        )
+    return " or ".join(parts)
+
+
 # --------------------------------------------------------------------------- results
 @dataclass(frozen=True)
 class FileLoadResult:
@@ -256,6 +288,9 @@ class _FileContext:
     batch_id: str
     loaded_at: datetime
     currencies: tuple[str, ...]
+    # True when audit.erasure_suppression has entries: rows of erased people are
+    # quarantined without their content (see segment_warehouse.erasure).
+    suppress_erased: bool = False
 
 
 @dataclass
@@ -339,6 +374,7 @@ def _load_source(
         log.info("%s: no landing folder at %s, nothing to load", spec.name, folder)
         return summary
     currencies = _load_currencies(settings) if spec.name == "transactions" else ()
+    suppress = spec.name != "erasure" and load_suppression(con, settings)
 
     # Manifest state for this source; kept current in memory after each committed file.
     seen_paths: dict[str, str] = {}
@@ -370,7 +406,7 @@ def _load_source(
                 )
             summary.skipped_already_loaded.append(rel)
             continue
-        ctx = _FileContext(spec, path, rel, batch_id, datetime.now(UTC), currencies)
+        ctx = _FileContext(spec, path, rel, batch_id, datetime.now(UTC), currencies, suppress)
         result = _load_file(con, ctx, sha, loaded_by_sha.get(sha))
         summary.files.append(result)
         seen_paths[rel] = sha
@@ -492,7 +528,14 @@ def _insert_quarantine(
         {
             "line_number": pa.array(lines, pa.int64()),
             "reason": pa.array(reasons, pa.string()),
-            "raw_record": pa.array([_cap(r) for r in raws], pa.string()),
+            # An erased person's record is not kept, only the fact it arrived.
+            "raw_record": pa.array(
+                [
+                    None if reason == ERASED_REASON else _cap(r)
+                    for r, reason in zip(raws, reasons, strict=True)
+                ],
+                pa.string(),
+            ),
         }
     )
     con.register("_ingest_quarantine", tbl)
@@ -605,11 +648,27 @@ def _bad_decimal(expr: str) -> str:
     return f"not regexp_full_match({expr}, '\\s*[+-]?(\\d+(\\.\\d*)?|\\.\\d+)\\s*')"
 
 
-def _csv_checks(spec: SourceSpec, col: Callable[[str], str], currencies: Sequence[str]) -> str:
+def _csv_checks(
+    spec: SourceSpec,
+    col: Callable[[str], str],
+    currencies: Sequence[str],
+    suppress_erased: bool = False,
+) -> str:
     """CASE expression giving the first contract violation of a CSV row, else NULL."""
-    whens: list[tuple[str, str]] = [
-        (_missing(col(c)), _sql_str(f"missing required field: {c}")) for c in spec.required
-    ]
+    whens: list[tuple[str, str]] = []
+    if suppress_erased:
+        # First, so an erased person's row is never kept even when it is also malformed.
+        ids = {
+            "crm": {"contact_id": col("contact_id"), "email": col("email")},
+            "transactions": {
+                "order_id": col("order_id"),
+                "contact_id": col("contact_id"),
+                "email": col("email"),
+            },
+        }.get(spec.name, {})
+        if ids:
+            whens.append((erased_condition(ids), _sql_str(ERASED_REASON)))
+    whens += [(_missing(col(c)), _sql_str(f"missing required field: {c}")) for c in spec.required]
     if spec.name == "erasure":
         whens.append(
             (
@@ -776,7 +835,7 @@ def _flush_csv(
     try:
         con.execute(
             f"""create or replace temp table _ingest_stage as
-                select *, {_csv_checks(spec, col, ctx.currencies)} as _reason
+                select *, {_csv_checks(spec, col, ctx.currencies, ctx.suppress_erased)} as _reason
                 from _ingest_chunk"""
         )
     finally:
@@ -831,7 +890,18 @@ def _load_jsonl(con: duckdb.DuckDBPyConnection, ctx: _FileContext) -> _Counts:
     struct = "{" + ", ".join(f'"{f}": "{t}"' for f, _, t in ANALYTICS_FIELDS) + "}"
     j = "_j"
     # Nested CASEs keep the extra parses (json_valid, json_type) to the few failing rows.
+    erased = ""
+    if ctx.suppress_erased:
+        cond = erased_condition(
+            {
+                "anonymous_id": f'{j}."anonymousId"',
+                "contact_id": f'{j}."userId"',
+                "email": f"json_extract_string({j}.\"traits\", '$.email')",
+            }
+        )
+        erased = f"when {j} is not null and ({cond}) then {_sql_str(ERASED_REASON)}"
     checks = f"""case
+        {erased}
         when {j} is null then case
             when trim(line, ' ' || chr(9) || chr(13) || chr(10)) = '' then 'blank line'
             when not json_valid(line) then 'invalid JSON'
