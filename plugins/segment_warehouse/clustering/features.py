@@ -1,0 +1,197 @@
+"""Feature preparation: consent filter, imputation, log1p, robust scaling, fingerprint.
+
+The feature list is fixed in code (not inferred from skewness per run) so that
+every run transforms the same column the same way; otherwise centroids of two
+runs would live in different spaces and stable segment ids would be guesswork.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+from sklearn.preprocessing import RobustScaler
+
+# Bump when preparation or model logic changes: it is part of the input
+# fingerprint, so a new version reclusters even if the data did not change.
+ALGORITHM_VERSION = "segkm-1"
+SOURCE_TABLE = "marts.customer_features"
+
+# Share of the week that is Sat/Sun: the neutral value when we know nothing.
+_NEUTRAL_WEEKEND_SHARE = 2 / 7
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One clustering feature, as recorded in ``segment_runs.features``."""
+
+    name: str
+    transform: str  # "log1p" for skewed counts/amounts, "identity" for 0..1 shares
+    impute: str  # human-readable imputation rule
+    purchase: bool  # only meaningful for buyers: profiled against buyers only
+    label: str  # analyst-facing wording in reports and traits
+
+
+FEATURES: tuple[FeatureSpec, ...] = (
+    FeatureSpec(
+        "recency_days",
+        "log1p",
+        "never ordered -> max(tenure_days, longest observed recency)",
+        True,
+        "days since last order",
+    ),
+    FeatureSpec("frequency", "log1p", "null -> 0", True, "orders"),
+    FeatureSpec("monetary", "log1p", "null -> 0", True, "lifetime revenue"),
+    FeatureSpec("avg_order_value", "log1p", "never ordered -> 0", True, "avg order value"),
+    FeatureSpec("discount_share", "identity", "null -> 0", True, "discount share"),
+    FeatureSpec("sessions_30d", "log1p", "null -> 0", False, "sessions (30d)"),
+    FeatureSpec("sessions_90d", "log1p", "null -> 0", False, "sessions (90d)"),
+    FeatureSpec("page_views_30d", "log1p", "null -> 0", False, "page views (30d)"),
+    FeatureSpec("page_views_90d", "log1p", "null -> 0", False, "page views (90d)"),
+    FeatureSpec("mobile_share", "identity", "null -> 0", False, "mobile share"),
+    FeatureSpec("weekend_share", "identity", "null -> 2/7 (uniform week)", False, "weekend share"),
+    FeatureSpec("cart_adds_without_purchase", "log1p", "null -> 0", False, "abandoned cart adds"),
+    FeatureSpec("tenure_days", "log1p", "null -> 0", False, "tenure (days)"),
+)
+FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
+INPUT_COLUMNS: tuple[str, ...] = ("customer_id", "marketing_consent", *FEATURE_NAMES)
+_SHARES = {"discount_share", "mobile_share", "weekend_share"}
+
+
+class FeatureInputError(RuntimeError):
+    """marts.customer_features is missing or breaks its contract."""
+
+
+@dataclass
+class PreparedFeatures:
+    """Profiled customers (consent not false), sorted by customer_id."""
+
+    customer_ids: np.ndarray  # object array of str
+    raw: np.ndarray  # clipped input values, NaN kept (for analyst-facing means)
+    transformed: np.ndarray  # imputed + log1p: the "unscaled" model space
+    buyer: np.ndarray  # bool: at least one completed order
+    n_excluded: int
+
+
+def load_customer_features(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Read the mart sorted by customer_id (stable row order = deterministic fits)."""
+    try:
+        cols = {
+            r[0]
+            for r in con.execute(
+                "select column_name from information_schema.columns "
+                "where table_schema = 'marts' and table_name = 'customer_features'"
+            ).fetchall()
+        }
+    except duckdb.Error as exc:  # pragma: no cover - catalog always exists
+        raise FeatureInputError(str(exc)) from exc
+    if not cols:
+        raise FeatureInputError(f"{SOURCE_TABLE} does not exist; run dbt build first")
+    missing = [c for c in INPUT_COLUMNS if c not in cols]
+    if missing:
+        raise FeatureInputError(f"{SOURCE_TABLE} lacks columns: {', '.join(missing)}")
+    select = ", ".join(
+        ["customer_id::varchar as customer_id", "marketing_consent::boolean as marketing_consent"]
+        + [f"{c}::double as {c}" for c in FEATURE_NAMES]
+    )
+    df = con.execute(f"select {select} from {SOURCE_TABLE} order by customer_id").df()
+    if df["customer_id"].isna().any():
+        raise FeatureInputError(f"{SOURCE_TABLE} has null customer_id")
+    dupes = int(df["customer_id"].duplicated().sum())
+    if dupes:
+        raise FeatureInputError(f"{SOURCE_TABLE} has {dupes} duplicate customer_id rows")
+    return df.reset_index(drop=True)
+
+
+def input_fingerprint(df: pd.DataFrame, params: dict[str, Any]) -> str:
+    """sha256 over every input row (incl. consent) plus everything that shapes the model.
+
+    ``hash_pandas_object`` uses a fixed key, so the hash is reproducible across
+    processes; rows are already sorted by customer_id so order is canonical.
+    """
+    digest = hashlib.sha256()
+    row_hashes = pd.util.hash_pandas_object(df[list(INPUT_COLUMNS)], index=False)
+    digest.update(np.ascontiguousarray(row_hashes.to_numpy(dtype=np.uint64)).tobytes())
+    meta = {
+        "algorithm_version": ALGORITHM_VERSION,
+        "features": [asdict(f) for f in FEATURES],
+        **params,
+    }
+    digest.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def prepare_features(df: pd.DataFrame) -> PreparedFeatures:
+    """Drop consent=false, clip to valid ranges, impute, log1p the skewed columns."""
+    consent = df["marketing_consent"]
+    # Only an explicit "false" excludes; null means unknown and is profiled.
+    excluded = consent.eq(False).fillna(False).to_numpy(dtype=bool)
+    kept = df.loc[~excluded]
+    raw = kept[list(FEATURE_NAMES)].to_numpy(dtype=np.float64, na_value=np.nan)
+    # Bad upstream values (negative counts, shares > 1) must not dominate a centroid.
+    raw = np.clip(raw, 0.0, None)
+    for j, name in enumerate(FEATURE_NAMES):
+        if name in _SHARES:
+            raw[:, j] = np.clip(raw[:, j], 0.0, 1.0)
+
+    filled = raw.copy()
+    col = {name: j for j, name in enumerate(FEATURE_NAMES)}
+    frequency = np.nan_to_num(raw[:, col["frequency"]], nan=0.0)
+    buyer = frequency > 0
+    tenure = np.nan_to_num(raw[:, col["tenure_days"]], nan=0.0)
+    recency = raw[:, col["recency_days"]]
+    observed = recency[~np.isnan(recency)]
+    longest = float(observed.max()) if observed.size else 0.0
+    # Never-ordered: "at least as long ago as the most lapsed buyer", so a
+    # prospect never looks more recent than an actual customer.
+    filled[:, col["recency_days"]] = np.where(
+        np.isnan(recency), np.maximum(tenure, longest), recency
+    )
+    filled[:, col["weekend_share"]] = np.nan_to_num(
+        raw[:, col["weekend_share"]], nan=_NEUTRAL_WEEKEND_SHARE
+    )
+    filled = np.nan_to_num(filled, nan=0.0)
+
+    transformed = filled.copy()
+    for j, spec in enumerate(FEATURES):
+        if spec.transform == "log1p":
+            transformed[:, j] = np.log1p(transformed[:, j])
+    return PreparedFeatures(
+        customer_ids=kept["customer_id"].to_numpy(dtype=object),
+        raw=raw,
+        transformed=transformed,
+        buyer=buyer,
+        n_excluded=int(excluded.sum()),
+    )
+
+
+def fit_scaler(transformed: np.ndarray) -> RobustScaler:
+    """RobustScaler, but a zero IQR falls back to the standard deviation.
+
+    Sparse features (most customers have discount_share 0) have IQR 0 and
+    sklearn would then leave them unscaled; the std keeps them comparable.
+    """
+    scaler = RobustScaler().fit(transformed)
+    q25, q75 = np.percentile(transformed, [25, 75], axis=0)
+    flat = (q75 - q25) <= 1e-12
+    if flat.any():
+        std = transformed[:, flat].std(axis=0)
+        scaler.scale_[flat] = np.where(std > 1e-12, std, 1.0)
+    return scaler
+
+
+def feature_records(scaler: RobustScaler) -> list[dict[str, Any]]:
+    """The run's feature list (JSON in segment_runs), incl. the scaler parameters.
+
+    Storing center/scale lets the next run map these centroids into its own
+    scaled space from the database alone, without loading the model file.
+    """
+    return [
+        {**asdict(spec), "center": float(c), "scale": float(s)}
+        for spec, c, s in zip(FEATURES, scaler.center_, scaler.scale_, strict=True)
+    ]
