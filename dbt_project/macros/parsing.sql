@@ -1,0 +1,39 @@
+{#- ISO-8601 text -> naive UTC timestamp. The session TimeZone is UTC
+    (profiles.yml), so text without an offset is read as UTC. -#}
+{% macro to_utc_timestamp(column) -%}
+    timezone('UTC', try_cast(nullif(trim({{ column }}), '') as timestamptz))
+{%- endmacro %}
+
+{#- true/false/yes/no/1/0/y/n in any case -> boolean; anything else -> null. -#}
+{% macro to_boolean(column) -%}
+    case lower(trim({{ column }}))
+        when 'true' then true
+        when 'yes' then true
+        when 'y' then true
+        when '1' then true
+        when 'false' then false
+        when 'no' then false
+        when 'n' then false
+        when '0' then false
+    end
+{%- endmacro %}
+
+{#- Trimmed, lower-case text; empty -> null. -#}
+{% macro clean_lower(column) -%}
+    nullif(lower(trim({{ column }})), '')
+{%- endmacro %}
+
+{#- Trimmed text; empty -> null. -#}
+{% macro clean_text(column) -%}
+    nullif(trim({{ column }}), '')
+{%- endmacro %}
+
+{#- Name key used to compare people: accents stripped, letters only, lower-case. -#}
+{% macro name_key(column) -%}
+    nullif(regexp_replace(lower(strip_accents(coalesce({{ column }}, ''))), '[^a-z]', '', 'g'), '')
+{%- endmacro %}
+
+{#- The logical date of the run as a SQL date literal. -#}
+{% macro as_of_date() -%}
+    cast('{{ var("as_of_date") }}' as date)
+{%- endmacro %}

@@ -1,0 +1,142 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        on_schema_change='fail'
+    )
+}}
+
+{#-
+    Incremental on _loaded_at (append-only raw table): a daily delta only
+    parses the new lines. is_bot here flags crawler user agents and every event
+    of an anonymous id that showed one in the same load or earlier;
+    int_anonymous_ids_classified holds the authoritative per-id verdict.
+-#}
+
+with
+
+source as (
+
+    select * from {{ source('analytics', 'analytics_events') }}
+    {% if is_incremental() %}
+    where _loaded_at > (select coalesce(max(_loaded_at), '1900-01-01'::timestamptz) from {{ this }})
+    {% endif %}
+
+),
+
+bot_patterns as (
+
+    select lower(pattern) as pattern from {{ ref('bot_user_agent_patterns') }}
+
+),
+
+blocked as (
+
+    select identifier_type, lower(trim(value)) as value
+    from {{ ref('blocked_identifiers') }}
+
+),
+
+parsed as (
+
+    select
+        {{ clean_text('message_id') }} as message_id,
+        lower(trim(type)) as event_type,
+        {{ clean_text('event') }} as event_name,
+        {{ clean_text('anonymous_id') }} as anonymous_id,
+        {{ clean_text('user_id') }} as user_id,
+        {{ to_utc_timestamp('timestamp') }} as event_ts,
+        lower(json_extract_string(context, '$.device.type')) as device_type,
+        json_extract_string(context, '$.userAgent') as user_agent,
+        json_extract_string(context, '$.page.url') as page_url,
+        json_extract_string(context, '$.page.referrer') as page_referrer,
+        json_extract_string(context, '$.campaign.source') as campaign_source,
+        json_extract_string(context, '$.campaign.medium') as campaign_medium,
+        json_extract_string(context, '$.campaign.name') as campaign_name,
+        {{ clean_lower("json_extract_string(traits, '$.email')") }} as trait_email,
+        {{ clean_text("json_extract_string(traits, '$.phone')") }} as trait_phone_raw,
+        _source_file,
+        _line_number,
+        _loaded_at,
+        _batch_id
+
+    from source
+
+),
+
+-- Pattern matching and phone parsing run once per distinct value.
+user_agents as (
+
+    select distinct user_agent from parsed where user_agent is not null
+
+),
+
+bot_user_agents as (
+
+    select distinct user_agents.user_agent
+    from user_agents
+    inner join bot_patterns
+        on contains(lower(user_agents.user_agent), bot_patterns.pattern)
+
+),
+
+bot_anonymous_ids as (
+
+    select distinct parsed.anonymous_id
+    from parsed
+    inner join bot_user_agents on parsed.user_agent = bot_user_agents.user_agent
+    where parsed.anonymous_id is not null
+    {% if is_incremental() %}
+    union
+    select distinct anonymous_id from {{ this }} where is_bot and anonymous_id is not null
+    {% endif %}
+
+),
+
+trait_phones as (
+
+    select trait_phone_raw, normalise_phone(trait_phone_raw, null) as trait_phone_e164
+    from (select distinct trait_phone_raw from parsed where trait_phone_raw is not null)
+
+),
+
+final as (
+
+    select
+        parsed.message_id,
+        parsed.event_type,
+        parsed.event_name,
+        parsed.anonymous_id,
+        parsed.user_id,
+        parsed.event_ts,
+        parsed.device_type,
+        parsed.user_agent,
+        parsed.page_url,
+        parsed.page_referrer,
+        parsed.campaign_source,
+        parsed.campaign_medium,
+        parsed.campaign_name,
+        parsed.trait_email,
+        coalesce(
+            parsed.trait_email in (select value from blocked where identifier_type = 'email')
+            or parsed.trait_email not like '%_@_%.%',
+            false
+        ) as is_placeholder_email,
+        trait_phones.trait_phone_e164,
+        (
+            bot_user_agents.user_agent is not null
+            or bot_anonymous_ids.anonymous_id is not null
+        ) as is_bot,
+        parsed._source_file,
+        parsed._line_number,
+        parsed._loaded_at,
+        parsed._batch_id
+
+    from parsed
+    left join bot_user_agents on parsed.user_agent = bot_user_agents.user_agent
+    left join bot_anonymous_ids on parsed.anonymous_id = bot_anonymous_ids.anonymous_id
+    left join trait_phones on parsed.trait_phone_raw = trait_phones.trait_phone_raw
+
+)
+
+select * from final

@@ -1,0 +1,110 @@
+{#-
+    A table, not incremental: 3 M rows rebuild in seconds and the FX seed may
+    gain rates that must re-price old orders.
+-#}
+
+with
+
+source as (
+
+    select * from {{ source('transactions', 'transactions_orders') }}
+
+),
+
+fx_rates as (
+
+    select upper(currency) as currency, valid_from, rate_to_usd
+    from {{ ref('fx_rates') }}
+
+),
+
+blocked_emails as (
+
+    select lower(trim(value)) as value
+    from {{ ref('blocked_identifiers') }}
+    where identifier_type = 'email'
+
+),
+
+renamed as (
+
+    select
+        {{ clean_text('order_id') }} as order_id,
+        {{ clean_text('contact_id') }} as contact_id,
+        {{ clean_lower('email') }} as email,
+        {{ to_utc_timestamp('order_ts') }} as order_ts,
+        lower(trim(status)) as status,
+        upper(trim(currency)) as currency,
+        try_cast(trim(total_amount) as decimal(18, 4)) as total_amount,
+        coalesce(try_cast(trim(discount_amount) as decimal(18, 4)), 0) as discount_amount,
+        try_cast(trim(items_count) as integer) as items_count,
+        {{ clean_lower('channel') }} as channel,
+        coalesce({{ to_utc_timestamp('updated_at') }}, {{ to_utc_timestamp('order_ts') }}) as updated_at,
+        _source_file,
+        _line_number,
+        _loaded_at,
+        _batch_id
+
+    from source
+
+),
+
+-- Rate valid at the order date: latest valid_from <= order_ts (ASOF join).
+priced as (
+
+    select
+        renamed.*,
+        order_fx.rate_to_usd as order_rate_to_usd
+    from renamed
+    asof left join fx_rates as order_fx
+        on renamed.currency = order_fx.currency
+        and renamed.order_ts >= order_fx.valid_from
+
+),
+
+reporting_priced as (
+
+    select
+        priced.*,
+        reporting_fx.rate_to_usd as reporting_rate_to_usd
+    from priced
+    asof left join (
+        select valid_from, rate_to_usd
+        from fx_rates
+        where currency = upper('{{ var("reporting_currency") }}')
+    ) as reporting_fx
+        on priced.order_ts >= reporting_fx.valid_from
+
+),
+
+final as (
+
+    select
+        order_id,
+        contact_id,
+        email,
+        coalesce(email in (select value from blocked_emails) or email not like '%_@_%.%', false)
+            as is_placeholder_email,
+        order_ts,
+        status,
+        currency,
+        total_amount,
+        discount_amount,
+        items_count,
+        channel,
+        updated_at,
+        order_rate_to_usd / reporting_rate_to_usd as fx_rate_to_reporting,
+        round(cast(total_amount as double) * order_rate_to_usd / reporting_rate_to_usd, 4)
+            as total_amount_reporting,
+        round(cast(discount_amount as double) * order_rate_to_usd / reporting_rate_to_usd, 4)
+            as discount_amount_reporting,
+        _source_file,
+        _line_number,
+        _loaded_at,
+        _batch_id
+
+    from reporting_priced
+
+)
+
+select * from final

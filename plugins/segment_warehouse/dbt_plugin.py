@@ -1,0 +1,134 @@
+"""dbt-duckdb plugin: Python UDFs registered on every dbt connection.
+
+Configured in ``dbt_project/profiles.yml``::
+
+    plugins:
+      - module: segment_warehouse.dbt_plugin
+
+* ``pseudonymise(value varchar) -> varchar``: HMAC-SHA256 (hex) keyed with
+  :meth:`Settings.pii_key`. The key lives only in this process's memory; it is
+  never written into SQL text, so it never reaches ``target/`` or dbt logs.
+* ``normalise_phone(phone varchar, country varchar) -> varchar``: E.164 via
+  ``phonenumbers`` using ``country`` (ISO2) as the default region, US when
+  missing or unknown; null when the number does not parse or is not valid.
+
+Both are Arrow (vectorised) UDFs: DuckDB hands over whole vectors, and the
+per-value work is memoised, so repeated values (the same phone on many rows,
+the same email on many orders) are computed once per process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+import phonenumbers
+import pyarrow as pa
+from dbt.adapters.duckdb.plugins import BasePlugin
+from duckdb import DuckDBPyConnection
+
+from segment_warehouse.config import get_settings
+
+DEFAULT_REGION = "US"
+_CACHE_SIZE = 1 << 21  # ~2 M distinct values per process
+
+_SUPPORTED_REGIONS: frozenset[str] = frozenset(phonenumbers.SUPPORTED_REGIONS)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def normalise_phone_value(phone: str | None, country: str | None = None) -> str | None:
+    """One phone number to E.164, or None when unparseable/invalid."""
+    if phone is None:
+        return None
+    text = phone.strip()
+    if not text:
+        return None
+    region = (country or "").strip().upper()
+    if region not in _SUPPORTED_REGIONS:
+        region = DEFAULT_REGION
+    # "0044 20 ..." is an international prefix written with 00.
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    try:
+        parsed = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def make_pseudonymiser(key: str) -> Callable[[str | None], str | None]:
+    """A memoised keyed hash (HMAC-SHA256, hex) of one value."""
+    key_bytes = key.encode("utf-8")
+
+    @lru_cache(maxsize=_CACHE_SIZE)
+    def pseudonymise(value: str | None) -> str | None:
+        if value is None:
+            return None
+        return hmac.new(key_bytes, value.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    return pseudonymise
+
+
+def _arrow_pseudonymise(fn: Callable[[str | None], str | None]) -> Callable[[Any], pa.Array]:
+    def udf(values: pa.Array) -> pa.Array:
+        return pa.array([fn(v) for v in values.to_pylist()], type=pa.string())
+
+    return udf
+
+
+def _arrow_normalise_phone(phones: pa.Array, countries: pa.Array) -> pa.Array:
+    return pa.array(
+        [
+            normalise_phone_value(p, c)
+            for p, c in zip(phones.to_pylist(), countries.to_pylist(), strict=True)
+        ],
+        type=pa.string(),
+    )
+
+
+def register_udfs(conn: DuckDBPyConnection, pii_key: str | None = None) -> None:
+    """Register ``pseudonymise`` and ``normalise_phone`` on ``conn``.
+
+    Also used by tests and by other stages that need the same functions on
+    their own DuckDB connection.
+    """
+    key = pii_key if pii_key is not None else get_settings().pii_key()
+    for name in ("pseudonymise", "normalise_phone"):
+        with contextlib.suppress(Exception):  # not registered yet
+            conn.remove_function(name)
+    conn.create_function(
+        "pseudonymise",
+        _arrow_pseudonymise(make_pseudonymiser(key)),
+        ["VARCHAR"],
+        "VARCHAR",
+        type="arrow",
+        null_handling="special",
+        side_effects=False,
+    )
+    conn.create_function(
+        "normalise_phone",
+        _arrow_normalise_phone,
+        ["VARCHAR", "VARCHAR"],
+        "VARCHAR",
+        type="arrow",
+        null_handling="special",
+        side_effects=False,
+    )
+
+
+class Plugin(BasePlugin):
+    """dbt-duckdb plugin that registers the warehouse UDFs on each connection."""
+
+    def initialize(self, plugin_config: dict[str, Any]) -> None:
+        # Resolve the key once, early, so a missing SEGMENTS_PII_KEY fails the
+        # run before any model is built.
+        self._pii_key = get_settings().pii_key()
+
+    def configure_connection(self, conn: DuckDBPyConnection) -> None:
+        register_udfs(conn, self._pii_key)
