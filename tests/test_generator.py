@@ -69,7 +69,7 @@ def _bad_reason(source: str, header: list[str], line: str) -> str | None:
 @pytest.fixture(scope="module")
 def zone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("gen")
-    generate(root / "landing", erasure_requests=4, **SMALL)
+    generate(root / "landing", erasure_requests=4, workers=1, **SMALL)
     return root
 
 
@@ -98,6 +98,13 @@ def test_same_seed_same_bytes(zone: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
     generate(other / "landing", customers=400, seed=8, days=35)
     assert _files(other / "landing") != _files(zone / "landing")
+
+
+def test_same_bytes_whatever_the_worker_count(zone: Path, tmp_path: Path) -> None:
+    # SMALL is one chunk: two workers split it by delivery window.
+    generate(tmp_path / "landing", erasure_requests=4, workers=2, **SMALL)
+    assert _files(tmp_path / "landing") == _files(zone / "landing")
+    assert _files(tmp_path / "truth") == _files(zone / "truth")
 
 
 def test_layout_and_truth_dir(zone: Path) -> None:

@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gzip-level", type=int, default=1)
     ap.add_argument("--clean", action="store_true",
                     help="delete existing crm/analytics/transactions/erasure files and truth first")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="processes (default: up to 2 CPU cores); output does not depend on it")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     out = a.out if a.out is not None else get_settings().landing_dir
@@ -42,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
                  days=a.days, window_days=a.window_days, delta_day=a.delta_day,
                  bad_rows=a.bad_rows, bad_row_rate=a.bad_row_rate,
                  erasure_requests=a.erasure_requests, visitor_ratio=a.visitor_ratio,
-                 gzip_level=a.gzip_level, clean=a.clean, progress=not a.no_progress)
+                 gzip_level=a.gzip_level, clean=a.clean, progress=not a.no_progress,
+                 workers=a.workers)
     d = s.as_dict()
     d["files"] = len(s.files)
     print(json.dumps(d, indent=2))

@@ -227,9 +227,10 @@ def make_sessions(rng: np.random.Generator, pop: Population, tl: Timeline, order
     disc = (pers == V.DISCOUNT) & (rng.random(ns) < 0.7)
     campaign[disc] = rng.choice(V.DISCOUNT_CAMPAIGNS, int(disc.sum()))
     referrer = rng.integers(0, len(V.REFERRERS), ns)
-    n_events = np.where(purchase, 4 + rng.poisson(1.0, ns),
-                        np.where(pers == V.BROWSER, 3 + rng.poisson(2.0, ns),
-                                 1 + rng.poisson(1.5, ns)))
+    # Browsers click through a lot more per session than anyone else.
+    n_events = np.where(purchase, 4 + rng.poisson(0.3, ns),
+                        np.where(pers == V.BROWSER, 2 + rng.poisson(2.5, ns),
+                                 1 + rng.poisson(0.5, ns)))
     guest_purchase = purchase & (user_contact < 0)
     identify = ((user_contact >= 0) & (rng.random(ns) < 0.3)) | (
         guest_purchase & (rng.random(ns) < 0.7))
@@ -252,7 +253,7 @@ def make_sessions(rng: np.random.Generator, pop: Population, tl: Timeline, order
         order=np.concatenate([order, np.full(nbs, -1)]),
         campaign=np.concatenate([campaign, np.zeros(nbs, np.int64)]),
         referrer=np.concatenate([referrer, np.zeros(nbs, np.int64)]),
-        n_events=np.concatenate([n_events, rng.integers(10, 60, nbs)]),
+        n_events=np.concatenate([n_events, rng.integers(10, 40, nbs)]),
         identify=np.concatenate([identify, np.zeros(nbs, bool)]),
     )
     return s, np.concatenate([start, bot_start])

@@ -5,12 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import multiprocessing
+import multiprocessing.pool
+import os
 import shutil
 import sys
 import threading
 import time
 import zlib
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -51,7 +54,7 @@ from .text import gzip_bytes, lines_buffer, take, timestamps
 from .timeline import Timeline
 
 CHUNK_PERSONS = 50_000  # part of the output format: changing it changes the bytes
-WORKERS = 2
+MAX_WORKERS = 2  # processes; the output does not depend on it
 DEFAULT_END = date(2026, 11, 22)
 DEFAULT_DAYS = 180
 SOURCES = ("crm", "analytics", "transactions", "erasure")
@@ -136,23 +139,31 @@ class _Writer:
         self.samples: dict[str, tuple[str, list[str]]] = {}
         self.lock = threading.Lock()
 
+    def __getstate__(self) -> dict:  # sent back from worker processes
+        return {k: v for k, v in vars(self).items() if k != "lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        vars(self).update(state)
+        self.lock = threading.Lock()
+
     def write(self, source: str, name: str, header: str | None, lines: pa.Array,
               gz: bool, first: bool = False) -> None:
         rel = f"{source}/{name}" + (".gz" if gz else "")
         if first and len(lines):
             # The source's first file provides the sample rows for the bad file.
             self.samples[source] = (header or "", lines.slice(0, 20).to_pylist())
-        if self.p.bad_rows and source in BAD_KINDS and len(lines):
-            lines = self._inject(source, rel, header, lines, first)
         parts: list = [header.encode() + b"\n"] if header is not None else []
-        parts.append(lines_buffer(lines))
+        if self.p.bad_rows and source in BAD_KINDS and len(lines):
+            parts += self._inject(source, rel, header, lines, first)
+        else:
+            parts.append(lines_buffer(lines))
         self._put(rel, [gzip_bytes(parts, self.p.gzip_level)] if gz else parts)
 
     def _put(self, rel: str, parts: list) -> None:
         path = self.out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         size = 0
-        with path.open("wb") as f:
+        with path.open("wb", buffering=0) as f:
             for part in parts:
                 f.write(part)
                 size += len(part) if isinstance(part, bytes) else part.size
@@ -164,10 +175,21 @@ class _Writer:
         self.s.files.sort()
         self.bad.sort(key=lambda r: (r[1], r[2] or 0))
 
+    def merge(self, other: _Writer) -> None:
+        """Fold a worker's writer (files written in another process) into this one."""
+        self.bad += other.bad
+        for source, sample in other.samples.items():
+            self.samples.setdefault(source, sample)
+        self.s.files += other.s.files
+        self.s.bytes_written += other.s.bytes_written
+        self.s.bad_rows += other.s.bad_rows
+
     def _inject(self, source: str, rel: str, header: str | None, lines: pa.Array,
-                first: bool) -> pa.Array:
+                first: bool) -> list:
+        """The file body as buffer parts, with bad lines spliced in (no full copy)."""
         rng = np.random.default_rng([*self.rng_key, zlib.crc32(rel.encode())])
         n = len(lines)
+        body = lines_buffer(lines)
         kinds = list(BAD_KINDS[source])
         k = int(rng.binomial(n, self.p.bad_row_rate))
         chosen = [kinds[i] for i in rng.integers(0, len(kinds), k)]
@@ -175,19 +197,32 @@ class _Writer:
             # Every kind shows up at least once per run, in the source's first file.
             chosen = kinds + chosen
         if not chosen:
-            return lines
+            return [body]
         k = len(chosen)
         src = rng.integers(0, n, k)
         pos = np.sort(rng.integers(0, n + 1, k))
         bad = [self._corrupt(source, header, lines[int(j)].as_py(), kind, rng)
                for j, kind in zip(src, chosen, strict=True)]
-        order = np.insert(np.arange(n), pos, n + np.arange(k))
         head = 1 if header is not None else 0
         with self.lock:
             for i, kind in enumerate(chosen):
                 self.bad.append((source, rel, head + int(pos[i]) + i + 1, kind))
             self.s.bad_rows += k
-        return pa.concat_arrays([lines, pa.array(bad, pa.string())]).take(pa.array(order))
+        # byte offset of each line start, relative to the body buffer
+        offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[
+            lines.offset : lines.offset + n + 1].astype(np.int64)
+        offsets -= offsets[0]
+        parts: list = []
+        prev = 0
+        for i in range(k):
+            cut = int(offsets[pos[i]])
+            if cut > prev:
+                parts.append(body[prev:cut])
+            parts.append(bad[i].encode())
+            prev = cut
+        if prev < body.size:
+            parts.append(body[prev:])
+        return parts
 
     @staticmethod
     def _corrupt(source: str, header: str | None, line: str, kind: str,
@@ -272,6 +307,14 @@ class _Truth:
     def close(self) -> None:
         for w in self.writers.values():
             w.close()
+
+
+def default_workers() -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cpus))
 
 
 def _persona_of(seed: int, chunk: int, pids: np.ndarray, customers: int) -> np.ndarray:
@@ -364,8 +407,9 @@ def _optional_ids(pid_or_neg: np.ndarray) -> pa.Array:
 
 
 def _gz(source: str, w: int) -> bool:
-    # A fixed mix of gzip and plain deliveries; analytics mostly plain (it is the bulk).
-    return {"crm": w % 2 == 0, "transactions": w % 3 != 2, "analytics": w % 4 == 1}[source]
+    # A fixed mix of gzip and plain deliveries; analytics mostly plain (it is the bulk,
+    # and compressing it is the slowest part of generation).
+    return {"crm": w % 2 == 0, "transactions": w % 3 != 2, "analytics": w % 13 == 1}[source]
 
 
 def _window_slices(w: np.ndarray, n_windows: int) -> list[tuple[int, int]]:
@@ -374,11 +418,40 @@ def _window_slices(w: np.ndarray, n_windows: int) -> list[tuple[int, int]]:
     return [(int(bounds[i]), int(bounds[i + 1])) for i in range(n_windows)]
 
 
-def _chunk(p: Params, tl: Timeline, chunk: int, pids: np.ndarray, personas: np.ndarray,
-           writer: _Writer, truth: _Truth, bar: tqdm, summary: GenerationSummary,
-           pop: Population | None = None, stream: int = 20, order_key_base: int = 0,
-           id_space: int = 1, extra_crm_rows: np.ndarray | None = None,
-           file_no: int | None = None) -> Population:
+class _TruthRows:
+    """Collects truth tables in a worker; the parent appends them in chunk order."""
+
+    def __init__(self) -> None:
+        self.tables: list[tuple[str, pa.Table]] = []
+
+    def add(self, name: str, table: pa.Table) -> None:
+        self.tables.append((name, table))
+
+
+@dataclass
+class _ChunkResult:
+    writer: _Writer
+    truth: list[tuple[str, pa.Table]]
+    windows: int
+    crm_rows: int = 0
+    order_rows: int = 0
+    events: int = 0
+    persons: int = 0
+    customers: int = 0
+    erasure_pool: list[tuple] = field(default_factory=list)
+
+
+def _chunk_run(p: Params, tl: Timeline, chunk: int, pids: np.ndarray, personas: np.ndarray,
+               out: Path, rng_key: list[int], windows: list[int] | None = None,
+               with_truth: bool = True, pop: Population | None = None, stream: int = 20,
+               order_key_base: int = 0, id_space: int = 1,
+               extra_crm_rows: np.ndarray | None = None,
+               file_no: int | None = None) -> tuple[_ChunkResult, Population]:
+    """One chunk of persons: its landing files for ``windows`` (default: all), and truth.
+
+    Every file is a pure function of (params, chunk, window), so a chunk can be
+    split over processes by windows and the bytes do not depend on the split.
+    """
     seed = p.seed
     if pop is None:
         pop = make_population(seed, chunk, pids, personas, tl)
@@ -420,6 +493,11 @@ def _chunk(p: Params, tl: Timeline, chunk: int, pids: np.ndarray, personas: np.n
     all_sorted = all_orders.take(o_)
     ord_w = ord_w[o_]
 
+    if windows is None:
+        windows = list(range(tl.n_windows))
+    summary = GenerationSummary(out=out, truth_dir=out)
+    writer = _Writer(out, out, p, rng_key, summary)
+    res = _ChunkResult(writer=writer, truth=[], windows=len(windows))
     prefixes = session_prefixes(pop, s, seed)
     id_base = (id_space << 56) | (chunk << 36)
     ev_sl = _window_slices(ent_w, tl.n_windows)
@@ -434,7 +512,7 @@ def _chunk(p: Params, tl: Timeline, chunk: int, pids: np.ndarray, personas: np.n
     first = {"crm": first_nonempty(crm_sl), "transactions": first_nonempty(ord_sl),
              "analytics": first_nonempty(ev_sl)}
 
-    def window_files(w: int) -> None:
+    for w in windows:
         day = tl.delivery_date(w)
         a, b = crm_sl[w]
         if b > a:
@@ -442,29 +520,76 @@ def _chunk(p: Params, tl: Timeline, chunk: int, pids: np.ndarray, personas: np.n
             header = CRM_HEADER + (",notes" if w == notes_w else "")
             writer.write("crm", f"contacts_{day}_{no}.csv", header, lines, _gz("crm", w),
                          first["crm"] == w)
+            res.crm_rows += b - a
         a, b = ord_sl[w]
         if b > a:
             lines = order_lines(pop, all_sorted.take(np.arange(a, b)))
             writer.write("transactions", f"orders_{day}_{no}.csv", ORDERS_HEADER, lines,
                          _gz("transactions", w), first["transactions"] == w)
+            res.order_rows += b - a
         a, b = ev_sl[w]
         if b > a:
             lines = event_lines(pop, s, e, orders, entries[a:b], prefixes, id_base, seed)
             writer.write("analytics", f"events_{day}_{no}.jsonl", None, lines,
                          _gz("analytics", w), first["analytics"] == w)
-        bar.update(1)
+            res.events += b - a
+            del lines
+    if with_truth:
+        rows = _TruthRows()
+        _truth_chunk(rows, pop, orders, all_orders, s, shared, seed)
+        res.truth = rows.tables
+        res.persons = int(((pop.persona != V.VISITOR) | np.isin(
+            np.arange(pop.n), s.person)).sum())
+        res.customers = int((pop.persona != V.VISITOR).sum())
+    return res, pop
 
-    # pyarrow kernels and zlib release the GIL, so two threads use both cores.
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        list(pool.map(window_files, range(tl.n_windows)))
-    summary.crm_rows += len(crm_rows)
-    summary.order_rows += len(all_orders)
-    summary.events += len(entries)
-    _truth_chunk(truth, pop, orders, all_orders, s, shared, seed)
-    summary.persons += int(((pop.persona != V.VISITOR) | np.isin(
-        np.arange(pop.n), s.person)).sum())
-    summary.customers += int((pop.persona != V.VISITOR).sum())
+
+def _apply(res: _ChunkResult, writer: _Writer, truth: _Truth, summary: GenerationSummary,
+           bar: tqdm) -> None:
+    """Fold one chunk's result into the run (in chunk order: truth rows are appended)."""
+    writer.merge(res.writer)
+    for name, table in res.truth:
+        truth.add(name, table)
+    summary.crm_rows += res.crm_rows
+    summary.order_rows += res.order_rows
+    summary.events += res.events
+    summary.persons += res.persons
+    summary.customers += res.customers
+    bar.update(res.windows)
+
+
+def _chunk(p: Params, tl: Timeline, chunk: int, pids: np.ndarray, personas: np.ndarray,
+           writer: _Writer, truth: _Truth, bar: tqdm, summary: GenerationSummary,
+           pop: Population | None = None, stream: int = 20, order_key_base: int = 0,
+           id_space: int = 1, extra_crm_rows: np.ndarray | None = None,
+           file_no: int | None = None) -> Population:
+    """A whole chunk in this process (delta days)."""
+    res, pop = _chunk_run(p, tl, chunk, pids, personas, writer.out, writer.rng_key, pop=pop,
+                          stream=stream, order_key_base=order_key_base, id_space=id_space,
+                          extra_crm_rows=extra_crm_rows, file_no=file_no)
+    _apply(res, writer, truth, summary, bar)
     return pop
+
+
+def _history_task(task: tuple[Params, Timeline, Path, int, list[int], bool, int]
+                  ) -> _ChunkResult:
+    """Worker entry point: one chunk (or some of its windows) of the history."""
+    p, tl, out, c, windows, with_truth, erasure_requests = task
+    pids = np.arange(c * CHUNK_PERSONS, min((c + 1) * CHUNK_PERSONS, p.total_persons))
+    res, pop = _chunk_run(p, tl, c, pids, _persona_of(p.seed, c, pids, p.customers), out,
+                          [p.seed, 50], windows=windows, with_truth=with_truth)
+    if with_truth and erasure_requests > 0:
+        res.erasure_pool = _erasure_candidates(pop, np.random.default_rng([p.seed, 41, c]),
+                                               erasure_requests)
+    return res
+
+
+def _history_tasks(p: Params, tl: Timeline, out: Path, n_chunks: int, workers: int,
+                   erasure_requests: int) -> list[tuple]:
+    # Few chunks: split each over the workers by window, so both cores stay busy.
+    parts = max(1, min(workers, tl.n_windows)) if n_chunks < 2 * workers else 1
+    return [(p, tl, out, c, list(range(k, tl.n_windows, parts)), k == 0, erasure_requests)
+            for c in range(n_chunks) for k in range(parts)]
 
 
 def _erasure_candidates(pop: Population, rng: np.random.Generator, k: int) -> list[tuple]:
@@ -509,10 +634,12 @@ def generate(out: Path, customers: int, seed: int, *, truth_dir: Path | None = N
              start_date: date | None = None, days: int = DEFAULT_DAYS, window_days: int = 7,
              delta_day: bool = False, bad_rows: bool = True, bad_row_rate: float = 0.0003,
              erasure_requests: int = 0, visitor_ratio: float = 0.3, gzip_level: int = 1,
-             clean: bool = False, progress: bool = False) -> GenerationSummary:
+             clean: bool = False, progress: bool = False,
+             workers: int | None = None) -> GenerationSummary:
     """Generate a landing zone (or, with ``delta_day``, one more day on top of one).
 
-    Same arguments => byte-identical files. Truth files go to ``truth_dir``
+    Same arguments => byte-identical files, whatever the number of ``workers``
+    (processes; default: up to 2 CPU cores). Truth files go to ``truth_dir``
     (default ``<out>/../truth``), never inside the landing dir.
     """
     t_start = time.perf_counter()
@@ -533,13 +660,22 @@ def generate(out: Path, customers: int, seed: int, *, truth_dir: Path | None = N
 
         generate_delta(p, out, truth_dir, summary, erasure_requests, progress)
     else:
-        _generate_history(p, out, truth_dir, summary, erasure_requests, clean, progress)
+        _generate_history(p, out, truth_dir, summary, erasure_requests, clean, progress,
+                          default_workers() if workers is None else workers)
     summary.seconds = time.perf_counter() - t_start
     return summary
 
 
+def _pool(workers: int) -> multiprocessing.pool.Pool:
+    # fork: workers start instantly and share the imported modules; spawn elsewhere.
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    return ctx.Pool(workers, maxtasksperchild=None)
+
+
 def _generate_history(p: Params, out: Path, truth_dir: Path, summary: GenerationSummary,
-                      erasure_requests: int, clean: bool, progress: bool) -> None:
+                      erasure_requests: int, clean: bool, progress: bool,
+                      workers: int) -> None:
     existing = _existing(out)
     if existing and not clean:
         raise FileExistsError(
@@ -556,14 +692,19 @@ def _generate_history(p: Params, out: Path, truth_dir: Path, summary: Generation
     writer = _Writer(out, truth_dir, p, [p.seed, 50], summary)
     truth = _Truth(truth_dir, append=False)
     pool: list[tuple] = []
+    tasks = _history_tasks(p, tl, out, n_chunks, workers, erasure_requests)
     with tqdm(total=n_chunks * tl.n_windows, desc="generate", unit="window", file=sys.stderr,
               disable=not progress) as bar:
-        for c in range(n_chunks):
-            pids = np.arange(c * CHUNK_PERSONS, min((c + 1) * CHUNK_PERSONS, p.total_persons))
-            pop = _chunk(p, tl, c, pids, _persona_of(p.seed, c, pids, p.customers), writer,
-                         truth, bar, summary)
-            pool += _erasure_candidates(pop, np.random.default_rng([p.seed, 41, c]),
-                                        erasure_requests)
+        if workers <= 1 or len(tasks) <= 1:
+            results: Iterator[_ChunkResult] = map(_history_task, tasks)
+            for res in results:
+                _apply(res, writer, truth, summary, bar)
+                pool += res.erasure_pool
+        else:
+            with _pool(min(workers, len(tasks))) as procs:
+                for res in procs.imap(_history_task, tasks):
+                    _apply(res, writer, truth, summary, bar)
+                    pool += res.erasure_pool
     end_day = tl.delivery_date(tl.n_windows - 1)
     summary.erasure_requests = _write_erasure(writer, truth, pool, erasure_requests, p.seed,
                                               end_day, "H")

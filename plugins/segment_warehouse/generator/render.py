@@ -12,12 +12,14 @@ from . import vocab as V
 from .activity import Events, Orders, Sessions
 from .population import FIRST_ALL, FIRST_ASCII, LAST_ASCII, N_F, Population, email_number
 from .text import (
+    FixedWidth,
     choose,
     dates,
     hex_id,
     join,
     money,
     permute_decimal,
+    scatter_take,
     scramble,
     take,
     timestamps,
@@ -159,7 +161,7 @@ def _prices() -> np.ndarray:
 
 
 def session_prefixes(pop: Population, s: Sessions, seed: int) -> pa.Array:
-    """The per-session part of every event line: ids, device and campaign context."""
+    """The per-session part of every event line: ids, device and user agent."""
     keys, inv = np.unique(s.device_key, return_inverse=True)
     anon = anonymous_ids(keys, seed).take(pa.array(inv))
     uid = where(s.user_contact >= 0,
@@ -167,14 +169,15 @@ def session_prefixes(pop: Population, s: Sessions, seed: int) -> pa.Array:
     ua_vocab = [ua for uas in V.USER_AGENTS for ua in uas] + list(V.BOT_USER_AGENTS)
     ua_off = np.cumsum([0] + [len(x) for x in V.USER_AGENTS])
     ua_i = np.where(s.is_bot, ua_off[-1] + s.dev_ua, ua_off[np.minimum(s.dev_type, 2)] + s.dev_ua)
+    dev_i = np.minimum(s.dev_type, 2).astype(np.int64)
+    # device type + user agent: one small vocabulary
+    ctx = ['"},"userAgent":"' + ua + '","ip":"' for ua in ua_vocab]
+    ctx_voc = ['{"device":{"type":"' + t + c for t in V.DEVICE_TYPES for c in ctx]
     ip = s.dev_ip.astype(np.int64)
     ip_s = join(to_str(ip >> 24), ".", to_str((ip >> 16) & 255), ".", to_str((ip >> 8) & 255),
                 ".", to_str(ip & 255))
-    camp = [""] + [f'"campaign":{{"source":"{a}","medium":"{b}","name":"{c}"}},'
-                   for a, b, c in V.CAMPAIGNS[1:]]
-    return join('"anonymousId":"', anon, '","userId":', uid, ',"context":{"device":{"type":"',
-                take(V.DEVICE_TYPES, s.dev_type), '"},"userAgent":"',
-                take(ua_vocab, ua_i), '","ip":"', ip_s, '",', take(camp, s.campaign), '"page":{')
+    return join('"anonymousId":"', anon, '","userId":', uid, ',"context":',
+                take(ctx_voc, dev_i * len(ctx) + ua_i), ip_s, '",')
 
 
 _TYPE_PIECES = (
@@ -184,14 +187,38 @@ _TYPE_PIECES = (
     '"type":"identify",',
 )
 _PATHS = ("/", "/c/", "/p/", "/search?q=sku", "/cart", "/checkout", "/account/login")
+_N_CAT = 40
+# Campaign context sits on the session's landing event only (as analytics.js does).
+_CAMPAIGN_PIECES = ("", *(f'"campaign":{{"source":"{a}","medium":"{b}","name":"{c}"}},'
+                          for a, b, c in V.CAMPAIGNS[1:]))
+# Referrer: the session's first event carries the external referrer, later ones the site.
+_REF_PIECES = (*(f'"{r}"}}}}' if i >= 2 else "null}}" for i, r in enumerate(V.REFERRERS)),
+               f'"{V.SITE}/"}}}}')
 
 
-def _assemble(n: int, parts: list[tuple[np.ndarray, pa.Array]]) -> pa.Array:
-    """Scatter per-subset string arrays back into row order (one take)."""
-    idx = np.concatenate([p[0] for p in parts])
-    inv = np.empty(n, dtype=np.int64)
-    inv[idx] = np.arange(n)
-    return pa.concat_arrays([p[1] for p in parts]).take(pa.array(inv))
+@cache
+def _page_vocab() -> pa.Array:
+    """``"page":{"url":"<site><path>","referrer":`` for every page code / product."""
+    paths = ["/", *(f"/c/{i}" for i in range(_N_CAT)),
+             *(f"/p/{i}" for i in range(V.N_PRODUCTS)),
+             *(f"/search?q=sku{i}" for i in range(V.N_PRODUCTS)), *_PATHS[4:]]
+    return pa.array([f'"page":{{"url":"{V.SITE}{p}","referrer":' for p in paths], pa.string())
+
+
+def _page_index(pcode: np.ndarray, product: np.ndarray) -> np.ndarray:
+    n = V.N_PRODUCTS
+    return np.select(
+        [pcode == 0, pcode == 1, pcode == 2, pcode == 3],
+        [0, 1 + product % _N_CAT, 1 + _N_CAT + product, 1 + _N_CAT + n + product],
+        1 + _N_CAT + 2 * n + (pcode - 4))
+
+
+@cache
+def _product_props() -> pa.Array:
+    """``,"properties":{...}`` of Product Viewed/Added per product, then "" (no props)."""
+    price = _prices()
+    return pa.array([f',"properties":{{"product_id":"p-{i}","price":{c // 100}.{c % 100:02d}}}'
+                     for i, c in enumerate(price.tolist())] + [""], pa.string())
 
 
 def event_lines(pop: Population, s: Sessions, e: Events, o: Orders, rows: np.ndarray,
@@ -200,30 +227,26 @@ def event_lines(pop: Population, s: Sessions, e: Events, o: Orders, rows: np.nda
     sess = e.session[rows]
     kind = e.kind[rows]
     product = e.product[rows]
-    mid = hex_id(scramble(np.asarray(rows, dtype=np.uint64) + np.uint64(id_base), seed))
-    ts = timestamps(e.ts[rows], 3)
-    tcode = np.where(kind == V.EVENT_PAGE, e.page[rows], 4 + kind)
-    pcode = np.where(kind == V.EVENT_PAGE, e.page[rows],
-                     np.select([kind <= V.EVENT_ADDED, kind <= V.EVENT_COMPLETED], [2, 5], 6))
-    num = where((pcode >= 1) & (pcode <= 3), to_str(np.where(pcode == 1, product % 40, product)),
-                "")
-    path = join(take(_PATHS, pcode), num)
     first = e.pos[rows] == 0
-    ref_i = s.referrer[sess]
-    ref = where(first & (ref_i >= 2), join('"', take(V.REFERRERS, ref_i), '"'),
-                where(first, "null", f'"{V.SITE}/"'))
-    # properties / traits differ per event kind: render each subset, then scatter back
-    parts: list[tuple[np.ndarray, pa.Array]] = []
-    i_page = np.flatnonzero(kind == V.EVENT_PAGE)
-    parts.append((i_page, join('"properties":{"path":"', path.take(pa.array(i_page)), '"}')))
+    # messageId and timestamp: fixed width, built in numpy
+    head = (FixedWidth().lit('{"messageId":"ajs-')
+            .hex16(scramble(np.asarray(rows, dtype=np.uint64) + np.uint64(id_base), seed))
+            .lit('","timestamp":"').iso_millis(e.ts[rows]).lit('",').array(n))
+    is_page = kind == V.EVENT_PAGE
+    tcode = np.where(is_page, e.page[rows], 4 + kind)
+    pcode = np.where(is_page, e.page[rows],
+                     np.select([kind <= V.EVENT_ADDED, kind <= V.EVENT_COMPLETED], [2, 5], 6))
+    camp = np.where(first, s.campaign[sess], 0)
+    ref = np.where(first, s.referrer[sess], len(V.REFERRERS))
+    # properties / traits differ per event kind: one take over all variants
     i_prod = np.flatnonzero((kind == V.EVENT_VIEWED) | (kind == V.EVENT_ADDED))
-    pr = product[i_prod]
-    parts.append((i_prod, join('"properties":{"product_id":"p-', to_str(pr), '","price":',
-                               money(_prices()[pr]), ',"quantity":1}')))
+    default_idx = np.full(n, V.N_PRODUCTS)
+    default_idx[i_prod] = product[i_prod]
+    parts: list[tuple[np.ndarray, pa.Array]] = []
     i_ord = np.flatnonzero((kind == V.EVENT_CHECKOUT) | (kind == V.EVENT_COMPLETED))
     orow = s.order[sess[i_ord]]
     done = kind[i_ord] == V.EVENT_COMPLETED
-    parts.append((i_ord, join('"properties":{"order_id":"', order_ids(o.key[orow]), '",',
+    parts.append((i_ord, join(',"properties":{"order_id":"', order_ids(o.key[orow]), '",',
                               where(done, '"revenue":', '"value":'), money(o.total_cents[orow]),
                               ',"currency":"', take(CURRENCIES, o.currency[orow]), '"}')))
     i_id = np.flatnonzero(kind == V.EVENT_IDENTIFY)
@@ -231,10 +254,9 @@ def event_lines(pop: Population, s: Sessions, e: Events, o: Orders, rows: np.nda
     has_phone = (pop.pid[person] % 2 == 0)
     phone = join(',"phone":"+', take([c[1] for c in V.COUNTRIES], pop.country[person]),
                  to_str(pop.phone_nsn[person]), '"')
-    parts.append((i_id, join('"traits":{"email":"', emails(pop, person), '"',
+    parts.append((i_id, join(',"traits":{"email":"', emails(pop, person), '"',
                              where(has_phone, phone, ""), "}")))
-    props = _assemble(n, parts)
-    return join('{"messageId":"ajs-', mid, '","timestamp":"', ts, '",', take(_TYPE_PIECES, tcode),
-                prefixes.take(pa.array(sess)), '"url":"', V.SITE, path, '","referrer":', ref,
-                "}},", props, "}\n")
-
+    props = scatter_take(n, parts, _product_props(), default_idx)
+    page = _page_vocab().take(pa.array(_page_index(pcode, product)))
+    return join(head, take(_TYPE_PIECES, tcode), prefixes.take(pa.array(sess)),
+                take(_CAMPAIGN_PIECES, camp), page, take(_REF_PIECES, ref), props, "}\n")

@@ -171,6 +171,110 @@ def timestamps(ms: np.ndarray, style: np.ndarray | int, offset_min: np.ndarray |
     return choose(styles, *opts)
 
 
+# --- fixed-width rendering in numpy (uint8 matrices, one row per line) ----------
+
+
+@cache
+def _hex4_u8() -> np.ndarray:
+    return np.frombuffer("".join(f"{i:04x}" for i in range(65536)).encode(),
+                        np.uint8).reshape(65536, 4)
+
+
+@cache
+def _dates_u8() -> np.ndarray:
+    return np.frombuffer(lines_buffer(_all_dates()), np.uint8).reshape(-1, 10)
+
+
+@cache
+def _clock_u8() -> np.ndarray:
+    return np.frombuffer(lines_buffer(_clock()), np.uint8).reshape(-1, 8)
+
+
+@cache
+def _millis_u8() -> np.ndarray:
+    return np.frombuffer("".join(f"{i:03d}" for i in range(1000)).encode(),
+                        np.uint8).reshape(1000, 3)
+
+
+class FixedWidth:
+    """Builds equally long lines from fixed-width pieces in a numpy record array.
+
+    Much cheaper than joining Arrow string pieces when every piece has a fixed
+    width (hex ids, ISO timestamps, literals); :meth:`array` turns the records
+    into an Arrow string array without copying.
+    """
+
+    def __init__(self) -> None:
+        self.pieces: list[tuple[int, bytes | np.ndarray]] = []
+
+    def lit(self, text: str) -> FixedWidth:
+        b = text.encode()
+        self.pieces.append((len(b), b))
+        return self
+
+    def col(self, values: np.ndarray) -> FixedWidth:
+        """A column of ``S<w>`` values (all exactly w bytes)."""
+        self.pieces.append((values.dtype.itemsize, values))
+        return self
+
+    def hex16(self, values: np.ndarray) -> FixedWidth:
+        """uint64 -> 16 lower-case hex digits (same text as :func:`hex_id`)."""
+        v = np.asarray(values, dtype=np.uint64)
+        tbl = _hex4_u8().view("S4").ravel()
+        for s in (48, 32, 16, 0):
+            self.col(tbl[((v >> np.uint64(s)) & np.uint64(0xFFFF)).astype(np.intp)])
+        return self
+
+    def iso_millis(self, ms: np.ndarray) -> FixedWidth:
+        """Epoch ms -> ``2026-05-01T10:00:00.123Z`` (same text as timestamps(ms, 3))."""
+        ms = np.asarray(ms, dtype=np.int64)
+        self.col(_dates_u8().view("S10").ravel()[ms // MS_PER_DAY - DATE_BASE]).lit("T")
+        self.col(_clock_u8().view("S8").ravel()[(ms // 1000) % 86400]).lit(".")
+        return self.col(_millis_u8().view("S3").ravel()[ms % 1000]).lit("Z")
+
+    def array(self, n: int) -> pa.Array:
+        widths = [w for w, _ in self.pieces]
+        width = sum(widths)
+        offs = np.cumsum([0, *widths])[:-1].tolist()
+        names = [f"f{i}" for i in range(len(widths))]
+        dt = np.dtype({"names": names, "formats": [f"S{w}" for w in widths],
+                       "offsets": offs, "itemsize": width})
+        tmpl = np.zeros(1, dt)
+        for name, (_, v) in zip(names, self.pieces, strict=True):
+            if isinstance(v, bytes):
+                tmpl[name] = v
+        rec = np.empty(n, dt)
+        rec[...] = tmpl[0]
+        for name, (_, v) in zip(names, self.pieces, strict=True):
+            if not isinstance(v, bytes):
+                rec[name] = v
+        buf = rec.view(np.uint8)
+        offsets = np.arange(n + 1, dtype=np.int64) * width
+        if n * width < 2**31:
+            return pa.Array.from_buffers(pa.string(), n, [
+                None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(buf)])
+        return pa.Array.from_buffers(pa.large_string(), n, [
+            None, pa.py_buffer(offsets), pa.py_buffer(buf)])
+
+
+def scatter_take(n: int, parts: Sequence[tuple[np.ndarray, pa.Array]],
+                 default: pa.Array, default_idx: np.ndarray | None = None) -> pa.Array:
+    """One string per row: row ``parts[k][0][j]`` gets ``parts[k][1][j]``.
+
+    Other rows get ``default[default_idx[row]]`` (or ``default[0]``). A single
+    ``take`` over the concatenated pieces.
+    """
+    idx = (np.zeros(n, np.int64) if default_idx is None
+           else np.asarray(default_idx, np.int64).copy())
+    base = len(default)
+    arrays: list[pa.Array] = [default]
+    for rows, values in parts:
+        idx[rows] = base + np.arange(len(rows))
+        base += len(rows)
+        arrays.append(values)
+    return pa.concat_arrays(arrays).take(pa.array(idx))
+
+
 def lines_buffer(lines: pa.Array | pa.ChunkedArray) -> pa.Buffer:
     """The concatenated bytes of a string array (each element already ends in \\n)."""
     if isinstance(lines, pa.ChunkedArray):

@@ -26,13 +26,13 @@ CUSTOMER_PERSONA_WEIGHTS = (0.13, 0.15, 0.15, 0.15, 0.12, 0.15, 0.15)
 # mean order value in USD, lognormal sigma, discount share low, high,
 # share of mobile/tablet devices).
 PERSONA_PARAMS: tuple[tuple[float, int, float, int, float, float, float, float, float], ...] = (
-    (4.0, 4, 2.0, 1, 230.0, 0.30, 0.00, 0.05, 0.25),  # loyal: frequent, big, recent
-    (2.0, 2, 2.0, 0, 85.0, 0.30, 0.30, 0.50, 0.30),  # discount-driven
-    (0.0, 0, 4.0, 4, 0.0, 0.00, 0.00, 0.00, 0.30),  # browsers: sessions, carts, no orders
+    (3.0, 4, 0.5, 1, 230.0, 0.30, 0.00, 0.05, 0.25),  # loyal: frequent, big, recent
+    (2.0, 2, 1.0, 0, 85.0, 0.30, 0.30, 0.50, 0.30),  # discount-driven
+    (0.0, 0, 3.0, 4, 0.0, 0.00, 0.00, 0.00, 0.30),  # browsers: sessions, carts, no orders
     (1.0, 1, 0.5, 1, 70.0, 0.30, 0.00, 0.08, 0.30),  # lapsed: early orders only
     (0.0, 1, 1.5, 1, 65.0, 0.30, 0.00, 0.08, 0.30),  # new: 1 order in last 30 days
-    (1.5, 2, 2.0, 1, 95.0, 0.30, 0.00, 0.08, 0.25),  # weekend buyers
-    (1.5, 2, 3.0, 2, 45.0, 0.30, 0.00, 0.08, 0.97),  # mobile-heavy
+    (1.0, 2, 1.0, 1, 95.0, 0.30, 0.00, 0.08, 0.25),  # weekend buyers
+    (1.0, 2, 1.5, 2, 45.0, 0.30, 0.00, 0.08, 0.97),  # mobile-heavy
     (0.0, 0, 0.8, 1, 0.0, 0.00, 0.00, 0.00, 0.45),  # anonymous visitors
 )
 
