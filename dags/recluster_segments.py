@@ -18,7 +18,7 @@ from segment_warehouse.tasks import PROFILES_ASSET_URI
 
 default_args = {
     "retries": 2,
-    "retry_delay": timedelta(seconds=20),
+    "retry_delay": timedelta(seconds=10),
     "retry_exponential_backoff": True,
     "pool": tasks.WRITER_POOL,
 }
@@ -45,15 +45,15 @@ def _schedule() -> AssetOrTimeSchedule:
 )
 def recluster_segments() -> None:
     @task
-    def recluster(run_id: str | None = None, ds: str | None = None) -> dict:
+    def recluster(run_id: str | None = None, ds: str | None = None):
         return tasks.recluster(run_id=run_id, as_of_date=ds)
 
     @task(retries=0)
-    def validate_segments(run_id: str | None = None) -> dict:
+    def validate_segments(run_id: str | None = None):
         return tasks.validate(["segments"], run_id)
 
     @task
-    def publish_snapshot(run_id: str | None = None) -> dict:
+    def publish_snapshot(run_id: str | None = None):
         return tasks.publish(run_id)
 
     recluster() >> validate_segments() >> publish_snapshot()

@@ -21,7 +21,7 @@ PROFILES = Asset(tasks.PROFILES_ASSET_URI)
 
 default_args = {
     "retries": 2,
-    "retry_delay": timedelta(seconds=20),
+    "retry_delay": timedelta(seconds=10),
     "retry_exponential_backoff": True,
     "pool": tasks.WRITER_POOL,
 }
@@ -39,44 +39,44 @@ default_args = {
 )
 def segment_pipeline() -> None:
     @task
-    def prepare_warehouse() -> dict:
+    def prepare_warehouse():
         return tasks.prepare_warehouse()
 
     @task(task_id="load_crm")
-    def load_crm(run_id: str | None = None) -> dict:
+    def load_crm(run_id: str | None = None):
         return tasks.load_source("crm", run_id)
 
     @task(task_id="load_analytics")
-    def load_analytics(run_id: str | None = None) -> dict:
+    def load_analytics(run_id: str | None = None):
         return tasks.load_source("analytics", run_id)
 
     @task(task_id="load_transactions")
-    def load_transactions(run_id: str | None = None) -> dict:
+    def load_transactions(run_id: str | None = None):
         return tasks.load_source("transactions", run_id)
 
     @task(task_id="load_erasure")
-    def load_erasure(run_id: str | None = None) -> dict:
+    def load_erasure(run_id: str | None = None):
         return tasks.load_source("erasure", run_id)
 
     @task
-    def apply_erasure(run_id: str | None = None) -> dict:
+    def apply_erasure(run_id: str | None = None):
         return tasks.apply_erasure(run_id)
 
     @task
-    def dbt_build(ds: str | None = None) -> dict:
+    def dbt_build(ds: str | None = None):
         return tasks.dbt_build(as_of_date=ds)
 
     @task(retries=0)
-    def dbt_docs() -> dict:
+    def dbt_docs():
         return tasks.dbt_docs()
 
     # A failed critical expectation is not transient: no retries.
     @task(retries=0)
-    def validate_warehouse(run_id: str | None = None) -> dict:
+    def validate_warehouse(run_id: str | None = None):
         return tasks.validate(["raw", "staging", "marts"], run_id)
 
     @task(outlets=[PROFILES])
-    def publish_snapshot(run_id: str | None = None) -> dict:
+    def publish_snapshot(run_id: str | None = None):
         return tasks.publish(run_id)
 
     loads = [load_crm(), load_analytics(), load_transactions(), load_erasure()]

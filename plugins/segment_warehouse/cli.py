@@ -27,6 +27,8 @@ _TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(\S+)")
 _TASK_STATE = re.compile(r"new_state=(\w+)")
 _TASK_END = re.compile(r"\[DAG TEST\] end task task_id=(\S+)")
 _RUN_DONE = re.compile(r"DagRun Finished: dag_id=(\S+),.*state=(\w+)")
+# The exception line of a failed task, e.g. "segment_warehouse.x.DbtBuildError: ..."
+_EXCEPTION = re.compile(r"^[\w.]*(Error|Exception|Failed)\b.*: ")
 
 
 def airflow_env(base: dict[str, str] | None = None) -> dict[str, str]:
@@ -83,6 +85,7 @@ def run_dag(dag_id: str, logical_date: str, env: dict[str, str], log_file: Path)
     failed: list[str] = []
     current: str | None = None
     state_ok = True
+    last_error: list[str] = []
     with log_file.open("a") as log:
         log.write(f"\n$ {' '.join(args)}\n")
         proc = subprocess.Popen(
@@ -91,6 +94,11 @@ def run_dag(dag_id: str, logical_date: str, env: dict[str, str], log_file: Path)
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
+            if _EXCEPTION.match(line):
+                last_error = [line.rstrip()]
+                continue
+            if last_error and line.lstrip().startswith("- ") and len(last_error) < 8:
+                last_error.append(line.rstrip())
             if m := _TASK_START.search(line):
                 current = m.group(1)
                 task_started[current] = time.monotonic()
@@ -101,6 +109,8 @@ def run_dag(dag_id: str, logical_date: str, env: dict[str, str], log_file: Path)
                     print(f"  ✗ {current:<22} {m.group(1)}", flush=True)
                     if m.group(1) == "failed":
                         failed.append(current)
+                        for err in last_error:
+                            print(f"      {err[:300]}", flush=True)
             elif (m := _TASK_END.search(line)) and state_ok:
                 name = m.group(1)
                 took = time.monotonic() - task_started.get(name, time.monotonic())

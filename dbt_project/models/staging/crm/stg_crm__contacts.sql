@@ -86,12 +86,12 @@ final as (
             false
         ) as is_placeholder_email,
         phones_normalised.phone_e164,
-        renamed.phone_raw is not null and (
+        coalesce(renamed.phone_raw is not null and (
             regexp_replace(renamed.phone_raw, '[^0-9+]', '', 'g')
                 in (select value from blocked where identifier_type = 'phone')
             or lower(renamed.phone_raw) in (select value from blocked where identifier_type = 'phone')
             or phones_normalised.phone_e164 in (select value from blocked where identifier_type = 'phone')
-        ) as is_placeholder_phone,
+        ), false) as is_placeholder_phone,
         renamed.first_name,
         renamed.last_name,
         renamed.birth_date,
