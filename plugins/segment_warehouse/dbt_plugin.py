@@ -41,7 +41,7 @@ _SUPPORTED_REGIONS: frozenset[str] = frozenset(phonenumbers.SUPPORTED_REGIONS)
 
 @lru_cache(maxsize=_CACHE_SIZE)
 def normalise_phone_value(phone: str | None, country: str | None = None) -> str | None:
-    """One phone number to E.164, or None when unparseable/invalid."""
+    """One phone number to E.164, or None when unparseable or of impossible length."""
     if phone is None:
         return None
     text = phone.strip()
@@ -57,7 +57,10 @@ def normalise_phone_value(phone: str | None, country: str | None = None) -> str 
         parsed = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
         return None
-    if not phonenumbers.is_valid_number(parsed):
+    # "Possible" (right length for the country), not "valid": validity rejects
+    # real-looking but unallocated ranges such as the 555 numbers common in
+    # exports and test data, and a phone only needs to compare equal here.
+    if not phonenumbers.is_possible_number(parsed):
         return None
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
