@@ -20,7 +20,7 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
 from segment_warehouse.clustering import recluster
-from segment_warehouse.clustering.features import FEATURE_NAMES, prepare_features
+from segment_warehouse.clustering.features import FEATURE_NAMES, fit_scaler, prepare_features
 from segment_warehouse.clustering.model import match_segment_ids, select_k
 from segment_warehouse.clustering.naming import SegmentProfile, name_segments
 from segment_warehouse.clustering.synthetic import make_customer_features, write_customer_features
@@ -185,8 +185,22 @@ def test_prepare_features_imputes_and_excludes_only_explicit_false() -> None:
     b = prep.transformed[1]
     assert b[col["recency_days"]] == pytest.approx(np.log1p(500.0))  # >= longest observed
     assert b[col["avg_order_value"]] == 0.0
-    assert prep.transformed[2, col["discount_share"]] == 1.0
+    assert prep.raw[2, col["discount_share"]] == 1.0
+    # One order is thin evidence: the share is smoothed, 1 * 1.0 / (1 + 1).
+    assert prep.transformed[2, col["discount_share"]] == pytest.approx(0.5)
     assert list(prep.buyer) == [True, False, True]
+
+
+def test_share_scale_neither_explodes_nor_squashes() -> None:
+    rng = np.random.default_rng(0)
+    T = rng.normal(size=(1_000, len(FEATURE_NAMES)))
+    col = {f: j for j, f in enumerate(FEATURE_NAMES)}
+    # Zero-inflated share (IQR 0) and a 0/1 bimodal share (IQR 1).
+    T[:, col["discount_share"]] = np.where(rng.random(1_000) < 0.85, 0.0, 0.4)
+    T[:, col["mobile_share"]] = (rng.random(1_000) < 0.3).astype(float)
+    scale = fit_scaler(T).scale_
+    assert 0.1 <= scale[col["discount_share"]] <= 0.2
+    assert 0.4 <= scale[col["mobile_share"]] <= 0.5
 
 
 # --- end to end ---------------------------------------------------------------------

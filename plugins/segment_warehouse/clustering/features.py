@@ -1,8 +1,22 @@
-"""Feature preparation: consent filter, imputation, log1p, robust scaling, fingerprint.
+"""Feature preparation: consent filter, imputation, log1p, share smoothing, scaling.
 
 The feature list is fixed in code (not inferred from skewness per run) so that
 every run transforms the same column the same way; otherwise centroids of two
 runs would live in different spaces and stable segment ids would be guesswork.
+
+Two kinds of feature are scaled differently (segkm-2):
+
+* log1p counts/amounts: median / IQR (``RobustScaler``), std when the IQR is 0;
+* bounded 0..1 shares: median / standard deviation, floored at
+  ``SHARE_MIN_SCALE``. The IQR is the wrong yardstick for a share: most shares
+  are zero-inflated or bimodal, so the IQR is either ~0 (a 0.4 discount share
+  became 16 units and dominated every distance) or the full 0..1 range (a
+  weekend-only buyer moved by barely one unit and merged with others).
+
+Shares derived from few events are mostly noise (one order is "100 % weekend"
+with probability 2/7), so they are smoothed towards a neutral prior with a
+pseudo-count (``SHARE_PRIOR_WEIGHT`` events) before scaling: a customer needs
+several consistent events to look extreme. ``raw`` keeps the unsmoothed values.
 """
 
 from __future__ import annotations
@@ -19,11 +33,16 @@ from sklearn.preprocessing import RobustScaler
 
 # Bump when preparation or model logic changes: it is part of the input
 # fingerprint, so a new version reclusters even if the data did not change.
-ALGORITHM_VERSION = "segkm-1"
+ALGORITHM_VERSION = "segkm-2"
 SOURCE_TABLE = "marts.customer_features"
 
 # Share of the week that is Sat/Sun: the neutral value when we know nothing.
 _NEUTRAL_WEEKEND_SHARE = 2 / 7
+# Pseudo-count of the share smoothing: (n * share + w * prior) / (n + w).
+SHARE_PRIOR_WEIGHT = 1.0
+# Smallest scale of a share: differences below ~0.1 are within the resolution
+# of a handful of events and must not be blown up by a tiny spread.
+SHARE_MIN_SCALE = 0.1
 
 
 @dataclass(frozen=True)
@@ -35,6 +54,7 @@ class FeatureSpec:
     impute: str  # human-readable imputation rule
     purchase: bool  # only meaningful for buyers: profiled against buyers only
     label: str  # analyst-facing wording in reports and traits
+    scaling: str = "robust"  # "robust" (median/IQR) or "share" (median/std, floored)
 
 
 FEATURES: tuple[FeatureSpec, ...] = (
@@ -48,19 +68,34 @@ FEATURES: tuple[FeatureSpec, ...] = (
     FeatureSpec("frequency", "log1p", "null -> 0", True, "orders"),
     FeatureSpec("monetary", "log1p", "null -> 0", True, "lifetime revenue"),
     FeatureSpec("avg_order_value", "log1p", "never ordered -> 0", True, "avg order value"),
-    FeatureSpec("discount_share", "identity", "null -> 0", True, "discount share"),
+    FeatureSpec(
+        "discount_share",
+        "identity",
+        "null -> 0; smoothed: orders * share / (orders + 1), prior 0",
+        True,
+        "discount share",
+        "share",
+    ),
     FeatureSpec("sessions_30d", "log1p", "null -> 0", False, "sessions (30d)"),
     FeatureSpec("sessions_90d", "log1p", "null -> 0", False, "sessions (90d)"),
     FeatureSpec("page_views_30d", "log1p", "null -> 0", False, "page views (30d)"),
     FeatureSpec("page_views_90d", "log1p", "null -> 0", False, "page views (90d)"),
-    FeatureSpec("mobile_share", "identity", "null -> 0", False, "mobile share"),
-    FeatureSpec("weekend_share", "identity", "null -> 2/7 (uniform week)", False, "weekend share"),
+    FeatureSpec("mobile_share", "identity", "null -> 0", False, "mobile share", "share"),
+    FeatureSpec(
+        "weekend_share",
+        "identity",
+        "null -> 2/7 (uniform week); smoothed towards 2/7 with 1 pseudo-event "
+        "(events = orders, else sessions_90d)",
+        False,
+        "weekend share",
+        "share",
+    ),
     FeatureSpec("cart_adds_without_purchase", "log1p", "null -> 0", False, "abandoned cart adds"),
     FeatureSpec("tenure_days", "log1p", "null -> 0", False, "tenure (days)"),
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 INPUT_COLUMNS: tuple[str, ...] = ("customer_id", "marketing_consent", *FEATURE_NAMES)
-_SHARES = {"discount_share", "mobile_share", "weekend_share"}
+_SHARES = {f.name for f in FEATURES if f.scaling == "share"}
 
 
 class FeatureInputError(RuntimeError):
@@ -157,6 +192,20 @@ def prepare_features(df: pd.DataFrame) -> PreparedFeatures:
     )
     filled = np.nan_to_num(filled, nan=0.0)
 
+    # Few events make a share extreme by chance: one order is 100 % weekend
+    # with probability 2/7. Smooth towards the neutral value with a pseudo-count,
+    # the evidence being the events the share was computed from (orders; for the
+    # weekend share of a non-buyer, sessions, of which sessions_90d is a lower bound).
+    sessions = np.nan_to_num(raw[:, col["sessions_90d"]], nan=0.0)
+    for name, events, prior in (
+        ("weekend_share", np.where(buyer, frequency, sessions), _NEUTRAL_WEEKEND_SHARE),
+        ("discount_share", frequency, 0.0),
+    ):
+        j = col[name]
+        filled[:, j] = (events * filled[:, j] + SHARE_PRIOR_WEIGHT * prior) / (
+            events + SHARE_PRIOR_WEIGHT
+        )
+
     transformed = filled.copy()
     for j, spec in enumerate(FEATURES):
         if spec.transform == "log1p":
@@ -171,17 +220,22 @@ def prepare_features(df: pd.DataFrame) -> PreparedFeatures:
 
 
 def fit_scaler(transformed: np.ndarray) -> RobustScaler:
-    """RobustScaler, but a zero IQR falls back to the standard deviation.
+    """Median-centred; log features divided by the IQR, shares by a floored std.
 
-    Sparse features (most customers have discount_share 0) have IQR 0 and
-    sklearn would then leave them unscaled; the std keeps them comparable.
+    Log features: RobustScaler, but a zero IQR (sparse counts) falls back to
+    the standard deviation, since sklearn would otherwise leave it unscaled.
+    Shares (0..1): the IQR of a zero-inflated or bimodal share is ~0 or ~1 and
+    would explode or squash it; the std (at least ``SHARE_MIN_SCALE``) gives
+    a share a spread comparable to the log features.
     """
     scaler = RobustScaler().fit(transformed)
     q25, q75 = np.percentile(transformed, [25, 75], axis=0)
+    std = transformed.std(axis=0)
     flat = (q75 - q25) <= 1e-12
     if flat.any():
-        std = transformed[:, flat].std(axis=0)
-        scaler.scale_[flat] = np.where(std > 1e-12, std, 1.0)
+        scaler.scale_[flat] = np.where(std[flat] > 1e-12, std[flat], 1.0)
+    share = np.array([f.scaling == "share" for f in FEATURES])
+    scaler.scale_[share] = np.maximum(std[share], SHARE_MIN_SCALE)
     return scaler
 
 

@@ -23,6 +23,10 @@ MINIBATCH_N_INIT = 3
 # Keep the previous run's k unless another k is clearly better: silhouette
 # differences this small are sampling noise and would churn every segment.
 K_HYSTERESIS = 0.01
+# Silhouettes within this of the best are a tie, and the tie goes to the
+# largest such k: merging two real groups loses a segment (and silhouette
+# barely notices), while splitting one keeps both halves meaningful.
+K_TIE = 0.01
 # Warm start from last run's centroids unless it is this much worse (inertia).
 WARM_START_TOLERANCE = 0.01
 # A new centroid keeps an old id if it is closer to it than this fraction of
@@ -68,6 +72,9 @@ def select_k(
 ) -> tuple[int, list[dict[str, Any]]]:
     """Fit each k on the sample, score it by silhouette; return the choice and all candidates.
 
+    The choice is the largest k whose silhouette is within ``K_TIE`` of the best
+    (then kept at the previous k if that is within ``K_HYSTERESIS``).
+
     For the previous run's k, last run's centroids (mapped into this run's
     space) compete with the fresh fits: a few random restarts can land in a
     worse local optimum and make k flip although the structure did not change.
@@ -86,11 +93,13 @@ def select_k(
         labels = km.labels_[sil_idx]
         sil = silhouette(X_sample[sil_idx], labels)
         candidates.append({"k": k, "silhouette": sil, "inertia": float(km.inertia_)})
-    best = max(candidates, key=lambda c: (c["silhouette"], -c["k"]))
-    chosen = best["k"]
+    top = max(c["silhouette"] for c in candidates)
+    # Round before comparing: bit-level float noise must not decide a tie.
+    tied = [c["k"] for c in candidates if round(c["silhouette"] - (top - K_TIE), 9) >= 0]
+    chosen = max(tied)
     if prev_k is not None:
         prev = next((c for c in candidates if c["k"] == prev_k), None)
-        if prev is not None and prev["silhouette"] >= best["silhouette"] - K_HYSTERESIS:
+        if prev is not None and round(prev["silhouette"] - (top - K_HYSTERESIS), 9) >= 0:
             chosen = prev_k
     for c in candidates:
         c["chosen"] = c["k"] == chosen
