@@ -130,9 +130,11 @@ def load_customer_features(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     missing = [c for c in INPUT_COLUMNS if c not in cols]
     if missing:
         raise FeatureInputError(f"{SOURCE_TABLE} lacks columns: {', '.join(missing)}")
+    # Rounded: parallel floating-point aggregation upstream can change the last
+    # bits between identical builds, which must not count as "inputs changed".
     select = ", ".join(
         ["customer_id::varchar as customer_id", "marketing_consent::boolean as marketing_consent"]
-        + [f"{c}::double as {c}" for c in FEATURE_NAMES]
+        + [f"round({c}::double, 6) as {c}" for c in FEATURE_NAMES]
     )
     df = con.execute(f"select {select} from {SOURCE_TABLE} order by customer_id").df()
     if df["customer_id"].isna().any():
