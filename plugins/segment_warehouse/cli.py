@@ -64,16 +64,35 @@ def _run_quiet(args: list[str], env: dict[str, str], log_file: Path) -> None:
         raise SystemExit(f"`{' '.join(args[1:])}` failed (exit {proc.returncode}); see {log_file}")
 
 
+_INIT_SCRIPT = """
+from airflow.utils.db import upgradedb
+from airflow.models.pool import Pool
+upgradedb()
+Pool.create_or_update_pool(
+    "duckdb_writer", slots=1, description="Serialises DuckDB writers", include_deferred=False
+)
+"""
+
+
 def init_airflow(env: dict[str, str], log_file: Path) -> None:
-    """Migrate the metadata DB (idempotent) and create the DuckDB writer pool."""
-    Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
-    airflow = _airflow_bin()
-    _run_quiet([airflow, "db", "migrate"], env, log_file)
-    _run_quiet(
-        [airflow, "pools", "set", "duckdb_writer", "1", "Serialises DuckDB writers"],
-        env,
-        log_file,
-    )
+    """Migrate the metadata DB and create the DuckDB writer pool, once per version.
+
+    Both are idempotent, but each Airflow CLI start costs seconds; a marker in
+    AIRFLOW_HOME (keyed by the Airflow version and metadata DB) skips them on
+    later runs.
+    """
+    home = Path(env["AIRFLOW_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    from importlib.metadata import version
+
+    stamp = f"{version('apache-airflow')} {env['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN']}"
+    marker = home / ".segments_initialised"
+    db_file = home / "airflow.db"
+    sqlite = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite")
+    if marker.exists() and marker.read_text() == stamp and (db_file.exists() or not sqlite):
+        return
+    _run_quiet([sys.executable, "-c", _INIT_SCRIPT], env, log_file)
+    marker.write_text(stamp)
 
 
 def run_dag(dag_id: str, logical_date: str, env: dict[str, str], log_file: Path) -> bool:

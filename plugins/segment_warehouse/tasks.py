@@ -145,11 +145,38 @@ def dbt_build(as_of_date: str) -> dict[str, Any]:
     return _plain(dbt_runner.build(as_of_date=as_of_date))
 
 
+def _dbt_project_hash() -> str:
+    import hashlib
+
+    from segment_warehouse.config import get_settings
+
+    project = get_settings().dbt_project_dir
+    digest = hashlib.sha256()
+    for path in sorted(project.rglob("*")):
+        if path.is_file() and not {"target", "logs", "dbt_packages"} & set(path.parts):
+            digest.update(path.relative_to(project).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 @measured("dbt_docs")
 def dbt_docs() -> dict[str, Any]:
-    from segment_warehouse import dbt_runner
+    """Lineage docs, regenerated only when the dbt project itself changed.
 
-    return _plain(dbt_runner.generate_docs())
+    The docs are for lineage and column descriptions, which only change with
+    the project; skipping unchanged projects saves a dbt parse + catalog query
+    on every daily run (row counts in the catalog may then be a little old).
+    """
+    from segment_warehouse import dbt_runner
+    from segment_warehouse.config import get_settings
+
+    marker = get_settings().dbt_docs_dir / ".project_sha256"
+    current = _dbt_project_hash()
+    if marker.exists() and marker.read_text() == current:
+        return {"skipped": "dbt project unchanged since the docs were generated"}
+    path = dbt_runner.generate_docs()
+    marker.write_text(current)
+    return {"docs": str(path)}
 
 
 @measured("validate")
