@@ -367,3 +367,89 @@ def test_failed_node_raises_dbt_build_error(first_build: dict[str, str], warehou
         run_dbt(["run", "--select", "customer_rule_segments"], vars={"as_of_date": "not-a-date"})
     assert [n.name for n in excinfo.value.failures] == ["customer_rule_segments"]
     assert "customer_rule_segments" in str(excinfo.value)
+
+
+def _phone_cases() -> list[tuple[str, str | None]]:
+    """Generated phone strings of every shape the fast path handles (and some it must not)."""
+    import random
+
+    rng = random.Random(7)
+
+    def digits(n: int, first: str = "0123456789") -> str:
+        return rng.choice(first) + "".join(rng.choice("0123456789") for _ in range(n - 1))
+
+    def spaced(s: str) -> str:
+        if rng.random() < 0.3:
+            return s
+        sep, parts, i = rng.choice([" ", ".", "-"]), [], 0
+        while i < len(s):
+            k = rng.randint(1, 4)
+            parts.append(s[i : i + k])
+            i += k
+        out = sep.join(parts)
+        return f"({out[:3]}) {out[3:]}" if rng.random() < 0.1 else out
+
+    ccs = ["1", "44", "49", "33", "61", "31", "46", "81", "39", "7", "353"]
+    countries = [None, "US", "CA", "GB", "DE", "FR", "AU", "NL", "SE", "JP", "IT", "XX"]
+    cases: list[tuple[str, str | None]] = [
+        (p, "US")
+        for p in (
+            "+44(0)20 7946 0000", "555-1234 ext 5", "tel:+16505551234", "+1 650 555 1234 x12",
+            "0044 (0) 7911 123456", "1-800-FLOWERS", "00 1 650 555 1234", "+1-(650)-555-1234",
+            "+44 1800 20 1234", "+61 1831 234 567", "+1 555 1234",
+        )
+    ]  # fmt: skip
+    for _ in range(20000):
+        kind, country, cc = rng.random(), rng.choice(countries), rng.choice(ccs)
+        national = digits(rng.randint(2, 15), "0123456789" if rng.random() < 0.3 else "123456789")
+        if kind < 0.35:
+            phone = "+" + spaced(cc + national)
+        elif kind < 0.5:
+            phone = "00" + cc + " " + spaced(national)
+        elif kind < 0.85:
+            phone = spaced(("0" if rng.random() < 0.5 else "") + national)
+        else:
+            phone = spaced("1" + national)
+        cases.append((phone, country))
+    return cases
+
+
+def con_answers(fast_sql: str, phones: list[str]) -> list[str | None]:
+    con = duckdb.connect()
+    try:
+        return [
+            con.execute(
+                f"select ({fast_sql.rstrip().removesuffix('as fast')}) "
+                "from (select ? as p, ? as c)",
+                [p, "US" if not p.startswith("0044") else "GB"],
+            ).fetchone()[0]
+            for p in phones
+        ]
+    finally:
+        con.close()
+
+
+def test_phone_fast_path_matches_udf(first_build: dict[str, str]) -> None:
+    """The SQL fast path (macro phone_e164_fast) gives the UDF's answer whenever it answers."""
+    from segment_warehouse.dbt_plugin import register_udfs
+
+    compiled = run_dbt(["compile", "--inline", "select {{ phone_e164_fast('p', 'c') }} as fast"])
+    sql = compiled.stdout[compiled.stdout.index("select") :]
+    con = duckdb.connect()
+    try:
+        register_udfs(con, "test-key-not-secret")
+        con.execute("create table cases (p varchar, c varchar)")
+        con.executemany("insert into cases values (?, ?)", _phone_cases())
+        total, answered, wrong = con.execute(
+            f"select count(*), count(fast), count(*) filter (where fast is distinct from udf "
+            f"and fast is not null) from (select ({sql.rstrip().removesuffix('as fast')}) as fast, "
+            "normalise_phone(p, c) as udf from cases)"
+        ).fetchone()
+    finally:
+        con.close()
+    assert wrong == 0
+    assert answered > total * 0.1  # random lengths: many are left to the UDF
+    common = con_answers(
+        sql, ["+1 635 555 8784", "(936) 555-1962", "0044 73 2541 7494", "+33696432162"]
+    )
+    assert all(common)

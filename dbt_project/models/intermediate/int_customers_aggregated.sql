@@ -40,8 +40,12 @@ order_measures as (
     select
         customer_id,
         count(*) filter (where is_completed) as orders_count,
-        coalesce(sum(total_amount_reporting) filter (where is_completed), 0) as lifetime_revenue,
-        coalesce(sum(discount_amount_reporting) filter (where is_completed), 0) as lifetime_discount,
+        -- summed as decimals (the amounts are rounded to 4 places): exact and
+        -- independent of the aggregation order, so RFM ties do not flip between builds
+        coalesce(sum(total_amount_reporting::decimal(18, 4)) filter (where is_completed), 0)
+            as lifetime_revenue,
+        coalesce(sum(discount_amount_reporting::decimal(18, 4)) filter (where is_completed), 0)
+            as lifetime_discount,
         min(order_ts) filter (where is_completed) as first_order_at,
         max(order_ts) filter (where is_completed) as last_order_at,
         count(*) filter (where is_completed and isodow(order_ts) in (6, 7)) as weekend_orders_count,

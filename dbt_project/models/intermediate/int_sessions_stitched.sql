@@ -3,13 +3,15 @@
     the customer of the contact the session was logged in as (when exactly
     one), else the customer the anonymous id resolved to. The logged-in rule
     also attributes sessions on shared devices, which resolve to nobody.
+    Session measures come from int_sessions_aggregated (incremental); only
+    the customer is attached here, on every build.
 -#}
 
 with
 
-events as (
+sessions as (
 
-    select * from {{ ref('int_events_sessionised') }}
+    select * from {{ ref('int_sessions_aggregated') }}
 
 ),
 
@@ -24,41 +26,6 @@ resolved as (
     select node, customer_id
     from {{ ref('int_identities_resolved') }}
     where customer_id is not null and node_type in ('anonymous_id', 'contact')
-
-),
-
-sessions as (
-
-    select
-        events.session_id,
-        events.anonymous_id,
-        min(events.event_ts) as session_start_at,
-        max(events.event_ts) as session_end_at,
-        count(*) as events_count,
-        count(*) filter (where events.event_type = 'page') as page_views_count,
-        count(*) filter (where events.event_name = 'Product Viewed') as products_viewed_count,
-        count(*) filter (where events.event_name = 'Product Added') as products_added_count,
-        count(*) filter (where events.event_name = 'Order Completed') as orders_completed_count,
-        count(distinct events.user_id) as distinct_user_ids,
-        min(events.user_id) as user_id,
-        arg_min(events.device_type, events.event_ts) filter (
-            where events.device_type is not null
-        ) as device_type,
-        arg_min(events.campaign_source, events.event_ts) filter (
-            where events.campaign_source is not null
-        ) as campaign_source,
-        arg_min(events.campaign_medium, events.event_ts) filter (
-            where events.campaign_medium is not null
-        ) as campaign_medium,
-        arg_min(events.page_url, events.event_ts) filter (
-            where events.page_url is not null
-        ) as landing_page_url
-
-    from events
-    inner join anonymous_ids
-        on events.anonymous_id = anonymous_ids.anonymous_id
-        and not anonymous_ids.is_bot
-    group by events.session_id, events.anonymous_id
 
 ),
 
@@ -87,6 +54,9 @@ final as (
         sessions.landing_page_url
 
     from sessions
+    inner join anonymous_ids
+        on sessions.anonymous_id = anonymous_ids.anonymous_id
+        and not anonymous_ids.is_bot
     left join resolved as by_login
         on by_login.node = 'c:' || sessions.user_id
     left join resolved as by_device

@@ -37,7 +37,22 @@ blocked as (
 
 ),
 
-parsed as (
+-- Each JSON document is parsed once (multi-path extraction), and the parsed
+-- rows are materialised: the bot and phone lookups below read them again.
+extracted as (
+
+    select
+        *,
+        json_extract_string(context, [
+            '$.device.type', '$.userAgent', '$.page.url', '$.page.referrer',
+            '$.campaign.source', '$.campaign.medium', '$.campaign.name'
+        ]) as context_values,
+        json_extract_string(traits, ['$.email', '$.phone']) as trait_values
+    from source
+
+),
+
+parsed as materialized (
 
     select
         {{ clean_text('message_id') }} as message_id,
@@ -46,25 +61,26 @@ parsed as (
         {{ clean_text('anonymous_id') }} as anonymous_id,
         {{ clean_text('user_id') }} as user_id,
         {{ to_utc_timestamp('timestamp') }} as event_ts,
-        lower(json_extract_string(context, '$.device.type')) as device_type,
-        json_extract_string(context, '$.userAgent') as user_agent,
-        json_extract_string(context, '$.page.url') as page_url,
-        json_extract_string(context, '$.page.referrer') as page_referrer,
-        json_extract_string(context, '$.campaign.source') as campaign_source,
-        json_extract_string(context, '$.campaign.medium') as campaign_medium,
-        json_extract_string(context, '$.campaign.name') as campaign_name,
-        {{ clean_lower("json_extract_string(traits, '$.email')") }} as trait_email,
-        {{ clean_text("json_extract_string(traits, '$.phone')") }} as trait_phone_raw,
+        lower(context_values[1]) as device_type,
+        context_values[2] as user_agent,
+        context_values[3] as page_url,
+        context_values[4] as page_referrer,
+        context_values[5] as campaign_source,
+        context_values[6] as campaign_medium,
+        context_values[7] as campaign_name,
+        {{ clean_lower("trait_values[1]") }} as trait_email,
+        {{ clean_text("trait_values[2]") }} as trait_phone_raw,
         _source_file,
         _line_number,
         _loaded_at,
         _batch_id
 
-    from source
+    from extracted
 
 ),
 
--- Pattern matching and phone parsing run once per distinct value.
+-- Pattern matching and phone parsing run once per distinct value (phones:
+-- SQL fast path, the phonenumbers UDF only for unusual forms).
 user_agents as (
 
     select distinct user_agent from parsed where user_agent is not null
@@ -95,7 +111,7 @@ bot_anonymous_ids as (
 
 trait_phones as (
 
-    select trait_phone_raw, normalise_phone(trait_phone_raw, null) as trait_phone_e164
+    select trait_phone_raw, {{ phone_to_e164('trait_phone_raw', 'null') }} as trait_phone_e164
     from (select distinct trait_phone_raw from parsed where trait_phone_raw is not null)
 
 ),

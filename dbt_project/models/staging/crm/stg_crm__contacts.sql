@@ -56,7 +56,8 @@ renamed as (
 
 ),
 
--- normalise_phone is Python: call it once per distinct (phone, country).
+-- Once per distinct (phone, country): SQL fast path for the common forms,
+-- the phonenumbers UDF (Python) only for the rest.
 distinct_phones as (
 
     select distinct phone_raw, country
@@ -70,7 +71,7 @@ phones_normalised as (
     select
         phone_raw,
         country,
-        normalise_phone(phone_raw, country) as phone_e164
+        {{ phone_to_e164('phone_raw', 'country') }} as phone_e164
     from distinct_phones
 
 ),
