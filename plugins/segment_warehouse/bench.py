@@ -99,7 +99,7 @@ def _stage_metrics(warehouse: Path, since: float) -> list[dict[str, Any]]:
 
 
 def _dbt_models(warehouse: Path) -> list[dict[str, Any]]:
-    path = warehouse / "dbt_target" / "run_results.json"
+    path = warehouse / "dbt_target" / "run_results_build.json"
     if not path.exists():
         return []
     results = json.loads(path.read_text())["results"]

@@ -226,7 +226,7 @@ def build(
 ) -> DbtRunResult:
     """``dbt build`` (seeds, models, tests) for the logical date ``as_of_date``."""
     settings = settings or get_settings()
-    return run_dbt(
+    result = run_dbt(
         ["build", *(extra_args or [])],
         settings=settings,
         vars={
@@ -235,6 +235,11 @@ def build(
             "max_component_size": settings.max_component_size,
         },
     )
+    # Keep the build's per-node timings: `dbt docs generate` overwrites run_results.json.
+    results = settings.dbt_target_dir / "run_results.json"
+    if results.exists():
+        shutil.copyfile(results, settings.dbt_target_dir / "run_results_build.json")
+    return result
 
 
 def generate_docs(*, settings: Settings | None = None) -> Path:

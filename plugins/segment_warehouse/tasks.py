@@ -135,14 +135,59 @@ def load_source(source: str, run_id: str) -> dict[str, Any]:
 def apply_erasure(run_id: str) -> dict[str, Any]:
     from segment_warehouse import erasure
 
-    return _plain(erasure.apply_erasure_requests(run_id=run_id))
+    summary = erasure.apply_erasure_requests(run_id=run_id)
+    if summary.requests_processed:
+        request_full_refresh(f"erasure requests {', '.join(summary.request_ids)}")
+    return _plain(summary)
+
+
+FULL_REFRESH_FLAG = "dbt_full_refresh_required"
+
+
+def request_full_refresh(reason: str) -> None:
+    """Make the next dbt build a --full-refresh (flag survives crashes until it succeeds)."""
+    from segment_warehouse.config import get_settings
+
+    flag = get_settings().warehouse_dir / FULL_REFRESH_FLAG
+    flag.parent.mkdir(parents=True, exist_ok=True)
+    with flag.open("a") as fh:
+        fh.write(reason + "\n")
 
 
 @measured("dbt_build")
 def dbt_build(as_of_date: str) -> dict[str, Any]:
-    from segment_warehouse import dbt_runner
+    """dbt build for the logical date; --full-refresh when incremental state is unsafe.
 
-    return _plain(dbt_runner.build(as_of_date=as_of_date))
+    Incremental models only look forward: after an erasure (aggregates of the
+    deleted rows) or when running an older logical date than the last build
+    (backfill), they are rebuilt from raw instead.
+    """
+    from segment_warehouse import dbt_runner
+    from segment_warehouse.config import get_settings
+
+    settings = get_settings()
+    flag = settings.warehouse_dir / FULL_REFRESH_FLAG
+    state = settings.warehouse_dir / "dbt_last_as_of_date"
+    reasons = flag.read_text().split("\n") if flag.exists() else []
+    if state.exists() and as_of_date < state.read_text().strip():
+        reasons.append(f"backfill: {as_of_date} is before the last build's {state.read_text()}")
+    reasons = [r for r in reasons if r]
+    extra = ["--full-refresh"] if reasons else []
+    if reasons:
+        log.info("dbt build with --full-refresh: %s", "; ".join(reasons))
+    result = dbt_runner.build(as_of_date=as_of_date, extra_args=extra)
+    state.write_text(as_of_date)
+    flag.unlink(missing_ok=True)
+    counts: dict[str, int] = {}
+    for node in result.nodes:
+        counts[node.status] = counts.get(node.status, 0) + 1
+    log.info("%s", result.summary())
+    return {
+        "seconds": round(result.elapsed_seconds, 1),
+        "nodes_by_status": counts,
+        "full_refresh": bool(reasons),
+        "warnings": [n.unique_id for n in result.nodes if n.status == "warn"][:50],
+    }
 
 
 def _dbt_project_hash() -> str:
