@@ -1,8 +1,8 @@
 """Command-line entry points behind ``make run`` and ``make demo``.
 
-Both run the DAGs through real Airflow (``airflow dags test``: the scheduler's
-task runner, in one process, against a local AIRFLOW_HOME with SQLite
-metadata). Airflow's own output goes to a log file; the terminal shows one
+Both run the DAGs through real Airflow (``DAG.test()``, what ``airflow dags
+test`` runs, for both DAGs in one process) against a local AIRFLOW_HOME with
+SQLite metadata. Airflow's own output goes to a log file; the terminal shows one
 line per task and a summary, so the user can read what happened.
 
     python -m segment_warehouse.cli run  [--date YYYY-MM-DD]
@@ -50,11 +50,6 @@ def airflow_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _airflow_bin() -> str:
-    candidate = Path(sys.executable).with_name("airflow")
-    return str(candidate) if candidate.exists() else "airflow"
-
-
 def _run_quiet(args: list[str], env: dict[str, str], log_file: Path) -> None:
     with log_file.open("a") as log:
         log.write(f"\n$ {' '.join(args)}\n")
@@ -95,13 +90,25 @@ def init_airflow(env: dict[str, str], log_file: Path) -> None:
     marker.write_text(stamp)
 
 
-def run_dag(dag_id: str, logical_date: str, env: dict[str, str], log_file: Path) -> bool:
-    """Run one DAG through ``airflow dags test``; echo one line per task."""
-    args = [_airflow_bin(), "dags", "test", dag_id, logical_date]
-    print(f"▶ {dag_id} (logical date {logical_date})", flush=True)
+_DAG_START = re.compile(r"^\[segments\] running dag_id=(\S+)")
+_DAG_DONE = re.compile(r"^\[segments\] finished dag_id=(\S+) state=(\w+)")
+
+
+def run_dags(
+    dag_ids: tuple[str, ...], logical_date: str, env: dict[str, str], log_file: Path
+) -> list[str]:
+    """Run the DAGs in order through Airflow's test runner; echo one line per task.
+
+    All DAGs run in one process (:mod:`segment_warehouse.airflow_runner`, the
+    same ``DAG.test()`` that ``airflow dags test`` calls). Returns the ids of
+    DAGs that did not succeed (the runner stops at the first one).
+    """
+    args = [sys.executable, "-m", "segment_warehouse.airflow_runner", logical_date, *dag_ids]
     started = time.monotonic()
     task_started: dict[str, float] = {}
-    failed: list[str] = []
+    failed_dags: list[str] = []
+    finished: set[str] = set()
+    dag_id: str | None = None
     current: str | None = None
     state_ok = True
     last_error: list[str] = []
@@ -113,6 +120,18 @@ def run_dag(dag_id: str, logical_date: str, env: dict[str, str], log_file: Path)
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
+            if m := _DAG_START.match(line):
+                dag_id, started = m.group(1), time.monotonic()
+                print(f"▶ {dag_id} (logical date {logical_date})", flush=True)
+                continue
+            if m := _DAG_DONE.match(line):
+                ok = m.group(2) == "success"
+                finished.add(m.group(1))
+                if not ok:
+                    failed_dags.append(m.group(1))
+                verdict = "succeeded" if ok else "FAILED"
+                print(f"  {m.group(1)} {verdict} in {time.monotonic() - started:.1f}s", flush=True)
+                continue
             if _EXCEPTION.match(line):
                 last_error = [line.rstrip()]
                 continue
@@ -127,20 +146,19 @@ def run_dag(dag_id: str, logical_date: str, env: dict[str, str], log_file: Path)
                 if m.group(1) in {"failed", "up_for_retry", "upstream_failed"}:
                     print(f"  ✗ {current:<22} {m.group(1)}", flush=True)
                     if m.group(1) == "failed":
-                        failed.append(current)
                         for err in last_error:
                             print(f"      {err[:300]}", flush=True)
             elif (m := _TASK_END.search(line)) and state_ok:
                 name = m.group(1)
                 took = time.monotonic() - task_started.get(name, time.monotonic())
                 print(f"  ✓ {name:<22} {took:6.1f}s", flush=True)
-            elif m := _RUN_DONE.search(line):
-                state_ok = m.group(2) == "success"
         rc = proc.wait()
-    ok = rc == 0 and not failed
-    verdict = "succeeded" if ok else "FAILED"
-    print(f"  {dag_id} {verdict} in {time.monotonic() - started:.1f}s", flush=True)
-    return ok
+    if rc != 0 and not failed_dags:
+        # the runner died before reporting (e.g. a DAG failed to import)
+        failed_dags = [d for d in dag_ids if d not in finished][:1] or [dag_id or "?"]
+        for err in last_error:
+            print(f"      {err[:300]}", flush=True)
+    return failed_dags
 
 
 def print_summary(settings: Settings) -> None:
@@ -203,11 +221,11 @@ def run_pipeline(logical_date: str | None = None, dag_ids: tuple[str, ...] = DAG
     log_file = log_dir / f"run-{datetime.now(UTC):%Y%m%dT%H%M%S}.log"
     print(f"Airflow home {env['AIRFLOW_HOME']}; full log: {log_file}", flush=True)
     init_airflow(env, log_file)
-    for dag_id in dag_ids:
-        if not run_dag(dag_id, logical_date, env, log_file):
-            print(f"\n{dag_id} failed; the previous snapshot was left in place.")
-            print(f"See the log for details: {log_file}")
-            return 1
+    failed = run_dags(dag_ids, logical_date, env, log_file)
+    if failed:
+        print(f"\n{failed[0]} failed; the previous snapshot was left in place.")
+        print(f"See the log for details: {log_file}")
+        return 1
     print_summary(settings)
     return 0
 
