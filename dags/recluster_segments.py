@@ -8,20 +8,11 @@ customer_profiles Asset. Reclustering is a no-op when its inputs are unchanged.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
 from segment_warehouse import tasks
 from segment_warehouse.tasks import PROFILES_ASSET_URI
-
-default_args = {
-    "retries": 2,
-    "retry_delay": timedelta(seconds=10),
-    "retry_exponential_backoff": True,
-    "pool": tasks.WRITER_POOL,
-}
 
 
 def _schedule() -> AssetOrTimeSchedule:
@@ -39,7 +30,7 @@ def _schedule() -> AssetOrTimeSchedule:
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args=default_args,
+    default_args=tasks.DEFAULT_ARGS,
     tags=["segments", "ml"],
     doc_md=__doc__,
 )

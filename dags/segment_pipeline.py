@@ -10,21 +10,12 @@ recluster_segments. All logic lives in plugins/segment_warehouse.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pendulum
 from airflow.sdk import Asset, dag, task
 
 from segment_warehouse import tasks
 
 PROFILES = Asset(tasks.PROFILES_ASSET_URI)
-
-default_args = {
-    "retries": 2,
-    "retry_delay": timedelta(seconds=10),
-    "retry_exponential_backoff": True,
-    "pool": tasks.WRITER_POOL,
-}
 
 
 @dag(
@@ -33,7 +24,7 @@ default_args = {
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args=default_args,
+    default_args=tasks.DEFAULT_ARGS,
     tags=["segments", "warehouse"],
     doc_md=__doc__,
 )

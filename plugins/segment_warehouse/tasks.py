@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,15 @@ log = logging.getLogger(__name__)
 # warehouse.duckdb (DuckDB allows one writing process per file).
 WRITER_POOL = "duckdb_writer"
 PROFILES_ASSET_URI = "duckdb://warehouse/marts/customer_profiles"
+
+# Shared by both DAGs: transient failures (a locked file, a killed worker) are
+# retried with backoff; every task is a DuckDB writer.
+DEFAULT_ARGS: dict[str, Any] = {
+    "retries": 2,
+    "retry_delay": timedelta(seconds=10),
+    "retry_exponential_backoff": True,
+    "pool": WRITER_POOL,
+}
 
 
 F = TypeVar("F", bound=Callable[..., Any])
