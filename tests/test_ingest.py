@@ -444,6 +444,32 @@ def test_truncated_gzip_rolls_back_rows_and_run_goes_on(
     assert_accounting(settings)
 
 
+def test_truncated_file_mid_batch_keeps_the_other_files_of_the_batch(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a and c share the transaction with b; b's rows (written before the truncation)
+    # and its quarantined lines are deleted, a's and c's commit.
+    monkeypatch.setattr(ingest, "JSONL_CHUNK_BYTES", 4096)
+    land(settings, "analytics/a_ok.jsonl", event("a1") + "\n{bad\n")
+    rows = [event(f"m{i}") for i in range(2000)]
+    full = gzip.compress(("\n".join(rows) + "\n").encode())
+    land(settings, "analytics/b_truncated.jsonl.gz", full[: len(full) // 2], gz=False)
+    land(settings, "analytics/c_ok.jsonl", event("c1") + "\n")
+    summary = ingest.load_source("analytics")
+    assert [(f.source_file, f.status, f.rows_loaded) for f in summary.files] == [
+        ("analytics/a_ok.jsonl", "loaded", 1),
+        ("analytics/b_truncated.jsonl.gz", "file_quarantined", 0),
+        ("analytics/c_ok.jsonl", "loaded", 1),
+    ]
+    assert sorted(query(settings, "select message_id from raw.analytics_events")) == [
+        ("a1",),
+        ("c1",),
+    ]
+    assert [n for n, _, _ in quarantine(settings, "analytics/a_ok.jsonl")] == [2]
+    assert [n for n, _, _ in quarantine(settings, "analytics/b_truncated.jsonl.gz")] == [None]
+    assert_accounting(settings)
+
+
 def test_truncated_gzip_csv_after_flushes(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -531,9 +557,23 @@ def _landing_zone(settings: Settings) -> None:
     land(settings, "erasure/a.csv", "request_id,contact_id,email,requested_at\nr1,c3,,2024-05-01\n")
 
 
+@pytest.mark.parametrize(
+    ("batch_max_rows", "committed_before_crash"),
+    [
+        # Default: files share a transaction, so the crash discards the whole open batch.
+        (ingest.BATCH_MAX_ROWS, []),
+        # One file per batch: the file committed before the crash stays.
+        (1, ["crm/a.csv"]),
+    ],
+)
 def test_crash_between_files_then_rerun_converges(
-    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    batch_max_rows: int,
+    committed_before_crash: list[str],
 ) -> None:
+    monkeypatch.setattr(ingest, "BATCH_MAX_ROWS", batch_max_rows)
     _landing_zone(settings)
     ingest.load_all()
     expected = _state(settings)
@@ -555,8 +595,11 @@ def test_crash_between_files_then_rerun_converges(
     monkeypatch.setattr(ingest, "_load_file", crashing)
     with pytest.raises(RuntimeError, match="worker killed"):
         ingest.load_all()
-    assert [r[0] for r in query(settings, "select source_file from audit.load_manifest")] == [
-        "crm/a.csv"
+    assert [
+        r[0] for r in query(settings, "select source_file from audit.load_manifest")
+    ] == committed_before_crash
+    assert query(settings, "select count(*) from audit.quarantine") == [
+        (len(committed_before_crash),)  # crm/a.csv has one bad row
     ]
     monkeypatch.setattr(ingest, "_load_file", real_load_file)
     ingest.load_all()

@@ -16,8 +16,13 @@ How a run works, per source:
   quarantine row (``line_number`` null) and a ``file_quarantined`` manifest row with
   ``rows_in_file = rows_quarantined = 1``.
 
-Everything a file writes (raw rows, quarantine rows, manifest row) is one DuckDB
-transaction, so a crash mid-file leaves nothing and the next run simply loads it again.
+Everything a file writes (raw rows, quarantine rows, manifest row) commits in the same
+DuckDB transaction, so a crash mid-file leaves nothing and the next run simply loads it
+again. Several files share one transaction (up to ``BATCH_MAX_ROWS`` rows or
+``BATCH_MAX_FILE_BYTES``, and never across sources), because a commit per ~20 MB file
+cost more than parsing it; a crash then discards the whole open batch, and the next run
+reloads all of its files. A file rejected as a whole part-way through has its rows
+deleted inside the transaction (DuckDB has no savepoints).
 
 Decisions worth knowing:
 
@@ -37,7 +42,8 @@ Decisions worth knowing:
   ``try_cast(... as timestamptz)`` must succeed (that rejects ``epoch``/``infinity``,
   which DuckDB would otherwise accept).
 * Missing *optional* CSV columns are allowed (loaded as null, noted in the manifest);
-  extra columns/JSON fields are ignored and logged once per file and noted in the manifest.
+  extra columns/JSON fields are ignored and logged once per file and noted in the manifest
+  (JSON fields: detected on the first ``EXTRA_FIELD_SAMPLE_LINES`` lines of the file).
 
 Performance: JSONL is never handled row by row in Python. The decompressed bytes are
 split into lines with numpy, wrapped zero-copy as an Arrow string array (Arrow validates
@@ -48,6 +54,7 @@ line numbers with embedded newlines) and checked set-based in DuckDB.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import hashlib
@@ -84,6 +91,16 @@ EVENT_TYPES: tuple[str, ...] = ("identify", "page", "track")
 # while keeping DuckDB batches big enough to be efficient.
 JSONL_CHUNK_BYTES = 64 << 20
 CSV_FLUSH_ROWS = 200_000
+# Files are committed together until a batch holds this many rows or compressed bytes
+# (or the source ends): a commit costs a WAL flush and checkpoint, which dominated
+# loading many ~20 MB files one transaction each. Per-file atomicity still holds, since
+# a file's manifest row commits with its data.
+BATCH_MAX_ROWS = 1_000_000
+BATCH_MAX_FILE_BYTES = 512 << 20
+# Extra (ignored) JSON fields are looked for on the first lines of each file only: the
+# contract just asks for them to be ignored and noted, and scanning every line's keys
+# costs almost as much as the raw insert.
+EXTRA_FIELD_SAMPLE_LINES = 20_000
 # A quarantined record with an unterminated quote can swallow the rest of a file; keep
 # the audit row readable.
 MAX_RAW_RECORD_CHARS = 65_536
@@ -376,7 +393,7 @@ def _load_source(
     currencies = _load_currencies(settings) if spec.name == "transactions" else ()
     suppress = spec.name != "erasure" and load_suppression(con, settings)
 
-    # Manifest state for this source; kept current in memory after each committed file.
+    # Manifest state for this source; kept current in memory after each loaded file.
     seen_paths: dict[str, str] = {}
     loaded_by_sha: dict[str, tuple[str, int]] = {}
     for rel, sha, status, rows in con.execute(
@@ -388,41 +405,73 @@ def _load_source(
         if status == "loaded":
             loaded_by_sha.setdefault(sha, (rel, rows))
 
-    for path in sorted(folder.iterdir(), key=lambda p: p.name):
-        if not path.is_file():
-            log.warning("%s: ignoring non-file entry %s", spec.name, path)
-            continue
-        rel = path.relative_to(settings.landing_dir).as_posix()
-        sha = _sha256(path)
-        if rel in seen_paths:
-            if seen_paths[rel] != sha:
-                log.warning(
-                    "%s: %s changed after it was loaded (sha256 %s -> %s); deliveries are "
-                    "immutable, so it is not reloaded - deliver a new file instead",
-                    spec.name,
-                    rel,
-                    seen_paths[rel][:12],
-                    sha[:12],
-                )
-            summary.skipped_already_loaded.append(rel)
-            continue
-        ctx = _FileContext(spec, path, rel, batch_id, datetime.now(UTC), currencies, suppress)
-        result = _load_file(con, ctx, sha, loaded_by_sha.get(sha))
-        summary.files.append(result)
-        seen_paths[rel] = sha
-        if result.status == "loaded":
-            loaded_by_sha.setdefault(sha, (rel, result.rows_in_file))
+    # Files are committed in batches (see BATCH_MAX_ROWS): the in-memory manifest state
+    # above already includes the uncommitted files of the open batch, which is right
+    # because they commit together or not at all.
+    pending: list[FileLoadResult] = []
+    pending_rows = pending_bytes = 0
+    con.begin()
+    try:
+        for path in sorted(folder.iterdir(), key=lambda p: p.name):
+            if not path.is_file():
+                log.warning("%s: ignoring non-file entry %s", spec.name, path)
+                continue
+            rel = path.relative_to(settings.landing_dir).as_posix()
+            sha = _sha256(path)
+            if rel in seen_paths:
+                if seen_paths[rel] != sha:
+                    log.warning(
+                        "%s: %s changed after it was loaded (sha256 %s -> %s); deliveries "
+                        "are immutable, so it is not reloaded - deliver a new file instead",
+                        spec.name,
+                        rel,
+                        seen_paths[rel][:12],
+                        sha[:12],
+                    )
+                summary.skipped_already_loaded.append(rel)
+                continue
+            ctx = _FileContext(spec, path, rel, batch_id, datetime.now(UTC), currencies, suppress)
+            result = _load_file(con, ctx, sha, loaded_by_sha.get(sha))
+            pending.append(result)
+            pending_rows += result.rows_in_file
+            pending_bytes += path.stat().st_size
+            seen_paths[rel] = sha
+            if result.status == "loaded":
+                loaded_by_sha.setdefault(sha, (rel, result.rows_in_file))
+            if pending_rows >= BATCH_MAX_ROWS or pending_bytes >= BATCH_MAX_FILE_BYTES:
+                _commit_batch(con, spec, pending, summary)
+                pending, pending_rows, pending_bytes = [], 0, 0
+                con.begin()
+        _commit_batch(con, spec, pending, summary)
+    except BaseException:
+        # Discards the whole open batch; its files are not in the manifest, so the next
+        # run loads them again. (A failed commit may have ended the transaction already.)
+        with contextlib.suppress(duckdb.TransactionException):
+            con.rollback()
+        raise
+    return summary
+
+
+def _commit_batch(
+    con: duckdb.DuckDBPyConnection,
+    spec: SourceSpec,
+    pending: list[FileLoadResult],
+    summary: SourceLoadSummary,
+) -> None:
+    """Commit the open transaction (every file of the batch) and report its files."""
+    con.commit()
+    summary.files.extend(pending)
+    for result in pending:
         log.info(
             "%s: %s %s: %d rows, %d loaded, %d quarantined%s",
             spec.name,
-            rel,
+            result.source_file,
             result.status,
             result.rows_in_file,
             result.rows_loaded,
             result.rows_quarantined,
             f" ({result.reason})" if result.reason else "",
         )
-    return summary
 
 
 def _load_file(
@@ -431,45 +480,57 @@ def _load_file(
     sha: str,
     duplicate_of: tuple[str, int] | None,
 ) -> FileLoadResult:
-    """Load one file in one transaction (raw rows + quarantine rows + manifest row)."""
+    """Write one file (raw rows + quarantine rows + manifest row) in the open transaction.
+
+    The caller owns the transaction (one per batch of files). A file rejected as a whole
+    part-way through has its already-written rows deleted here: DuckDB has no savepoints,
+    and rolling back would also discard the other files of the batch.
+    """
     started = time.perf_counter()
     reason: str | None = None
     counts = _Counts()
-    con.begin()
-    try:
-        if duplicate_of is not None:
-            status = "duplicate"
-            counts.rows_in_file = duplicate_of[1]
-        else:
-            status = "loaded"
-            try:
-                counts = _read_into_warehouse(con, ctx)
-            except FileRejected as rej:
-                # Discard whatever part of the file was already written, keep only the
-                # whole-file quarantine row.
-                con.rollback()
-                con.begin()
-                status, reason = "file_quarantined", rej.reason
-                counts = _Counts(rows_in_file=1, rows_quarantined=1)
-                _insert_quarantine(con, ctx, [(None, rej.reason, rej.excerpt)])
-        duration = time.perf_counter() - started
-        result = FileLoadResult(
-            source_file=ctx.rel,
-            status=status,
-            sha256=sha,
-            rows_in_file=counts.rows_in_file,
-            rows_loaded=counts.rows_loaded,
-            rows_quarantined=counts.rows_quarantined,
-            duplicate_of=duplicate_of[0] if duplicate_of else None,
-            reason=reason,
-            duration_seconds=duration,
-        )
-        _insert_manifest(con, ctx, result, ctx.path.stat().st_size, counts.notes)
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
+    if duplicate_of is not None:
+        status = "duplicate"
+        counts.rows_in_file = duplicate_of[1]
+    else:
+        status = "loaded"
+        try:
+            counts = _read_into_warehouse(con, ctx)
+        except FileRejected as rej:
+            _discard_file_rows(con, ctx)
+            status, reason = "file_quarantined", rej.reason
+            counts = _Counts(rows_in_file=1, rows_quarantined=1)
+            _insert_quarantine(con, ctx, [(None, rej.reason, rej.excerpt)])
+    duration = time.perf_counter() - started
+    result = FileLoadResult(
+        source_file=ctx.rel,
+        status=status,
+        sha256=sha,
+        rows_in_file=counts.rows_in_file,
+        rows_loaded=counts.rows_loaded,
+        rows_quarantined=counts.rows_quarantined,
+        duplicate_of=duplicate_of[0] if duplicate_of else None,
+        reason=reason,
+        duration_seconds=duration,
+    )
+    _insert_manifest(con, ctx, result, ctx.path.stat().st_size, counts.notes)
     return result
+
+
+def _discard_file_rows(con: duckdb.DuckDBPyConnection, ctx: _FileContext) -> None:
+    """Delete what this file wrote so far in the open transaction (the savepoint stand-in).
+
+    ``_source_file`` + ``_batch_id`` identify exactly this attempt: a path already in the
+    manifest is never loaded again, so no committed row of another run matches.
+    """
+    con.execute(
+        f"delete from {ctx.spec.table} where _source_file = ? and _batch_id = ?",
+        [ctx.rel, ctx.batch_id],
+    )
+    con.execute(
+        "delete from audit.quarantine where source_file = ? and batch_id = ?",
+        [ctx.rel, ctx.batch_id],
+    )
 
 
 def _read_into_warehouse(con: duckdb.DuckDBPyConnection, ctx: _FileContext) -> _Counts:
@@ -925,6 +986,7 @@ def _load_jsonl(con: duckdb.DuckDBPyConnection, ctx: _FileContext) -> _Counts:
     # DuckDB all release the GIL), overlapping with DuckDB's work on the previous chunk.
     for chunk in _prefetched(lambda: _jsonl_chunks(ctx.path)):
         n = chunk.num_rows
+        first_line = counts.rows_in_file + 1
         con.register("_ingest_chunk", chunk)
         try:
             # from_json parses each line once into the typed struct (try(): NULL for
@@ -950,14 +1012,16 @@ def _load_jsonl(con: duckdb.DuckDBPyConnection, ctx: _FileContext) -> _Counts:
                    from _ingest_stage s join _ingest_chunk c using (_line_number)
                    where s._reason is not null order by s._line_number"""
             ).fetchall()
-            extra_fields.update(
-                r[0]
-                for r in con.execute(
-                    f"""select distinct k from (
-                          select unnest(try(json_keys(line))) as k from _ingest_chunk
-                        ) where k not in ({known})"""
-                ).fetchall()
-            )
+            if first_line <= EXTRA_FIELD_SAMPLE_LINES:
+                extra_fields.update(
+                    r[0]
+                    for r in con.execute(
+                        f"""select distinct k from (
+                              select unnest(try(json_keys(line))) as k from _ingest_chunk
+                              where _line_number <= {EXTRA_FIELD_SAMPLE_LINES:d}
+                            ) where k not in ({known})"""
+                    ).fetchall()
+                )
             con.execute("drop table _ingest_stage")
         finally:
             con.unregister("_ingest_chunk")
