@@ -324,9 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.render_only:
         saved = json.loads((args.work_dir / "results.json").read_text())
-        args.output.write_text(
-            render(saved, "(re-rendered) " + datetime.now(UTC).strftime("%Y-%m-%d"))
-        )
+        write_report(args.output, render(saved, saved_at(args.work_dir)))
         print(f"wrote {args.output}")
         return 0
     scales = [int(s) for s in args.scales.split(",") if s]
