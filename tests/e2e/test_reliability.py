@@ -316,3 +316,34 @@ def test_backfill_of_a_past_logical_date(workspace: Path, tmp_path_factory) -> N
             ).fetchall()
         }
     assert stages  # lifecycle is computed relative to the backfilled date
+
+
+def test_corrupted_mart_blocks_publish(workspace: Path) -> None:
+    """A failed critical expectation stops the run; analysts keep the old snapshot."""
+    from segment_warehouse.validation import ValidationFailed
+
+    run_segment_pipeline("good")
+    snapshot = get_settings().analytics_db
+    before = snapshot.read_bytes()
+    tasks.dbt_build(AS_OF)
+    with duckdb.connect(str(get_settings().warehouse_db)) as con:
+        # a duplicated profile: "one row per customer" is a critical expectation
+        con.execute(
+            "insert into marts.customer_profiles select * from marts.customer_profiles limit 1"
+        )
+    with pytest.raises(ValidationFailed, match="customer_id"):
+        tasks.validate(["raw", "staging", "marts"], "corrupt")
+    # In the DAG, publish_snapshot only runs after validate_warehouse succeeded.
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(REPO_ROOT / "dags")).dags["segment_pipeline"]
+    publish = dag.get_task("publish_snapshot")
+    assert publish.upstream_task_ids == {"validate_warehouse"}
+    assert publish.trigger_rule == "all_success"
+    assert snapshot.read_bytes() == before
+    with duckdb.connect(str(get_settings().warehouse_db), read_only=True) as con:
+        failed = con.execute(
+            "select count(*) from audit.validation_results "
+            "where run_id = 'corrupt' and not success and severity = 'critical'"
+        ).fetchone()[0]
+    assert failed >= 1
