@@ -630,3 +630,22 @@ def test_crash_mid_file_leaves_nothing(settings: Settings, monkeypatch: pytest.M
     summary = ingest.load_source("transactions")
     assert (summary.rows_loaded, summary.rows_quarantined) == (1, 1)
     assert_accounting(settings)
+
+
+def test_status_and_currency_codes_are_case_and_space_insensitive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`usd` / ` Completed ` are the same codes (staging normalises them too)."""
+    landing = tmp_path / "landing"
+    (landing / "transactions").mkdir(parents=True)
+    (landing / "transactions" / "orders.csv").write_text(
+        "order_id,order_ts,status,currency,total_amount\n"
+        "O1,2026-01-01T00:00:00Z, Completed ,usd,10.00\n"
+        "O2,2026-01-01T00:00:00Z,REFUNDED,Eur ,5\n"
+        "O3,2026-01-01T00:00:00Z,done,USD,5\n"
+        "O4,2026-01-01T00:00:00Z,pending,XXX,5\n"
+    )
+    monkeypatch.setenv("SEGMENTS_LANDING_DIR", str(landing))
+    monkeypatch.setenv("SEGMENTS_WAREHOUSE_DIR", str(tmp_path / "wh"))
+    summary = ingest.load_source("transactions")
+    assert (summary.rows_loaded, summary.rows_quarantined) == (2, 2)

@@ -761,7 +761,7 @@ def _csv_checks(
         statuses = ", ".join(_sql_str(s) for s in ORDER_STATUSES)
         whens.append(
             (
-                f"{col('status')} not in ({statuses})",
+                f"coalesce(lower(trim({col('status')})), '') not in ({statuses})",
                 f"'unknown status: ' || {_quoted(col('status'))} "
                 f"|| ' (expected {', '.join(ORDER_STATUSES)})'",
             )
@@ -769,7 +769,7 @@ def _csv_checks(
         currency_list = ", ".join(_sql_str(c) for c in currencies)
         whens.append(
             (
-                f"{col('currency')} not in ({currency_list})",
+                f"coalesce(upper(trim({col('currency')})), '') not in ({currency_list})",
                 f"'unknown currency: ' || left({col('currency')}, 100)",
             )
         )
