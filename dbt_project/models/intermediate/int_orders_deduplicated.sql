@@ -1,5 +1,7 @@
--- Latest version of each order (a later delivery of the same order_id is an
--- update such as a refund): latest updated_at, then later load, file, line.
+-- Latest version of each order. The landing contract says the same order_id
+-- in a later file is an update (e.g. a refund) and files are processed in name
+-- order, so delivery order decides; updated_at is optional and only breaks ties
+-- inside one file, then the later line wins.
 
 with
 
@@ -17,7 +19,7 @@ ranked as (
     from orders
     qualify row_number() over (
         partition by order_id
-        order by updated_at desc nulls last, _loaded_at desc, _source_file desc, _line_number desc
+        order by _source_file desc, updated_at desc nulls last, _line_number desc
     ) = 1
 
 )
