@@ -83,11 +83,15 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict:
     digests_after_first = _table_digests(root / "warehouse" / "analytics.duckdb")
     second = _run_cli(env)
     assert second.returncode == 0, second.stdout[-5000:] + second.stderr[-3000:]
+    digests_after_second = _table_digests(root / "warehouse" / "analytics.duckdb")
+    third = _run_cli(env)
+    assert third.returncode == 0, third.stdout[-5000:] + third.stderr[-3000:]
     return {
         "root": root,
         "first": first,
         "second": second,
         "digests_after_first": digests_after_first,
+        "digests_after_second": digests_after_second,
     }
 
 
@@ -180,9 +184,11 @@ def test_reports_written(pipeline: dict) -> None:
     assert (reports / "segments" / "index.html").stat().st_size > 1000
 
 
-def test_rerun_with_nothing_new_changes_nothing(pipeline: dict) -> None:
-    after_second = _table_digests(pipeline["root"] / "warehouse" / "analytics.duckdb")
-    assert after_second == pipeline["digests_after_first"]
+def test_reruns_with_nothing_new_change_nothing(pipeline: dict) -> None:
+    """Second and third `make run` with no new files: published tables identical."""
+    after_third = _table_digests(pipeline["root"] / "warehouse" / "analytics.duckdb")
+    assert pipeline["digests_after_second"] == pipeline["digests_after_first"]
+    assert after_third == pipeline["digests_after_first"]
     con = duckdb.connect(str(pipeline["root"] / "warehouse" / "analytics.duckdb"), read_only=True)
     assert con.execute("select count(*) from segments.segment_runs").fetchone() == (1,)
     con.close()
