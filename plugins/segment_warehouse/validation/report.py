@@ -175,23 +175,34 @@ def _quarantine_section(con: duckdb.DuckDBPyConnection) -> str:
         reasons = _rows(
             con,
             """
-            select source, reason, count(*) as rows_rejected,
-                   count(distinct source_file) as files
-            from audit.quarantine where line_number is not null
-            group by all order by source, rows_rejected desc, reason
+            with kinds as (
+                -- Group by the kind of problem: the text before ": " (the detail
+                -- after it is the offending value or parser position), except
+                -- for missing fields, where the field name is the kind.
+                select source, source_file, reason,
+                       case when reason like 'missing required field%' then reason
+                            else split_part(reason, ': ', 1) end as kind
+                from audit.quarantine where line_number is not null
+            )
+            select source, kind as reason, count(*) as rows_rejected,
+                   count(distinct source_file) as files,
+                   min(reason) filter (where reason <> kind) as example
+            from kinds
+            group by source, kind order by source, rows_rejected desc, kind
             """,
         )
         out.append("<h3 style='margin-top:22px'>Rejected rows by reason</h3>")
         if reasons:
             out.append(
                 "<table><tr><th>Source</th><th>Reason</th><th class=num>Rows</th>"
-                "<th class=num>Files</th></tr>"
+                "<th class=num>Files</th><th>Example</th></tr>"
             )
             for r in reasons[:200]:  # free-text reasons could be many; keep the page small
                 out.append(
                     f"<tr><td>{_e(SOURCE_TEXT.get(r['source'], r['source']))}</td>"
                     f"<td>{_e(r['reason'])}</td><td class=num>{_num(r['rows_rejected'])}</td>"
-                    f"<td class=num>{_num(r['files'])}</td></tr>"
+                    f"<td class=num>{_num(r['files'])}</td>"
+                    f"<td class=muted>{_e(r['example'] or '')}</td></tr>"
                 )
             out.append("</table>")
         else:
