@@ -7,7 +7,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from segment_warehouse.erasure import apply_erasure_requests, keyed_hash, suppressed_row_reason
+from segment_warehouse.erasure import apply_erasure_requests, suppressed_row_reason
+from segment_warehouse.privacy import keyed_hash
 from segment_warehouse.warehouse import ensure_schemas, warehouse
 
 ALICE = {"contact_id": "C1", "email": "Alice@Example.com", "anon": "anon-a", "order": "O1"}

@@ -26,7 +26,6 @@ DAG_IDS: tuple[str, ...] = ("segment_pipeline", "recluster_segments")
 _TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(\S+)")
 _TASK_STATE = re.compile(r"new_state=(\w+)")
 _TASK_END = re.compile(r"\[DAG TEST\] end task task_id=(\S+)")
-_RUN_DONE = re.compile(r"DagRun Finished: dag_id=(\S+),.*state=(\w+)")
 # The exception line of a failed task, e.g. "segment_warehouse.x.DbtBuildError: ..."
 _EXCEPTION = re.compile(r"^[\w.]*(Error|Exception|Failed)\b.*: ")
 

@@ -10,7 +10,8 @@ Configured in ``dbt_project/profiles.yml``::
   never written into SQL text, so it never reaches ``target/`` or dbt logs.
 * ``normalise_phone(phone varchar, country varchar) -> varchar``: E.164 via
   ``phonenumbers`` using ``country`` (ISO2) as the default region, US when
-  missing or unknown; null when the number does not parse or is not valid.
+  missing or unknown; null when the number does not parse or has an impossible
+  length for its country ("possible", not "valid": see normalise_phone_value).
 
 Both are Arrow (vectorised) UDFs: DuckDB hands over whole vectors, and the
 per-value work is memoised, so repeated values (the same phone on many rows,
@@ -20,8 +21,6 @@ the same email on many orders) are computed once per process.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -32,6 +31,7 @@ from dbt.adapters.duckdb.plugins import BasePlugin
 from duckdb import DuckDBPyConnection
 
 from segment_warehouse.config import get_settings
+from segment_warehouse.privacy import keyed_hash
 
 DEFAULT_REGION = "US"
 _CACHE_SIZE = 1 << 21  # ~2 M distinct values per process
@@ -67,13 +67,10 @@ def normalise_phone_value(phone: str | None, country: str | None = None) -> str 
 
 def make_pseudonymiser(key: str) -> Callable[[str | None], str | None]:
     """A memoised keyed hash (HMAC-SHA256, hex) of one value."""
-    key_bytes = key.encode("utf-8")
 
     @lru_cache(maxsize=_CACHE_SIZE)
     def pseudonymise(value: str | None) -> str | None:
-        if value is None:
-            return None
-        return hmac.new(key_bytes, value.encode("utf-8"), hashlib.sha256).hexdigest()
+        return None if value is None else keyed_hash(value, key)
 
     return pseudonymise
 

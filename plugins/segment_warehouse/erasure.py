@@ -23,7 +23,6 @@ The next ``dbt build`` and ``publish`` then produce tables without the person.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import logging
 from dataclasses import dataclass, field
@@ -32,7 +31,8 @@ from datetime import UTC, datetime
 import duckdb
 
 from segment_warehouse.config import Settings, get_settings
-from segment_warehouse.warehouse import ensure_schemas, warehouse
+from segment_warehouse.privacy import keyed_hash
+from segment_warehouse.warehouse import ensure_schemas, table_exists, warehouse
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +68,6 @@ _ID_COLUMNS: dict[str, tuple[str, ...]] = {
     "customer_id": ("customer_id",),
 }
 _SWEPT_SCHEMAS = ("staging", "intermediate", "marts", "segments")
-
-
-def keyed_hash(value: str, key: str) -> str:
-    """HMAC-SHA256 of an identifier (hex): stable, not reversible without the key."""
-    return hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest()
 
 
 def suppression_hash(value: str, key: str) -> str:
@@ -121,16 +116,6 @@ class ErasureSummary:
     request_ids: list[str] = field(default_factory=list)
 
 
-def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    return bool(
-        con.execute(
-            "select count(*) from information_schema.tables "
-            "where table_schema = ? and table_name = ? and table_type = 'BASE TABLE'",
-            [schema, table],
-        ).fetchone()[0]
-    )
-
-
 def _columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> set[str]:
     rows = con.execute(
         "select column_name from information_schema.columns "
@@ -149,7 +134,7 @@ def _expand_subject(
     if email:
         subject.emails.add(email)
     # Direct matches in the CRM export, both ways (contact -> emails, email -> contacts).
-    if _table_exists(con, "raw", "crm_contacts"):
+    if table_exists(con, "raw", "crm_contacts"):
         rows = con.execute(
             """
             select contact_id, lower(trim(email)) from raw.crm_contacts
@@ -162,7 +147,7 @@ def _expand_subject(
             if mail:
                 subject.emails.add(mail)
     # Everything the last identity resolution linked to the same customer.
-    if _table_exists(con, "marts", "identity_map"):
+    if table_exists(con, "marts", "identity_map"):
         ids = sorted(subject.contact_ids)
         customers = con.execute(
             "select distinct customer_id from marts.identity_map "
@@ -183,7 +168,7 @@ def _expand_subject(
                     "transactions": subject.order_ids,
                 }[source].add(source_id)
     # Orders placed under the subject's contact ids or emails (guest checkouts).
-    if _table_exists(con, "raw", "transactions_orders"):
+    if table_exists(con, "raw", "transactions_orders"):
         rows = con.execute(
             """
             select order_id, lower(trim(email)) from raw.transactions_orders
@@ -194,7 +179,7 @@ def _expand_subject(
         for oid, _mail in rows:
             subject.order_ids.add(oid)
     # Devices the subject logged in on (shared devices too: the person's own events go).
-    if _table_exists(con, "raw", "analytics_events"):
+    if table_exists(con, "raw", "analytics_events"):
         rows = con.execute(
             """
             select distinct anonymous_id from raw.analytics_events
@@ -232,7 +217,7 @@ def _delete_raw(con: duckdb.DuckDBPyConnection, subject: Subject) -> dict[str, i
     }
     for table, predicate in statements.items():
         schema, name = table.split(".")
-        if not _table_exists(con, schema, name):
+        if not table_exists(con, schema, name):
             continue
         used = {k: v for k, v in params.items() if f"${k}" in predicate}
         (n,) = con.execute(f"select count(*) from {table} where {predicate}", used).fetchone()
@@ -246,7 +231,7 @@ def _delete_quarantine(con: duckdb.DuckDBPyConnection, subject: Subject) -> int:
     """Quarantined raw records may hold the person's data too."""
     needles = sorted(subject.contact_ids | subject.emails | subject.order_ids)
     needles += sorted(subject.anonymous_ids)
-    if not needles or not _table_exists(con, "audit", "quarantine"):
+    if not needles or not table_exists(con, "audit", "quarantine"):
         return 0
     # Whole-token matches so contact "C1" does not erase "C10"'s rows.
     pattern = (
@@ -339,7 +324,7 @@ def suppressed_row_reason(
 
 def suppression_hashes(con: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
     """All suppressed identifier hashes by kind, for set-based filtering at load."""
-    if not _table_exists(con, "audit", "erasure_suppression"):
+    if not table_exists(con, "audit", "erasure_suppression"):
         return {}
     out: dict[str, set[str]] = {}
     for kind, digest in con.execute(
@@ -357,7 +342,7 @@ def apply_erasure_requests(
     summary = ErasureSummary()
     with warehouse(settings=settings) as con:
         ensure_erasure_tables(con)
-        if not _table_exists(con, "raw", "erasure_requests"):
+        if not table_exists(con, "raw", "erasure_requests"):
             return summary
         key = settings.pii_key()
         pending = con.execute(

@@ -93,6 +93,15 @@ def warehouse(
         con.close()
 
 
+def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    """Whether ``schema.table`` (a table or a view) exists in the current database."""
+    row = con.execute(
+        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+        [schema, table],
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def ensure_schemas(con: duckdb.DuckDBPyConnection) -> None:
     """Create the layer schemas and the audit tables (idempotent)."""
     for schema in SCHEMAS:

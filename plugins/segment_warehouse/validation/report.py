@@ -21,6 +21,7 @@ import duckdb
 
 from segment_warehouse.config import Settings, get_settings
 from segment_warehouse.validation.suites import LAYER_SUITES, SuiteError, load_suite
+from segment_warehouse.warehouse import table_exists
 
 STATUS_TEXT = {
     "pass": "Passed",
@@ -85,14 +86,6 @@ def _badge(status: str) -> str:
     return f'<span class="badge {status}">{STATUS_TEXT[status]}</span>'
 
 
-def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    row = con.execute(
-        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
-        [schema, table],
-    ).fetchone()
-    return bool(row and row[0])
-
-
 def _has_column(con: duckdb.DuckDBPyConnection, schema: str, table: str, column: str) -> bool:
     row = con.execute(
         "select count(*) from information_schema.columns "
@@ -128,7 +121,7 @@ def _suite_titles(settings: Settings) -> tuple[dict[str, str], dict[tuple[str, s
 # --------------------------------------------------------------------------
 def _quarantine_section(con: duckdb.DuckDBPyConnection) -> str:
     out = ["<h2>Incoming files and rejected rows</h2>"]
-    if not _table_exists(con, "audit", "load_manifest"):
+    if not table_exists(con, "audit", "load_manifest"):
         return out[0] + '<p class="muted">No files have been loaded yet.</p>'
     out.append(
         '<p class="muted">Rows that break the data contract are not loaded; they are '
@@ -171,7 +164,7 @@ def _quarantine_section(con: duckdb.DuckDBPyConnection) -> str:
         out.append('<tr><td colspan=9 class="muted">No files received yet.</td></tr>')
     out.append("</table>")
 
-    if _table_exists(con, "audit", "quarantine"):
+    if table_exists(con, "audit", "quarantine"):
         reasons = _rows(
             con,
             """
@@ -300,7 +293,7 @@ def _runs_section(
 ) -> tuple[str, str, str]:
     """Return (banner, latest run html, history html)."""
     reports_dir = settings.validation_reports_dir
-    if not _table_exists(con, "audit", "validation_results"):
+    if not table_exists(con, "audit", "validation_results"):
         return "", '<p class="muted">No validation has run yet.</p>', ""
     has_extra = _has_column(con, "audit", "validation_results", "description")
     extra = (
