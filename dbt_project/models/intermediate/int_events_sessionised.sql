@@ -36,37 +36,10 @@ events as (
 
 ),
 
-{% if is_incremental() %}
-watermark as (
-
+{%- set watermark_sql -%}
     select max(_loaded_at) as max_loaded_at, max(event_ts) as max_event_ts from {{ this }}
-
-),
-
-touched_anonymous_ids as (
-
-    select distinct anonymous_id
-    from events
-    where _loaded_at > (select max_loaded_at from watermark)
-        or event_ts > (select max_event_ts from watermark)
-
-),
-
-scoped_events as (
-
-    select events.*
-    from events
-    semi join touched_anonymous_ids
-        on events.anonymous_id = touched_anonymous_ids.anonymous_id
-
-),
-{% else %}
-scoped_events as (
-
-    select * from events
-
-),
-{% endif %}
+{%- endset %}
+{{ scope_to_touched_devices('events', watermark_sql) }}
 
 gaps as (
 

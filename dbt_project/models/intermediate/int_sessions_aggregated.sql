@@ -25,40 +25,13 @@ events as (
 
 ),
 
-{% if is_incremental() %}
-watermark as (
-
+{%- set watermark_sql -%}
     select
         coalesce(max(last_loaded_at), '1900-01-01'::timestamptz) as max_loaded_at,
         coalesce(max(session_end_at), '1900-01-01'::timestamp) as max_event_ts
     from {{ this }}
-
-),
-
-touched_anonymous_ids as (
-
-    select distinct anonymous_id
-    from events
-    where _loaded_at > (select max_loaded_at from watermark)
-        or event_ts > (select max_event_ts from watermark)
-
-),
-
-scoped_events as (
-
-    select events.*
-    from events
-    semi join touched_anonymous_ids
-        on events.anonymous_id = touched_anonymous_ids.anonymous_id
-
-),
-{% else %}
-scoped_events as (
-
-    select * from events
-
-),
-{% endif %}
+{%- endset %}
+{{ scope_to_touched_devices('events', watermark_sql) }}
 
 final as (
 

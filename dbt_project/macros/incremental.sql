@@ -1,0 +1,43 @@
+{#-
+    CTEs ending in `scoped_events`: on an incremental run, every event of the
+    anonymous ids touched since the last run (loaded after the newest
+    `max_loaded_at`, or stamped after the newest `max_event_ts`, i.e. future
+    events that became eligible); on a full build, all events. Shared by the
+    sessionisation models, which delete+insert by anonymous_id.
+
+    events_cte:    name of the CTE holding the candidate events
+    watermark_sql: a select over {{ this }} returning max_loaded_at, max_event_ts
+-#}
+{% macro scope_to_touched_devices(events_cte, watermark_sql) -%}
+{% if is_incremental() %}
+watermark as (
+
+    {{ watermark_sql }}
+
+),
+
+touched_anonymous_ids as (
+
+    select distinct anonymous_id
+    from {{ events_cte }}
+    where _loaded_at > (select max_loaded_at from watermark)
+        or event_ts > (select max_event_ts from watermark)
+
+),
+
+scoped_events as (
+
+    select {{ events_cte }}.*
+    from {{ events_cte }}
+    semi join touched_anonymous_ids
+        on {{ events_cte }}.anonymous_id = touched_anonymous_ids.anonymous_id
+
+),
+{% else %}
+scoped_events as (
+
+    select * from {{ events_cte }}
+
+),
+{% endif %}
+{%- endmacro %}
