@@ -3,7 +3,7 @@
     prepare_warehouse
       -> load_crm, load_analytics, load_transactions, load_erasure   (pool: duckdb_writer)
       -> apply_erasure -> dbt_build -> validate_warehouse -> publish_snapshot
-                                 \\-> dbt_docs
+dbt_build also regenerates the dbt lineage docs when the dbt project changed.
 publish_snapshot emits the customer_profiles Asset, which triggers
 recluster_segments. All logic lives in plugins/segment_warehouse.
 """
@@ -57,10 +57,6 @@ def segment_pipeline() -> None:
     def dbt_build(ds: str | None = None):
         return tasks.dbt_build(as_of_date=ds)
 
-    @task(retries=0)
-    def dbt_docs():
-        return tasks.dbt_docs()
-
     # A failed critical expectation is not transient: no retries.
     @task(retries=0)
     def validate_warehouse(run_id: str | None = None):
@@ -71,10 +67,14 @@ def segment_pipeline() -> None:
         return tasks.publish(run_id)
 
     loads = [load_crm(), load_analytics(), load_transactions(), load_erasure()]
-    built = dbt_build()
-    prepare_warehouse() >> loads >> apply_erasure() >> built
-    built >> dbt_docs()
-    built >> validate_warehouse() >> publish_snapshot()
+    (
+        prepare_warehouse()
+        >> loads
+        >> apply_erasure()
+        >> dbt_build()
+        >> validate_warehouse()
+        >> publish_snapshot()
+    )
 
 
 segment_pipeline()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -492,6 +493,27 @@ def test_header_only_csv_is_an_empty_delivery(settings: Settings) -> None:
 
 
 # --------------------------------------------------------------------------- idempotence
+def test_known_unchanged_files_are_not_hashed_again_changed_ones_warn(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = land(settings, "crm/a.csv", "\n".join([CRM_HEADER, crm_row("c1")]) + "\n")
+    ingest.load_source("crm")
+    hashed: list[str] = []
+    real_sha256 = ingest._sha256
+    monkeypatch.setattr(ingest, "_sha256", lambda p: hashed.append(p.name) or real_sha256(p))
+
+    assert ingest.load_source("crm").skipped_already_loaded == ["crm/a.csv"]
+    assert hashed == []  # same size and mtime as recorded: no second read of the file
+
+    path.write_text("\n".join([CRM_HEADER, crm_row("c9")]) + "\n")
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    with caplog.at_level(logging.WARNING, logger="segment_warehouse.ingest"):
+        again = ingest.load_source("crm")
+    assert hashed == ["a.csv"] and again.files == []
+    assert "changed after it was loaded" in caplog.text
+    assert query(settings, "select contact_id from raw.crm_contacts") == [("c1",)]
+
+
 def test_rerun_and_redelivery_under_new_name(settings: Settings) -> None:
     content = "\n".join([CRM_HEADER, crm_row("c1"), crm_row("c2", updated="x")]) + "\n"
     land(settings, "crm/2024-01-01.csv.gz", content)

@@ -1,4 +1,4 @@
-"""Run the dbt project (``dbt_project/``) as a subprocess of the current venv.
+"""Run the dbt project (``dbt_project/``) in a subprocess of the current venv.
 
 dbt runs in its own process so its global state (adapters, logging, the
 DuckDB connection) never leaks into the Airflow worker or the tests. The
@@ -6,8 +6,8 @@ terminal stays quiet: dbt's own log goes to ``<target>/logs/dbt.log`` and
 this module reports a short per-node summary read from ``run_results.json``.
 
     from segment_warehouse.dbt_runner import build, generate_docs
-    build("2024-06-30")          # dbt build --vars {as_of_date, reporting_currency}
-    generate_docs()              # static_index.html -> settings.dbt_docs_dir
+    build("2024-06-30", docs=True)  # dbt build (+ docs generate), one dbt process
+    generate_docs()                 # static_index.html -> settings.dbt_docs_dir
 """
 
 from __future__ import annotations
@@ -105,16 +105,6 @@ def _first_lines(message: str | None, n: int = 6) -> str:
     return " | ".join(line.strip() for line in message.strip().splitlines()[:n] if line.strip())
 
 
-def _dbt_executable() -> str:
-    candidate = Path(sys.executable).with_name("dbt")
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("dbt")
-    if not found:
-        raise FileNotFoundError("the dbt CLI is not installed in this environment")
-    return found
-
-
 def _environment(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     plugins_dir = str(settings.repo_root / "plugins")
@@ -132,10 +122,9 @@ def _environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _read_run_results(target_dir: Path, started: float) -> list[NodeResult]:
-    path = target_dir / "run_results.json"
-    if not path.exists() or path.stat().st_mtime < started - 1:
-        return []  # stale file from an earlier invocation
+def _read_run_results(path: Path) -> list[NodeResult]:
+    if not path.exists():
+        return []
     data: dict[str, Any] = json.loads(path.read_text())
     return [
         NodeResult(
@@ -147,6 +136,111 @@ def _read_run_results(target_dir: Path, started: float) -> list[NodeResult]:
         )
         for item in data.get("results", [])
     ]
+
+
+@dataclass(frozen=True)
+class DbtCommand:
+    """One dbt command of a session; ``name`` keys its ``run_results_<name>.json``."""
+
+    name: str
+    args: list[str]
+    required: bool = True
+
+
+def run_dbt_session(
+    commands: list[DbtCommand],
+    *,
+    settings: Settings | None = None,
+    vars: dict[str, Any] | None = None,
+    check: bool = True,
+) -> dict[str, DbtRunResult]:
+    """Run dbt commands in one dbt process (one start-up, one parse); results by name.
+
+    A command that did not run (an earlier required one failed) has no entry.
+    Raises :class:`DbtBuildError` (listing failed nodes) when a required
+    command fails and ``check`` is true; a failed optional command is logged.
+    """
+    settings = settings or get_settings()
+    settings.warehouse_dir.mkdir(parents=True, exist_ok=True)
+    target_dir = settings.dbt_target_dir
+    log_dir = target_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    project_dir = settings.dbt_project_dir
+    common = [
+        "--quiet",
+        "--no-use-colors",
+        "--log-path", str(log_dir),
+        "--project-dir", str(project_dir),
+        "--profiles-dir", str(project_dir),
+        "--target-path", str(target_dir),
+    ]  # fmt: skip
+    if vars:
+        common += ["--vars", json.dumps(vars)]
+    spec = {
+        "common": common,
+        "commands": [{"name": c.name, "args": c.args, "required": c.required} for c in commands],
+    }
+    spec_file = target_dir / "session_spec.json"
+    spec_file.write_text(json.dumps(spec, indent=1))
+    for stale in [target_dir / "session.json"] + [
+        target_dir / f"run_results_{c.name}.json" for c in commands
+    ]:
+        stale.unlink(missing_ok=True)
+
+    started = time.time()
+    proc = subprocess.run(
+        [sys.executable, "-m", "segment_warehouse.dbt_session", str(spec_file)],
+        cwd=settings.repo_root,
+        env=_environment(settings),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    session_file = target_dir / "session.json"
+    outcomes = (
+        {o["name"]: o for o in json.loads(session_file.read_text())}
+        if (session_file.exists())
+        else {}
+    )
+    results: dict[str, DbtRunResult] = {}
+    for command in commands:
+        outcome = outcomes.get(command.name)
+        if outcome is None:
+            continue
+        results[command.name] = DbtRunResult(
+            args=list(command.args),
+            returncode=0 if outcome["success"] else 1,
+            elapsed_seconds=float(outcome["seconds"]),
+            nodes=_read_run_results(target_dir / f"run_results_{command.name}.json"),
+            stdout=proc.stdout,
+            stderr=proc.stderr,
+            log_path=log_dir / "dbt.log",
+        )
+        log.info("%s", results[command.name].summary())
+    failed_required = [
+        c for c in commands if c.required and not (c.name in results and results[c.name].success)
+    ]
+    for command in commands:
+        if not command.required and command.name in results and not results[command.name].success:
+            log.warning("dbt %s failed (not required): %s", command.name, results[command.name])
+    if check and (proc.returncode != 0 or failed_required):
+        name = failed_required[0].name if failed_required else commands[0].name
+        result = results.get(name) or DbtRunResult(
+            args=[name], returncode=proc.returncode or 1, elapsed_seconds=time.time() - started,
+            stdout=proc.stdout, stderr=proc.stderr, log_path=log_dir / "dbt.log",
+        )  # fmt: skip
+        failed = result.failed_nodes
+        if failed:
+            detail = "\n".join(f"- {n.unique_id}: {_first_lines(n.message)}" for n in failed)
+        else:  # dbt failed before running nodes (parse / connection error)
+            parse = outcomes.get("parse", {}).get("error") or ""
+            detail = _first_lines((parse + "\n" + proc.stdout + "\n" + proc.stderr).strip(), n=30)
+        raise DbtBuildError(
+            f"dbt {name} failed (exit {proc.returncode}); "
+            f"{len(failed)} failed node(s):\n{detail}\nfull log: {log_dir / 'dbt.log'}",
+            result,
+        )
+    return results
 
 
 def run_dbt(
@@ -161,61 +255,15 @@ def run_dbt(
     Raises :class:`DbtBuildError` (listing failed nodes) when dbt fails and
     ``check`` is true.
     """
+    name = args[0] if args else "build"
+    results = run_dbt_session(
+        [DbtCommand(name, list(args) or ["build"])], settings=settings, vars=vars, check=check
+    )
     settings = settings or get_settings()
-    settings.warehouse_dir.mkdir(parents=True, exist_ok=True)
-    target_dir = settings.dbt_target_dir
-    log_dir = target_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    project_dir = settings.dbt_project_dir
-
-    command = [
-        _dbt_executable(),
-        "--quiet",
-        "--no-use-colors",
-        "--log-path",
-        str(log_dir),
-        *args,
-        "--project-dir",
-        str(project_dir),
-        "--profiles-dir",
-        str(project_dir),
-        "--target-path",
-        str(target_dir),
-    ]
-    if vars:
-        command += ["--vars", json.dumps(vars)]
-
-    started = time.time()
-    proc = subprocess.run(
-        command,
-        cwd=settings.repo_root,
-        env=_environment(settings),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    result = DbtRunResult(
-        args=list(args),
-        returncode=proc.returncode,
-        elapsed_seconds=time.time() - started,
-        nodes=_read_run_results(target_dir, started),
-        stdout=proc.stdout,
-        stderr=proc.stderr,
-        log_path=log_dir / "dbt.log",
-    )
-    log.info("%s", result.summary())
-    if check and not result.success:
-        failed = result.failed_nodes
-        if failed:
-            detail = "\n".join(f"- {n.unique_id}: {_first_lines(n.message)}" for n in failed)
-        else:  # dbt failed before running nodes (parse / connection error)
-            detail = _first_lines((proc.stdout + "\n" + proc.stderr).strip(), n=30)
-        raise DbtBuildError(
-            f"dbt {' '.join(args)} failed (exit {proc.returncode}); "
-            f"{len(failed)} failed node(s):\n{detail}\nfull log: {result.log_path}",
-            result,
-        )
-    return result
+    return results.get(name) or DbtRunResult(
+        args=list(args), returncode=1, elapsed_seconds=0.0,
+        log_path=settings.dbt_target_dir / "logs" / "dbt.log",
+    )  # fmt: skip
 
 
 def build(
@@ -223,11 +271,30 @@ def build(
     *,
     settings: Settings | None = None,
     extra_args: list[str] | None = None,
+    docs: bool = False,
 ) -> DbtRunResult:
-    """``dbt build`` (seeds, models, tests) for the logical date ``as_of_date``."""
+    """``dbt build`` (seeds, models, data tests) for the logical date ``as_of_date``.
+
+    Unit tests are left to ``make test`` (dbt's advice: run them in development
+    and CI, not on production data). With ``docs``, ``dbt docs generate
+    --static`` runs in the same dbt process afterwards (no second start-up or
+    parse) and the single-file site is copied to ``dbt_docs_dir``; a docs
+    failure is logged, it does not fail the build.
+    """
     settings = settings or get_settings()
-    result = run_dbt(
-        ["build", *(extra_args or [])],
+    commands = [
+        DbtCommand(
+            "build",
+            [
+                "build", "--exclude-resource-type", "unit_test",
+                "--threads", str(settings.dbt_threads), *(extra_args or []),
+            ],
+        )
+    ]  # fmt: skip
+    if docs:
+        commands.append(DbtCommand("docs", ["docs", "generate", "--static"], required=False))
+    results = run_dbt_session(
+        commands,
         settings=settings,
         vars={
             "as_of_date": as_of_date,
@@ -235,23 +302,25 @@ def build(
             "max_component_size": settings.max_component_size,
         },
     )
-    # Keep the build's per-node timings: `dbt docs generate` overwrites run_results.json.
-    results = settings.dbt_target_dir / "run_results.json"
-    if results.exists():
-        shutil.copyfile(results, settings.dbt_target_dir / "run_results_build.json")
-    return result
+    if docs and results.get("docs") and results["docs"].success:
+        _copy_docs(settings)
+    return results["build"]
 
 
-def generate_docs(*, settings: Settings | None = None) -> Path:
-    """``dbt docs generate --static``; copies the single-file site to dbt_docs_dir."""
-    settings = settings or get_settings()
-    run_dbt(["docs", "generate", "--static"], settings=settings)
+def _copy_docs(settings: Settings) -> Path:
     docs_dir = settings.dbt_docs_dir
     docs_dir.mkdir(parents=True, exist_ok=True)
     source = settings.dbt_target_dir / "static_index.html"
     shutil.copyfile(source, docs_dir / "static_index.html")
     shutil.copyfile(source, docs_dir / "index.html")
     return docs_dir / "static_index.html"
+
+
+def generate_docs(*, settings: Settings | None = None) -> Path:
+    """``dbt docs generate --static``; copies the single-file site to dbt_docs_dir."""
+    settings = settings or get_settings()
+    run_dbt(["docs", "generate", "--static"], settings=settings)
+    return _copy_docs(settings)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,6 +61,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -90,6 +91,7 @@ EVENT_TYPES: tuple[str, ...] = ("identify", "page", "track")
 # Decompressed bytes per JSONL chunk and rows per CSV flush: bounds memory on large files
 # while keeping DuckDB batches big enough to be efficient.
 JSONL_CHUNK_BYTES = 64 << 20
+ARROW_BATCH_ROWS = 16_384
 CSV_FLUSH_ROWS = 200_000
 # Files are committed together until a batch holds this many rows or compressed bytes
 # (or the source ends): a commit costs a WAL flush and checkpoint, which dominated
@@ -394,14 +396,16 @@ def _load_source(
     suppress = spec.name != "erasure" and load_suppression(con, settings)
 
     # Manifest state for this source; kept current in memory after each loaded file.
-    seen_paths: dict[str, str] = {}
+    # rel -> (sha256, size, mtime_ns): a known file with the same size and mtime is
+    # not hashed again (the daily run would otherwise re-read the whole landing zone).
+    seen_paths: dict[str, tuple[str, int | None, int | None]] = {}
     loaded_by_sha: dict[str, tuple[str, int]] = {}
-    for rel, sha, status, rows in con.execute(
-        "select source_file, sha256, status, rows_in_file from audit.load_manifest "
-        "where source = ? order by loaded_at, source_file",
+    for rel, sha, status, rows, size, mtime_ns in con.execute(
+        "select source_file, sha256, status, rows_in_file, file_bytes, file_mtime_ns "
+        "from audit.load_manifest where source = ? order by loaded_at, source_file",
         [spec.name],
     ).fetchall():
-        seen_paths[rel] = sha
+        seen_paths[rel] = (sha, size, mtime_ns)
         if status == "loaded":
             loaded_by_sha.setdefault(sha, (rel, rows))
 
@@ -417,25 +421,30 @@ def _load_source(
                 log.warning("%s: ignoring non-file entry %s", spec.name, path)
                 continue
             rel = path.relative_to(settings.landing_dir).as_posix()
+            stat = path.stat()
+            known = seen_paths.get(rel)
+            if known and (known[1], known[2]) == (stat.st_size, stat.st_mtime_ns):
+                summary.skipped_already_loaded.append(rel)
+                continue
             sha = _sha256(path)
-            if rel in seen_paths:
-                if seen_paths[rel] != sha:
+            if known:
+                if known[0] != sha:
                     log.warning(
                         "%s: %s changed after it was loaded (sha256 %s -> %s); deliveries "
                         "are immutable, so it is not reloaded - deliver a new file instead",
                         spec.name,
                         rel,
-                        seen_paths[rel][:12],
+                        known[0][:12],
                         sha[:12],
                     )
                 summary.skipped_already_loaded.append(rel)
                 continue
             ctx = _FileContext(spec, path, rel, batch_id, datetime.now(UTC), currencies, suppress)
-            result = _load_file(con, ctx, sha, loaded_by_sha.get(sha))
+            result = _load_file(con, ctx, sha, stat, loaded_by_sha.get(sha))
             pending.append(result)
             pending_rows += result.rows_in_file
-            pending_bytes += path.stat().st_size
-            seen_paths[rel] = sha
+            pending_bytes += stat.st_size
+            seen_paths[rel] = (sha, stat.st_size, stat.st_mtime_ns)
             if result.status == "loaded":
                 loaded_by_sha.setdefault(sha, (rel, result.rows_in_file))
             if pending_rows >= BATCH_MAX_ROWS or pending_bytes >= BATCH_MAX_FILE_BYTES:
@@ -478,6 +487,7 @@ def _load_file(
     con: duckdb.DuckDBPyConnection,
     ctx: _FileContext,
     sha: str,
+    stat: os.stat_result,
     duplicate_of: tuple[str, int] | None,
 ) -> FileLoadResult:
     """Write one file (raw rows + quarantine rows + manifest row) in the open transaction.
@@ -513,7 +523,7 @@ def _load_file(
         reason=reason,
         duration_seconds=duration,
     )
-    _insert_manifest(con, ctx, result, ctx.path.stat().st_size, counts.notes)
+    _insert_manifest(con, ctx, result, stat, counts.notes)
     return result
 
 
@@ -550,20 +560,20 @@ def _insert_manifest(
     con: duckdb.DuckDBPyConnection,
     ctx: _FileContext,
     result: FileLoadResult,
-    file_bytes: int,
+    stat: os.stat_result,
     notes: list[str],
 ) -> None:
     con.execute(
         """insert into audit.load_manifest (batch_id, source, source_file, sha256, file_bytes,
                status, duplicate_of, rows_in_file, rows_loaded, rows_quarantined, loaded_at,
-               duration_seconds, notes)
-           values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+               duration_seconds, notes, file_mtime_ns)
+           values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         [
             ctx.batch_id,
             ctx.spec.name,
             ctx.rel,
             result.sha256,
-            file_bytes,
+            stat.st_size,
             result.status,
             result.duplicate_of,
             result.rows_in_file,
@@ -572,6 +582,7 @@ def _insert_manifest(
             ctx.loaded_at,
             result.duration_seconds,
             "; ".join(notes) or None,
+            stat.st_mtime_ns,
         ],
     )
 
@@ -887,7 +898,7 @@ def _flush_csv(
     }
     for c, i in index.items():
         data[c] = pa.array(columns[i], pa.string())
-    con.register("_ingest_chunk", pa.table(data))
+    con.register("_ingest_chunk", _batched(pa.table(data)))
 
     def col(c: str) -> str:
         # Raw semantics: empty field -> NULL; an absent optional column is NULL too.
@@ -1048,6 +1059,15 @@ def _load_jsonl(con: duckdb.DuckDBPyConnection, ctx: _FileContext) -> _Counts:
     return counts
 
 
+def _batched(table: pa.Table) -> pa.Table:
+    """The same table in record batches of ARROW_BATCH_ROWS (zero-copy slices).
+
+    DuckDB scans a registered Arrow table batch by batch, one batch per thread: a
+    single big batch would leave all but one core idle.
+    """
+    return pa.Table.from_batches(table.to_batches(max_chunksize=ARROW_BATCH_ROWS))
+
+
 def _jsonl_chunks(path: Path) -> Iterator[pa.Table]:
     """Arrow tables (_line_number, line) over the decompressed file, chunk by chunk."""
     next_line = 1
@@ -1061,7 +1081,7 @@ def _jsonl_chunks(path: Path) -> Iterator[pa.Table]:
             n = len(lines)
             numbers = pa.array(np.arange(next_line, next_line + n, dtype=np.int64))
             next_line += n
-            yield pa.table({"_line_number": numbers, "line": lines})
+            yield _batched(pa.table({"_line_number": numbers, "line": lines}))
 
 
 def _prefetched(make_iter: Callable[[], Iterator[_T]], depth: int = 1) -> Iterator[_T]:

@@ -167,6 +167,10 @@ def request_full_refresh(reason: str) -> None:
 def dbt_build(as_of_date: str) -> dict[str, Any]:
     """dbt build for the logical date; --full-refresh when incremental state is unsafe.
 
+    The lineage docs (``dbt docs generate``) are regenerated in the same dbt
+    process, only when the dbt project itself changed: they describe the
+    project, and a second dbt start-up + parse costs ~5 s.
+
     Incremental models only look forward: after an erasure (aggregates of the
     deleted rows) or when running an older logical date than the last build
     (backfill), they are rebuilt from raw instead.
@@ -184,7 +188,12 @@ def dbt_build(as_of_date: str) -> dict[str, Any]:
     extra = ["--full-refresh"] if reasons else []
     if reasons:
         log.info("dbt build with --full-refresh: %s", "; ".join(reasons))
-    result = dbt_runner.build(as_of_date=as_of_date, extra_args=extra)
+    docs_marker = settings.dbt_docs_dir / ".project_sha256"
+    project_hash = _dbt_project_hash()
+    docs_stale = not docs_marker.exists() or docs_marker.read_text() != project_hash
+    result = dbt_runner.build(as_of_date=as_of_date, extra_args=extra, docs=docs_stale)
+    if docs_stale and (settings.dbt_docs_dir / "static_index.html").exists():
+        docs_marker.write_text(project_hash)
     state.write_text(as_of_date)
     flag.unlink(missing_ok=True)
     counts: dict[str, int] = {}
@@ -195,6 +204,7 @@ def dbt_build(as_of_date: str) -> dict[str, Any]:
         "seconds": round(result.elapsed_seconds, 1),
         "nodes_by_status": counts,
         "full_refresh": bool(reasons),
+        "docs_generated": docs_stale,
         "warnings": [n.unique_id for n in result.nodes if n.status == "warn"][:50],
     }
 
@@ -211,26 +221,6 @@ def _dbt_project_hash() -> str:
             digest.update(path.relative_to(project).as_posix().encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()
-
-
-@measured("dbt_docs")
-def dbt_docs() -> dict[str, Any]:
-    """Lineage docs, regenerated only when the dbt project itself changed.
-
-    The docs are for lineage and column descriptions, which only change with
-    the project; skipping unchanged projects saves a dbt parse + catalog query
-    on every daily run (row counts in the catalog may then be a little old).
-    """
-    from segment_warehouse import dbt_runner
-    from segment_warehouse.config import get_settings
-
-    marker = get_settings().dbt_docs_dir / ".project_sha256"
-    current = _dbt_project_hash()
-    if marker.exists() and marker.read_text() == current:
-        return {"skipped": "dbt project unchanged since the docs were generated"}
-    path = dbt_runner.generate_docs()
-    marker.write_text(current)
-    return {"docs": str(path)}
 
 
 @measured("validate")

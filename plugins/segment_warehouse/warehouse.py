@@ -37,6 +37,9 @@ AUDIT_DDL: tuple[str, ...] = (
     # Added by ingest: human-readable notes (ignored extra columns/fields, missing
     # optional columns). ALTER so warehouses created before the column existed get it.
     "alter table audit.load_manifest add column if not exists notes varchar",
+    # The file's mtime when it was hashed: with file_bytes, lets later runs skip
+    # re-hashing files that are already loaded and unchanged.
+    "alter table audit.load_manifest add column if not exists file_mtime_ns bigint",
     """
     create table if not exists audit.quarantine (
         batch_id varchar not null,
