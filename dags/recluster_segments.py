@@ -45,7 +45,8 @@ def recluster_segments() -> None:
 
     @task
     def publish_snapshot(run_id: str | None = None):
-        return tasks.publish(run_id)
+        # Only segments changed: current marts are carried over from the snapshot.
+        return tasks.publish(run_id, refresh=["segments"])
 
     recluster() >> validate_segments() >> publish_snapshot()
 

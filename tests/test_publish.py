@@ -8,7 +8,7 @@ import duckdb
 import pytest
 
 from segment_warehouse.config import get_settings
-from segment_warehouse.publish import PublishError, publish_snapshot
+from segment_warehouse.publish import PublishError, publish_snapshot, renew_marts_generation
 from segment_warehouse.warehouse import ensure_schemas, warehouse
 
 
@@ -87,3 +87,34 @@ def test_nothing_to_publish_is_an_error(segments_env: Path) -> None:
     with pytest.raises(PublishError, match="no marts"):
         publish_snapshot()
     assert not get_settings().analytics_db.exists()
+
+
+def _snapshot(query: str) -> list[tuple]:
+    con = duckdb.connect(str(get_settings().analytics_db), read_only=True)
+    try:
+        return con.execute(query).fetchall()
+    finally:
+        con.close()
+
+
+def test_segments_only_publish_carries_marts_over_only_while_they_are_current(
+    segments_env: Path,
+) -> None:
+    renew_marts_generation()
+    _seed_marts(4)
+    publish_snapshot(run_id="pipeline")
+    with warehouse() as con:
+        con.execute("update segments.customer_segments set segment_name = 'New'")
+    publish_snapshot(run_id="recluster", refresh=["segments"])
+    assert _snapshot("select rewritten from meta.snapshot_info") == [(["segments"],)]
+    assert _snapshot("select distinct segment_name from segments.customer_segments") == [("New",)]
+    assert _snapshot("select count(*) from marts.customer_profiles") == [(4,)]
+
+    # marts changed since that snapshot (dbt or erasure renewed the generation):
+    # a segments-only publish must not keep the stale marts
+    renew_marts_generation()
+    with warehouse() as con:
+        con.execute("delete from marts.customer_profiles where customer_id = 'cus_0'")
+    publish_snapshot(run_id="recluster-2", refresh=["segments"])
+    assert _snapshot("select rewritten from meta.snapshot_info") == [(["marts", "segments"],)]
+    assert _snapshot("select count(*) from marts.customer_profiles") == [(3,)]

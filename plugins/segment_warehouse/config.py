@@ -59,7 +59,7 @@ class Settings:
     demo_mode: bool
     reporting_currency: str
     duckdb_threads: int
-    dbt_threads: int
+    dbt_threads: int | None  # None: chosen by warehouse size (dbt_runner.dbt_threads)
     duckdb_memory_limit: str
     recluster_k_min: int
     recluster_k_max: int
@@ -152,7 +152,7 @@ def get_settings() -> Settings:
         demo_mode=_env_flag("SEGMENTS_DEMO_MODE"),
         reporting_currency=os.environ.get("SEGMENTS_REPORTING_CURRENCY", "USD").strip().upper(),
         duckdb_threads=_env_int("SEGMENTS_DUCKDB_THREADS", os.cpu_count() or 2),
-        dbt_threads=_env_int("SEGMENTS_DBT_THREADS", 2),
+        dbt_threads=_env_int("SEGMENTS_DBT_THREADS", 0) or None,
         duckdb_memory_limit=os.environ.get("SEGMENTS_DUCKDB_MEMORY_LIMIT", "6GB").strip(),
         recluster_k_min=k_min,
         recluster_k_max=k_max,

@@ -138,6 +138,21 @@ def _read_run_results(path: Path) -> list[NodeResult]:
     ]
 
 
+# Measured on 2 cores: 2 dbt threads build a 40 k-customer warehouse 15 % faster
+# (small models are latency-bound), but a 1 M one 15 % slower (each big model
+# already keeps both DuckDB threads busy; two at once contend for CPU and memory).
+PARALLEL_DBT_MAX_WAREHOUSE_BYTES = 2 << 30
+
+
+def dbt_threads(settings: Settings) -> int:
+    """SEGMENTS_DBT_THREADS if set, else 2 for warehouses under 2 GiB and 1 above."""
+    if settings.dbt_threads:
+        return settings.dbt_threads
+    db = settings.warehouse_db
+    size = db.stat().st_size if db.exists() else 0
+    return min(2, os.cpu_count() or 1) if size < PARALLEL_DBT_MAX_WAREHOUSE_BYTES else 1
+
+
 @dataclass(frozen=True)
 class DbtCommand:
     """One dbt command of a session; ``name`` keys its ``run_results_<name>.json``."""
@@ -187,6 +202,10 @@ def run_dbt_session(
     ]:
         stale.unlink(missing_ok=True)
 
+    # dbt (re)writes marts: the published snapshot's marts stop counting as current.
+    from segment_warehouse.publish import renew_marts_generation
+
+    renew_marts_generation(settings)
     started = time.time()
     proc = subprocess.run(
         [sys.executable, "-m", "segment_warehouse.dbt_session", str(spec_file)],
@@ -287,7 +306,7 @@ def build(
             "build",
             [
                 "build", "--exclude-resource-type", "unit_test",
-                "--threads", str(settings.dbt_threads), *(extra_args or []),
+                "--threads", str(dbt_threads(settings)), *(extra_args or []),
             ],
         )
     ]  # fmt: skip

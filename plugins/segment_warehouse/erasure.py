@@ -353,6 +353,12 @@ def apply_erasure_requests(
             order by requested_at, request_id
             """
         ).fetchall()
+        if pending:
+            # marts are about to change: the published snapshot's marts no longer count
+            # as current, so the next publish copies them again (without the subject).
+            from segment_warehouse.publish import renew_marts_generation
+
+            renew_marts_generation(settings)
         for request_id, contact_id, email, requested_at in pending:
             email = normalise_email(email)
             contact_id = contact_id.strip() if contact_id else None

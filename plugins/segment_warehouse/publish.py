@@ -8,6 +8,13 @@ old file open keeps reading the old inode until it reconnects.
 Only ``marts`` and ``segments`` are published; ``raw``, ``staging``,
 ``intermediate`` and ``audit`` stay in the working database. A guard refuses
 to publish any column whose name says it holds a raw email or phone.
+
+Reclustering only changes ``segments``: its publish (``refresh=("segments",)``)
+starts from a file copy of the current snapshot and rewrites just that schema,
+when the snapshot's marts are provably current. "Current" is tracked by a
+*marts generation* token in the warehouse dir that every writer of marts
+(dbt build, erasure) renews before it starts; the snapshot records the token
+it was built from. Any doubt (no snapshot, other token) means a full copy.
 """
 
 from __future__ import annotations
@@ -15,6 +22,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +40,41 @@ PUBLISHED_SCHEMAS: tuple[str, ...] = ("marts", "segments")
 # Column names that would carry raw contact details. Hashed columns
 # (`email_hash`, `phone_hash`) are allowed.
 _RAW_PII_COLUMN = re.compile(r"^(email|phone|phone_e164|trait_email|trait_phone\w*|ip)$")
+
+
+MARTS_GENERATION_FILE = "marts_generation"
+
+
+def renew_marts_generation(settings: Settings | None = None) -> str:
+    """Call before modifying marts: snapshots built earlier stop counting as current."""
+    settings = settings or get_settings()
+    token = uuid.uuid4().hex
+    path = settings.warehouse_dir / MARTS_GENERATION_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(token)
+    return token
+
+
+def marts_generation(settings: Settings) -> str | None:
+    path = settings.warehouse_dir / MARTS_GENERATION_FILE
+    return path.read_text().strip() if path.exists() else None
+
+
+def _snapshot_generation(snapshot: Path) -> str | None:
+    """The marts generation the current snapshot was built from (None if unknown)."""
+    if not snapshot.exists():
+        return None
+    try:
+        con = duckdb.connect(str(snapshot), read_only=True)
+    except duckdb.Error:
+        return None
+    try:
+        row = con.execute("select marts_generation from meta.snapshot_info").fetchone()
+    except duckdb.Error:
+        return None
+    finally:
+        con.close()
+    return row[0] if row else None
 
 
 class PublishError(RuntimeError):
@@ -73,9 +118,17 @@ def _check_no_raw_pii(con, tables: list[tuple[str, str]]) -> None:
 
 
 def publish_snapshot(
-    *, run_id: str | None = None, settings: Settings | None = None
+    *,
+    run_id: str | None = None,
+    settings: Settings | None = None,
+    refresh: Sequence[str] | None = None,
 ) -> PublishResult:
-    """Copy marts.* and segments.* into a fresh file and swap it into place."""
+    """Copy marts.* and segments.* into a fresh file and swap it into place.
+
+    ``refresh``: the schemas that changed. The other published schemas are
+    carried over from the current snapshot (a file copy) when it was built from
+    the current marts generation; otherwise everything is copied.
+    """
     settings = settings or get_settings()
     target = settings.analytics_db
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -85,6 +138,16 @@ def publish_snapshot(
 
     published_at = datetime.now(UTC)
     result = PublishResult(path=target, published_at=published_at)
+    generation = marts_generation(settings)
+    carry_over = (
+        refresh is not None
+        and "marts" not in refresh
+        and generation is not None
+        and _snapshot_generation(target) == generation
+    )
+    rewrite = set(refresh) if carry_over and refresh is not None else set(PUBLISHED_SCHEMAS)
+    if carry_over:
+        shutil.copyfile(target, tmp)
     # An in-memory session attaching the warehouse read-only and the new file
     # read-write: publishing never takes the warehouse's write lock itself.
     con = duckdb.connect()
@@ -97,21 +160,25 @@ def publish_snapshot(
             raise PublishError("nothing to publish: the warehouse has no marts tables yet")
         _check_no_raw_pii(con, tables)
         con.execute(f"attach '{tmp}' as snapshot")
-        for schema in PUBLISHED_SCHEMAS:
-            con.execute(f"create schema if not exists snapshot.{schema}")
+        for schema in rewrite:
+            con.execute(f"drop schema if exists snapshot.{schema} cascade")
+            con.execute(f"create schema snapshot.{schema}")
         for schema, table in tables:
-            con.execute(
-                f'create table snapshot.{schema}."{table}" as select * from wh.{schema}."{table}"'
-            )
+            if schema in rewrite:
+                con.execute(
+                    f'create table snapshot.{schema}."{table}" as '
+                    f'select * from wh.{schema}."{table}"'
+                )
             (rows,) = con.execute(f'select count(*) from snapshot.{schema}."{table}"').fetchone()
             result.tables[f"{schema}.{table}"] = rows
         # Kept out of marts/segments so the contract tables stay byte-identical
         # across reruns with unchanged inputs.
-        con.execute("create schema if not exists snapshot.meta")
+        con.execute("drop schema if exists snapshot.meta cascade")
+        con.execute("create schema snapshot.meta")
         con.execute(
-            "create table snapshot.meta.snapshot_info as "
-            "select ?::timestamptz as published_at, ?::varchar as run_id",
-            [published_at, run_id],
+            "create table snapshot.meta.snapshot_info as select ?::timestamptz as published_at, "
+            "?::varchar as run_id, ?::varchar as marts_generation, ?::varchar[] as rewritten",
+            [published_at, run_id, generation, sorted(rewrite)],
         )
         con.execute("detach snapshot")
         con.execute("detach wh")
@@ -127,5 +194,11 @@ def publish_snapshot(
         os.fsync(dir_fd)  # make the rename durable
     finally:
         os.close(dir_fd)
-    log.info("published %d tables to %s", len(result.tables), target)
+    log.info(
+        "published %d tables to %s (rewrote %s%s)",
+        len(result.tables),
+        target,
+        ", ".join(sorted(rewrite)),
+        ", carried the rest over from the previous snapshot" if carry_over else "",
+    )
     return result

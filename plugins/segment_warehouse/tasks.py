@@ -172,8 +172,10 @@ def dbt_build(as_of_date: str) -> dict[str, Any]:
     project, and a second dbt start-up + parse costs ~5 s.
 
     Incremental models only look forward: after an erasure (aggregates of the
-    deleted rows) or when running an older logical date than the last build
-    (backfill), they are rebuilt from raw instead.
+    deleted rows), when running an older logical date than the last build
+    (backfill) or when a reference seed changed (new FX rates re-price old
+    orders, new blocked identifiers re-flag old rows), they are rebuilt from
+    raw instead.
     """
     from segment_warehouse import dbt_runner
     from segment_warehouse.config import get_settings
@@ -184,6 +186,10 @@ def dbt_build(as_of_date: str) -> dict[str, Any]:
     reasons = flag.read_text().split("\n") if flag.exists() else []
     if state.exists() and as_of_date < state.read_text().strip():
         reasons.append(f"backfill: {as_of_date} is before the last build's {state.read_text()}")
+    seeds_state = settings.warehouse_dir / "dbt_seeds_sha256"
+    seeds_hash = _dbt_project_hash("seeds")
+    if seeds_state.exists() and seeds_state.read_text() != seeds_hash:
+        reasons.append("reference seeds changed (FX rates, blocked identifiers, bot patterns)")
     reasons = [r for r in reasons if r]
     extra = ["--full-refresh"] if reasons else []
     if reasons:
@@ -195,6 +201,7 @@ def dbt_build(as_of_date: str) -> dict[str, Any]:
     if docs_stale and (settings.dbt_docs_dir / "static_index.html").exists():
         docs_marker.write_text(project_hash)
     state.write_text(as_of_date)
+    seeds_state.write_text(seeds_hash)
     flag.unlink(missing_ok=True)
     counts: dict[str, int] = {}
     for node in result.nodes:
@@ -209,14 +216,15 @@ def dbt_build(as_of_date: str) -> dict[str, Any]:
     }
 
 
-def _dbt_project_hash() -> str:
+def _dbt_project_hash(subdir: str = "") -> str:
+    """sha256 over the dbt project's files (or one folder of it, e.g. ``seeds``)."""
     import hashlib
 
     from segment_warehouse.config import get_settings
 
     project = get_settings().dbt_project_dir
     digest = hashlib.sha256()
-    for path in sorted(project.rglob("*")):
+    for path in sorted((project / subdir).rglob("*")):
         if path.is_file() and not {"target", "logs", "dbt_packages"} & set(path.parts):
             digest.update(path.relative_to(project).as_posix().encode())
             digest.update(path.read_bytes())
@@ -238,8 +246,9 @@ def recluster(run_id: str, as_of_date: str) -> dict[str, Any]:
 
 
 @measured("publish")
-def publish(run_id: str) -> dict[str, Any]:
+def publish(run_id: str, refresh: list[str] | None = None) -> dict[str, Any]:
+    """Publish the snapshot; ``refresh``: the schemas that changed (None: all)."""
     from segment_warehouse.publish import publish_snapshot
 
-    result = publish_snapshot(run_id=run_id)
+    result = publish_snapshot(run_id=run_id, refresh=refresh)
     return {"path": str(result.path), "tables": result.tables}

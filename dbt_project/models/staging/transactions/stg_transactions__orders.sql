@@ -1,6 +1,16 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        on_schema_change='fail'
+    )
+}}
+
 {#-
-    A table, not incremental: 3 M rows rebuild in seconds and the FX seed may
-    gain rates that must re-price old orders.
+    Incremental on _loaded_at (append-only raw table): a daily delta prices
+    only the new rows. Updates to an order are new rows here;
+    int_orders_deduplicated picks the current version. When a seed changes
+    (new FX rates must re-price old orders) the pipeline runs a full refresh.
 -#}
 
 with
@@ -8,6 +18,9 @@ with
 source as (
 
     select * from {{ source('transactions', 'transactions_orders') }}
+    {% if is_incremental() %}
+    where _loaded_at > (select coalesce(max(_loaded_at), '1900-01-01'::timestamptz) from {{ this }})
+    {% endif %}
 
 ),
 
