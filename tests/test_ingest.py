@@ -41,7 +41,7 @@ def land(settings: Settings, rel: str, content: str | bytes, *, gz: bool | None 
     path.parent.mkdir(parents=True, exist_ok=True)
     data = content.encode() if isinstance(content, str) else content
     if gz if gz is not None else rel.endswith(".gz"):
-        data = gzip.compress(data)
+        data = gzip.compress(data, mtime=0)  # same content, same bytes (no timestamp)
     path.write_bytes(data)
     return path
 

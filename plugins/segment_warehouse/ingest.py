@@ -101,8 +101,8 @@ BATCH_MAX_ROWS = 1_000_000
 BATCH_MAX_FILE_BYTES = 512 << 20
 # Extra (ignored) JSON fields are looked for on the first lines of each file only: the
 # contract just asks for them to be ignored and noted, and scanning every line's keys
-# costs almost as much as the raw insert.
-EXTRA_FIELD_SAMPLE_LINES = 20_000
+# costs almost as much as the raw insert (at 1 M customers a file has ~30 k lines).
+EXTRA_FIELD_SAMPLE_LINES = 2_000
 # A quarantined record with an unterminated quote can swallow the rest of a file; keep
 # the audit row readable.
 MAX_RAW_RECORD_CHARS = 65_536
@@ -387,6 +387,9 @@ def _load_source(
     con: duckdb.DuckDBPyConnection, spec: SourceSpec, settings: Settings, batch_id: str
 ) -> SourceLoadSummary:
     ensure_raw_tables(con)
+    # Raw rows carry their file and line number; their physical order in the table
+    # means nothing, and not keeping it lets DuckDB write in parallel (~15 % faster).
+    con.execute("set preserve_insertion_order = false")
     summary = SourceLoadSummary(source=spec.name, batch_id=batch_id)
     folder = settings.source_dir(spec.name)
     if not folder.is_dir():

@@ -13,16 +13,8 @@
 
 with
 
-events as (
-
-    select * from {{ ref('stg_analytics__events') }}
-    {% if is_incremental() %}
-    where _loaded_at > (select coalesce(max(_loaded_at), '1900-01-01'::timestamptz) from {{ this }})
-    {% endif %}
-
-),
-
-first_delivery as (
+-- Read three times below: not materialized, each branch scans only what it needs.
+events as not materialized (
 
     select
         message_id,
@@ -41,10 +33,40 @@ first_delivery as (
         _source_file,
         _line_number,
         _loaded_at
+    from {{ ref('stg_analytics__events') }}
+    {% if is_incremental() %}
+    where _loaded_at > (select coalesce(max(_loaded_at), '1900-01-01'::timestamptz) from {{ this }})
+    {% endif %}
+
+),
+
+-- Redeliveries are rare: only message ids seen more than once need a window
+-- (a hash aggregate over one column instead of sorting every event).
+redelivered_message_ids as (
+
+    select message_id
     from events
+    group by message_id
+    having count(*) > 1
+
+),
+
+first_delivery as (
+
+    select events.*
+    from events
+    anti join redelivered_message_ids
+        on events.message_id is not distinct from redelivered_message_ids.message_id
+
+    union all
+
+    select events.*
+    from events
+    semi join redelivered_message_ids
+        on events.message_id is not distinct from redelivered_message_ids.message_id
     qualify row_number() over (
-        partition by message_id
-        order by _loaded_at, _source_file, _line_number
+        partition by events.message_id
+        order by events._loaded_at, events._source_file, events._line_number
     ) = 1
 
 )
