@@ -67,6 +67,30 @@ _READERS = {
 }
 
 
+_GLOB_READERS = {
+    "crm": "read_csv('{d}/*', all_varchar = true, union_by_name = true, " + _SCAN_OPTS + ")",
+    "analytics": "read_json('{d}/*', format = 'newline_delimited', " + _SCAN_OPTS + ")",
+    "transactions": "read_csv('{d}/*', all_varchar = true, union_by_name = true, "
+    + _SCAN_OPTS
+    + ")",
+}
+
+
+def glob_scan(landing: Path) -> float | None:
+    """A second, faster reference: one glob reader per source (both cores, one schema
+    sniff). Broken files can stop it; then None."""
+    con = duckdb.connect()
+    started = time.perf_counter()
+    try:
+        for source, reader in _GLOB_READERS.items():
+            con.execute(f"select count(*) from {reader.format(d=landing / source)}").fetchone()
+    except duckdb.Error:
+        return None
+    finally:
+        con.close()
+    return time.perf_counter() - started
+
+
 def plain_scan(landing: Path) -> tuple[float, dict[str, int]]:
     """One plain DuckDB pass over every landing file: the physical lower bound.
 
@@ -117,23 +141,25 @@ def run_pipeline(env: dict[str, str], log: Path) -> tuple[float, int]:
     )
 
 
-def bench_scale(customers: int, work: Path, delta: bool) -> dict[str, Any]:
-    base = work / f"c{customers}"
+def bench_scale(customers: int, work: Path, delta: bool, seed: int = 7) -> dict[str, Any]:
+    base = work / (f"c{customers}" if seed == 7 else f"c{customers}_seed{seed}")
     if base.exists():
         subprocess.run(["rm", "-rf", str(base)], check=True)
     base.mkdir(parents=True)
     env = _env(base, work / "airflow_home")
     log = base / "bench.log"
-    out: dict[str, Any] = {"customers": customers}
+    out: dict[str, Any] = {"customers": customers, "seed": seed}
 
     gen_s, gen_mb = _timed(
         [
             sys.executable, "-m", "segment_warehouse.generator", "--customers", str(customers),
-            "--seed", "7", "--out", str(base / "landing"), "--truth-dir", str(base / "truth"),
+            "--seed", str(seed), "--out", str(base / "landing"), "--truth-dir", str(base / "truth"),
         ],
         env, log,
     )  # fmt: skip
     scan_s, counts = plain_scan(base / "landing")
+    glob_s = glob_scan(base / "landing")
+    out["glob_scan_seconds"] = None if glob_s is None else round(glob_s, 2)
     out["rows"] = counts
     out["landing_mb"] = round(
         sum(p.stat().st_size for p in (base / "landing").rglob("*") if p.is_file()) / 2**20, 1
@@ -160,8 +186,8 @@ def bench_scale(customers: int, work: Path, delta: bool) -> dict[str, Any]:
         _timed(
             [
                 sys.executable, "-m", "segment_warehouse.generator", "--customers", str(customers),
-                "--seed", "7", "--out", str(base / "landing"), "--truth-dir", str(base / "truth"),
-                "--delta-day",
+                "--seed", str(seed), "--out", str(base / "landing"),
+                "--truth-dir", str(base / "truth"), "--delta-day",
             ],
             env, log,
         )  # fmt: skip
@@ -197,8 +223,13 @@ def _stage_table(stages: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _targets(results: list[dict[str, Any]]) -> list[str]:
+def _independent(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in results if r.get("seed", 7) != 7]
+
+
+def _targets(all_results: list[dict[str, Any]]) -> list[str]:
     """The performance issue's targets, each marked met or not met."""
+    results = [r for r in all_results if r.get("seed", 7) == 7]
     big = max(results, key=lambda r: r["customers"])
     small = min(results, key=lambda r: r["customers"])
     recluster = next((s["seconds"] for s in big["stages"] if s["stage"] == "recluster"), None)
@@ -220,6 +251,16 @@ def _targets(results: list[dict[str, Any]]) -> list[str]:
             lambda v: v <= 1.2,
         ),
     ]
+    for r in _independent(all_results):
+        rows.append(
+            (
+                f"independent {r['customers']:,}-customer zone (seed {r['seed']}): "
+                "end to end ÷ plain scan",
+                "≤ 8×",
+                r["ratio_to_plain_scan"],
+                lambda v: v <= 8,
+            )
+        )
     lines = [
         f"## Targets at {big['customers']:,} customers",
         "",
@@ -241,7 +282,8 @@ def render(results: list[dict[str, Any]], started: str) -> str:
         "",
         "Each scale: generate a landing zone (~20 events and ~3 orders per customer),",
         "scan it once with plain DuckDB (reference: `count(*)` over every file with",
-        "`read_csv`/`read_json`), then run both DAGs through Airflow exactly like",
+        "`read_csv`/`read_json`, file by file; the glob scan - one reader per source -",
+        "is shown for comparison), then run both DAGs through Airflow exactly like",
         "`make run` (`DAG.test()` for both DAGs in one process). Peak memory is the",
         "largest process's maximum RSS (end to end) or the sampled RSS of the task",
         "process and its children (per stage). Reproduce: `make bench`",
@@ -252,15 +294,17 @@ def render(results: list[dict[str, Any]], started: str) -> str:
         "## Summary",
         "",
         "| customers | events | orders | landing MiB | generate (events/s) | plain scan s "
-        "| end to end s | × scan | peak MiB | recluster s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| glob scan s | end to end s | × scan | peak MiB | recluster s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         recluster = next((s["seconds"] for s in r["stages"] if s["stage"] == "recluster"), None)
+        label = f"{r['customers']:,}" + (f" (seed {r['seed']})" if r.get("seed", 7) != 7 else "")
         lines.append(
-            f"| {r['customers']:,} | {r['rows'].get('analytics', 0):,} | "
+            f"| {label} | {r['rows'].get('analytics', 0):,} | "
             f"{r['rows'].get('transactions', 0):,} | {r['landing_mb']} | "
             f"{r['generate']['events_per_s']:,} | {r['plain_scan_seconds']} | "
+            f"{r.get('glob_scan_seconds') or '–'} | "
             f"{r['end_to_end']['seconds']} | {r['ratio_to_plain_scan']} | "
             f"{r['end_to_end']['peak_mb']:,} | {recluster} |"
         )
@@ -276,9 +320,10 @@ def render(results: list[dict[str, Any]], started: str) -> str:
             ]
     for r in results:
         q = r["quality"]
+        seed = f" (independent zone, seed {r['seed']})" if r.get("seed", 7) != 7 else ""
         lines += [
             "",
-            f"## {r['customers']:,} customers",
+            f"## {r['customers']:,} customers{seed}",
             "",
             *_stage_table(r["stages"]),
             "",
@@ -319,6 +364,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--no-delta", action="store_true")
     parser.add_argument(
+        "--independent",
+        type=int,
+        default=40_000,
+        help="customers of an extra zone generated with another seed (0: none)",
+    )
+    parser.add_argument(
         "--render-only", action="store_true", help="rewrite the report from results.json"
     )
     args = parser.parse_args(argv)
@@ -341,6 +392,13 @@ def main(argv: list[str] | None = None) -> int:
             f"({result['ratio_to_plain_scan']}× plain scan)",
             flush=True,
         )
+        results.append(result)
+        (args.work_dir / "results.json").write_text(json.dumps(results, indent=2))
+        write_report(args.output, render(results, started))
+    if args.independent:
+        print(f"benchmark: independent zone, {args.independent:,} customers ...", flush=True)
+        result = bench_scale(args.independent, args.work_dir, delta=False, seed=11)
+        print(f"  end to end {result['end_to_end']['seconds']} s", flush=True)
         results.append(result)
         (args.work_dir / "results.json").write_text(json.dumps(results, indent=2))
         write_report(args.output, render(results, started))
