@@ -671,3 +671,67 @@ def test_status_and_currency_codes_are_case_and_space_insensitive(
     monkeypatch.setenv("SEGMENTS_WAREHOUSE_DIR", str(tmp_path / "wh"))
     summary = ingest.load_source("transactions")
     assert (summary.rows_loaded, summary.rows_quarantined) == (2, 2)
+
+
+# --------------------------------------------------------------------------- CSV fast path
+_AWKWARD_PLAIN_CSV = (
+    "\ufeff" + CRM_HEADER + ",loyalty_tier\r\n"  # BOM, CRLF, an extra column
+    + crm_row("c1") + ",gold\r\n"
+    + "\r\n"  # blank line
+    + crm_row("c2") + "\r\n"  # one field short
+    + crm_row("c3", updated="not a date") + ",x\r\n"
+    + "   \r\n"  # whitespace only: one field
+    + crm_row("c4") + ",silver,extra\r\n"  # one field too many
+    + crm_row("c5") + ",bronze"  # no final newline
+)  # fmt: skip
+
+
+def _load_state(settings: Settings) -> tuple[list[tuple[Any, ...]], ...]:
+    return (
+        query(settings, "select * exclude (_loaded_at, _batch_id) from raw.crm_contacts "
+                        "order by all"),
+        query(settings, "select source_file, line_number, reason, raw_record from audit.quarantine "
+                        "order by all"),
+        query(settings, "select source_file, status, rows_in_file, rows_loaded, rows_quarantined, "
+                        "notes from audit.load_manifest order by all"),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_quote_free_csv_fast_path_matches_the_csv_module(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, gz: bool
+) -> None:
+    rel = "crm/awkward.csv" + (".gz" if gz else "")
+    land(settings, rel, _AWKWARD_PLAIN_CSV.encode())
+    used: list[str] = []
+    real_plain = ingest._load_plain_csv
+    monkeypatch.setattr(ingest, "_load_plain_csv", lambda *a: used.append("fast") or real_plain(*a))
+    ingest.load_source("crm")
+    fast = _load_state(settings)
+    assert used == ["fast"]
+
+    settings.warehouse_db.unlink()
+    monkeypatch.setattr(ingest, "CSV_FAST_PATH_MAX_BYTES", 0)  # forces the csv module
+    ingest.load_source("crm")
+    assert _load_state(settings) == fast and used == ["fast"]
+
+    raw, rejected, files = fast
+    assert [r[0] for r in raw] == ["c1", "c5"]
+    assert [(line, reason.split(":")[0]) for _, line, reason, _ in rejected] == [
+        (3, "blank line"),
+        (4, "wrong number of fields"),
+        (5, "unparseable timestamp in updated_at"),
+        (6, "wrong number of fields"),
+        (7, "wrong number of fields"),
+    ]
+    assert files[0][1:5] == ("loaded", 7, 2, 5)
+    assert_accounting(settings)
+
+
+def test_csv_with_quotes_takes_the_csv_module_path(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest, "_load_plain_csv", lambda *a: pytest.fail("fast path used"))
+    land(settings, "crm/q.csv", CRM_HEADER + "\n" + crm_row("c1", city='"Portland, OR"') + "\n")
+    assert ingest.load_source("crm").rows_loaded == 1
+    assert query(settings, "select city from raw.crm_contacts") == [("Portland, OR",)]

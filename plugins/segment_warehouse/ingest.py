@@ -801,6 +801,10 @@ def _csv_checks(
 
 # --------------------------------------------------------------------------- CSV
 def _load_csv(con: duckdb.DuckDBPyConnection, ctx: _FileContext) -> _Counts:
+    data = _read_whole(ctx.path, CSV_FAST_PATH_MAX_BYTES)
+    if data is not None and _is_plain_csv(data):
+        return _load_plain_csv(con, ctx, data)
+    del data
     spec = ctx.spec
     counts = _Counts()
     # Field limit: the default 128 KiB would abort a whole file on one huge (bad) cell.
@@ -892,16 +896,29 @@ def _flush_csv(
     ends: list[int],
     counts: _Counts,
 ) -> list[tuple[int, int, str]]:
-    """Check and load one batch of well-formed rows; return the failing ones."""
+    """Check and load one batch of well-formed rows (lists); return the failing ones."""
+    fields = list(zip(*rows, strict=True))
+    columns = {c: pa.array(fields[i], pa.string()) for c, i in index.items()}
+    return _flush_csv_columns(
+        con, ctx, index, columns, pa.array(starts, pa.int64()), pa.array(ends, pa.int64()), counts
+    )
+
+
+def _flush_csv_columns(
+    con: duckdb.DuckDBPyConnection,
+    ctx: _FileContext,
+    index: dict[str, int],
+    columns: dict[str, pa.Array],
+    starts: pa.Array,
+    ends: pa.Array,
+    counts: _Counts,
+) -> list[tuple[int, int, str]]:
+    """Check and load one batch of well-formed rows (Arrow columns); return the failing ones."""
     spec = ctx.spec
-    columns = list(zip(*rows, strict=True))
-    data = {
-        "_line_number": pa.array(starts, pa.int64()),
-        "_end_line": pa.array(ends, pa.int64()),
-    }
-    for c, i in index.items():
-        data[c] = pa.array(columns[i], pa.string())
-    con.register("_ingest_chunk", _batched(pa.table(data)))
+    n = len(starts)
+    con.register(
+        "_ingest_chunk", _batched(pa.table({"_line_number": starts, "_end_line": ends, **columns}))
+    )
 
     def col(c: str) -> str:
         # Raw semantics: empty field -> NULL; an absent optional column is NULL too.
@@ -927,9 +944,76 @@ def _flush_csv(
         "order by _line_number"
     ).fetchall()
     con.execute("drop table _ingest_stage")
-    counts.rows_in_file += len(rows)
-    counts.rows_loaded += len(rows) - len(failed)
+    counts.rows_in_file += n
+    counts.rows_loaded += n - len(failed)
     return failed
+
+
+# Quote-free CSV: a file with no '"', no NUL and no bare CR has exactly one record per
+# physical line, split on commas - what the csv module would return, line numbers
+# included. Such files (typical for machine exports) are split by Arrow in C instead of
+# row by row in Python (~4x faster); anything else takes the csv-module path.
+CSV_FAST_PATH_MAX_BYTES = 256 << 20
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def _read_whole(path: Path, limit: int) -> bytes | None:
+    """The decompressed file if it has at most ``limit`` bytes, else None."""
+    with _open_bytes(path) as fh:
+        data = fh.read(limit + 1)
+    return None if len(data) > limit else data
+
+
+def _is_plain_csv(data: bytes) -> bool:
+    return b'"' not in data and b"\x00" not in data and data.count(b"\r") == data.count(b"\r\n")
+
+
+def _load_plain_csv(con: duckdb.DuckDBPyConnection, ctx: _FileContext, data: bytes) -> _Counts:
+    """_load_csv for a quote-free file held in memory (same results, set-based)."""
+    import pyarrow.compute as pc
+
+    counts = _Counts()
+    if data.startswith(UTF8_BOM):
+        data = data[len(UTF8_BOM) :]
+    if not data:
+        raise FileRejected("empty file")
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n")
+    lines = _split_lines(data)
+    try:
+        lines.validate(full=True)  # Arrow checks UTF-8 here
+    except pa.ArrowInvalid:
+        raise FileRejected(_utf8_error_line(ctx.path)) from None
+    lines = pc.replace_substring(lines, "\n", "")  # at most one, at the end
+    header = lines[0].as_py()
+    index = _check_header(ctx.spec, ctx.rel, header.split(",") if header else [], counts)
+    width = len(header.split(","))
+    body = lines[1:]
+    numbers = pa.array(np.arange(2, len(body) + 2, dtype=np.int64))
+    fields = pc.split_pattern(body, ",")
+    lengths = pc.list_value_length(fields).to_numpy(zero_copy_only=False)
+    blank = pc.equal(pc.binary_length(body), 0).to_numpy(zero_copy_only=False)
+    good = (lengths == width) & ~blank
+    bad: list[tuple[int, int, str]] = []
+    for line in np.flatnonzero(blank).tolist():
+        bad.append((line + 2, line + 2, "blank line"))
+    for line in np.flatnonzero(~good & ~blank).tolist():
+        reason = f"wrong number of fields: expected {width}, got {int(lengths[line])}"
+        bad.append((line + 2, line + 2, reason))
+    counts.rows_in_file += len(bad)
+    keep = pa.array(good)
+    fields, numbers = fields.filter(keep), numbers.filter(keep)
+    for start in range(0, len(numbers), CSV_FLUSH_ROWS):
+        part = fields.slice(start, CSV_FLUSH_ROWS)
+        columns = {c: pc.list_element(part, i) for c, i in index.items()}
+        lines_part = numbers.slice(start, CSV_FLUSH_ROWS)
+        bad.extend(_flush_csv_columns(con, ctx, index, columns, lines_part, lines_part, counts))
+    if bad:
+        bad.sort()
+        physical = _physical_lines(ctx.path, [(s, e) for s, e, _ in bad])
+        _insert_quarantine(con, ctx, [(s, reason, physical.get(s)) for s, _, reason in bad])
+    counts.rows_quarantined = len(bad)
+    return counts
 
 
 def _physical_lines(path: Path, ranges: Sequence[tuple[int, int]]) -> dict[int, str]:
