@@ -123,6 +123,19 @@ def test_duplicate_customer_fails_critically(fixture_settings: Settings) -> None
     assert "Each customer has exactly one profile" in html and "Failed" in html
 
 
+def test_raw_contact_column_in_a_published_table_fails_critically(
+    fixture_settings: Settings,
+) -> None:
+    # the same rule (publish.RAW_PII_COLUMN_REGEX) that makes publish refuse the table
+    with warehouse(settings=fixture_settings) as con:
+        con.execute("create table marts.leaky as select 'x' as customer_id, '1' as mobile_phone")
+    with pytest.raises(ValidationFailed):
+        validate_layer("marts", run_id="run_leak")
+    failed = [r for r in _results(fixture_settings, "run_leak") if not r["success"]]
+    assert [r["batch_name"] for r in failed] == ["published_columns"]
+    assert failed[0]["severity"] == "critical"
+
+
 def test_refused_consent_customer_in_segments_fails(fixture_settings: Settings) -> None:
     with warehouse(settings=fixture_settings) as con:
         con.execute(

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -47,16 +46,20 @@ def _env(base: Path, airflow_home: Path) -> dict[str, str]:
 
 
 def _timed(args: list[str], env: dict[str, str], log: Path) -> tuple[float, int]:
-    """Run a command; return (seconds, peak RSS in MiB of its largest process)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Run a command; return (seconds, peak RSS in MiB of its largest process).
+
+    ``os.wait4`` reports this child's own resource usage (RUSAGE_CHILDREN would
+    be a high-water mark over every earlier command of the benchmark too).
+    """
     started = time.perf_counter()
     with log.open("a") as fh:
-        proc = subprocess.run(args, env=env, stdout=fh, stderr=subprocess.STDOUT, check=False)
+        proc = subprocess.Popen(args, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed (exit {proc.returncode}); see {log}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return seconds, max(peak, before) // 1024
+    returncode = os.waitstatus_to_exitcode(status)
+    if returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed (exit {returncode}); see {log}")
+    return seconds, usage.ru_maxrss // 1024
 
 
 _SCAN_OPTS = "ignore_errors = true"

@@ -37,9 +37,16 @@ log = logging.getLogger(__name__)
 
 PUBLISHED_SCHEMAS: tuple[str, ...] = ("marts", "segments")
 
-# Column names that would carry raw contact details. Hashed columns
-# (`email_hash`, `phone_hash`) are allowed.
-_RAW_PII_COLUMN = re.compile(r"^(email|phone|phone_e164|trait_email|trait_phone\w*|ip)$")
+# Column names that would carry raw contact details (emails, phones, IP
+# addresses), with any prefix and the usual suffixes; hashed columns
+# (`email_hash`, `phone_hash`) are allowed. The one definition of the rule: the
+# publish guard below and the GX `marts.published_columns` check (suite parameter
+# `raw_pii_column_regex`) both use it.
+RAW_PII_COLUMN_REGEX = (
+    r"(?i)^(.*_)?(e_?mail|phone|mobile_?phone|ip)"
+    r"(_?(e164|address|number|raw|normalised|normalized))?$"
+)
+_RAW_PII_COLUMN = re.compile(RAW_PII_COLUMN_REGEX)
 
 
 MARTS_GENERATION_FILE = "marts_generation"
@@ -112,7 +119,7 @@ def _check_no_raw_pii(con, tables: list[tuple[str, str]]) -> None:
             """,
             [schema, table],
         ).fetchall()
-        offenders += [f"{schema}.{table}.{c}" for (c,) in cols if _RAW_PII_COLUMN.match(c.lower())]
+        offenders += [f"{schema}.{table}.{c}" for (c,) in cols if _RAW_PII_COLUMN.match(c)]
     if offenders:
         raise PublishError(f"refusing to publish raw PII columns: {', '.join(offenders)}")
 

@@ -42,6 +42,7 @@ import duckdb
 import pandas as pd
 
 from segment_warehouse.config import Settings, get_settings
+from segment_warehouse.publish import RAW_PII_COLUMN_REGEX
 from segment_warehouse.validation.suites import BatchSpec, ExpectationSpec, SuiteSpec, load_suite
 from segment_warehouse.warehouse import ensure_schemas, warehouse
 
@@ -200,6 +201,7 @@ def suite_parameters(settings: Settings, now: dt.datetime) -> dict[str, Any]:
         "birth_date_min": pd.Timestamp("1900-01-01"),
         "birth_date_max": now_naive.normalize(),
         "fx_currencies": fx_currencies(settings),
+        "raw_pii_column_regex": RAW_PII_COLUMN_REGEX,
     }
 
 
