@@ -105,9 +105,18 @@ def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> boo
     return bool(row and row[0])
 
 
+# Tables of dbt models that no longer exist. dbt never drops them, and a stale
+# per-person copy must not outlive its model (erasure, storage), so they go here.
+RETIRED_TABLES: tuple[str, ...] = (
+    "intermediate.int_events_sessionised",  # merged into int_sessions_aggregated
+)
+
+
 def ensure_schemas(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the layer schemas and the audit tables (idempotent)."""
+    """Create the layer schemas and the audit tables, drop retired tables (idempotent)."""
     for schema in SCHEMAS:
         con.execute(f"create schema if not exists {schema}")
     for ddl in AUDIT_DDL:
         con.execute(ddl)
+    for table in RETIRED_TABLES:
+        con.execute(f"drop table if exists {table}")
