@@ -2,8 +2,8 @@
     CTEs ending in `scoped_events`: on an incremental run, every event of the
     anonymous ids touched since the last run (loaded after the newest
     `max_loaded_at`, or stamped after the newest `max_event_ts`, i.e. future
-    events that became eligible); on a full build, all events. Shared by the
-    sessionisation models, which delete+insert by anonymous_id.
+    events that became eligible); on a full build, all events. Used by
+    int_sessions_aggregated, which delete+insert by anonymous_id.
 
     events_cte:    name of the CTE holding the candidate events
     watermark_sql: a select over {{ this }} returning max_loaded_at, max_event_ts

@@ -241,7 +241,11 @@ def run_dbt_session(
     ]
     for command in commands:
         if not command.required and command.name in results and not results[command.name].success:
-            log.warning("dbt %s failed (not required): %s", command.name, results[command.name])
+            log.warning(
+                "dbt %s failed (not required, the run goes on):\n%s",
+                command.name,
+                results[command.name].summary(),
+            )
     if check and (proc.returncode != 0 or failed_required):
         name = failed_required[0].name if failed_required else commands[0].name
         result = results.get(name) or DbtRunResult(
