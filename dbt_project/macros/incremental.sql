@@ -41,3 +41,15 @@ scoped_events as (
 ),
 {% endif %}
 {%- endmacro %}
+
+{#-
+    The filter of the append-only incremental models: on an incremental run,
+    only rows loaded after the newest `_loaded_at` already in {{ this }}
+    (raw tables are append-only, so nothing older can be new); nothing on a
+    full build. Goes where a `where` clause would.
+-#}
+{% macro where_loaded_since_last_run() -%}
+{% if is_incremental() %}
+    where _loaded_at > (select coalesce(max(_loaded_at), '1900-01-01'::timestamptz) from {{ this }})
+{% endif %}
+{%- endmacro %}

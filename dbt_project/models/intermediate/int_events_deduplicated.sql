@@ -34,9 +34,7 @@ events as not materialized (
         _line_number,
         _loaded_at
     from {{ ref('stg_analytics__events') }}
-    {% if is_incremental() %}
-    where _loaded_at > (select coalesce(max(_loaded_at), '1900-01-01'::timestamptz) from {{ this }})
-    {% endif %}
+    {{ where_loaded_since_last_run() }}
 
 ),
 

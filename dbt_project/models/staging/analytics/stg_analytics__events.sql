@@ -18,9 +18,7 @@ with
 source as (
 
     select * from {{ source('analytics', 'analytics_events') }}
-    {% if is_incremental() %}
-    where _loaded_at > (select coalesce(max(_loaded_at), '1900-01-01'::timestamptz) from {{ this }})
-    {% endif %}
+    {{ where_loaded_since_last_run() }}
 
 ),
 
