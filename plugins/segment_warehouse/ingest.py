@@ -804,7 +804,6 @@ def _load_csv(con: duckdb.DuckDBPyConnection, ctx: _FileContext) -> _Counts:
     data = _read_whole(ctx.path, CSV_FAST_PATH_MAX_BYTES)
     if data is not None and _is_plain_csv(data):
         return _load_plain_csv(con, ctx, data)
-    del data
     spec = ctx.spec
     counts = _Counts()
     # Field limit: the default 128 KiB would abort a whole file on one huge (bad) cell.
@@ -812,7 +811,9 @@ def _load_csv(con: duckdb.DuckDBPyConnection, ctx: _FileContext) -> _Counts:
     # Rows failing the field-count check (counted here) or the SQL checks (counted by
     # _flush_csv): (first line, last line, reason).
     bad: list[tuple[int, int, str]] = []
-    with _open_bytes(ctx.path) as raw:
+    # A file that fit in memory is parsed from the bytes already read, not decompressed again.
+    source = contextlib.nullcontext(io.BytesIO(data)) if data is not None else None
+    with source or _open_bytes(ctx.path) as raw:
         # utf-8-sig: tolerate a BOM, which spreadsheet exports like to add.
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="strict", newline="")
         reader = csv.reader(text)
@@ -853,11 +854,18 @@ def _load_csv(con: duckdb.DuckDBPyConnection, ctx: _FileContext) -> _Counts:
             raise FileRejected(_utf8_error_line(ctx.path)) from None
         except csv.Error as exc:
             raise FileRejected(f"unreadable CSV at line {reader.line_num}: {exc}") from None
+    counts.rows_quarantined = _quarantine_csv_rows(con, ctx, bad)
+    return counts
+
+
+def _quarantine_csv_rows(
+    con: duckdb.DuckDBPyConnection, ctx: _FileContext, bad: list[tuple[int, int, str]]
+) -> int:
+    """Quarantine rejected rows (first line, last line, reason) with their physical text."""
     if bad:
         physical = _physical_lines(ctx.path, [(s, e) for s, e, _ in bad])
         _insert_quarantine(con, ctx, [(s, reason, physical.get(s)) for s, _, reason in bad])
-    counts.rows_quarantined = len(bad)
-    return counts
+    return len(bad)
 
 
 def _check_header(spec: SourceSpec, rel: str, header: list[str], counts: _Counts) -> dict[str, int]:
@@ -985,9 +993,10 @@ def _load_plain_csv(con: duckdb.DuckDBPyConnection, ctx: _FileContext, data: byt
     except pa.ArrowInvalid:
         raise FileRejected(_utf8_error_line(ctx.path)) from None
     lines = pc.replace_substring(lines, "\n", "")  # at most one, at the end
-    header = lines[0].as_py()
-    index = _check_header(ctx.spec, ctx.rel, header.split(",") if header else [], counts)
-    width = len(header.split(","))
+    first_line = lines[0].as_py()
+    header = first_line.split(",") if first_line else []  # a blank line 1: no columns
+    index = _check_header(ctx.spec, ctx.rel, header, counts)
+    width = len(header)
     body = lines[1:]
     numbers = pa.array(np.arange(2, len(body) + 2, dtype=np.int64))
     fields = pc.split_pattern(body, ",")
@@ -1008,11 +1017,7 @@ def _load_plain_csv(con: duckdb.DuckDBPyConnection, ctx: _FileContext, data: byt
         columns = {c: pc.list_element(part, i) for c, i in index.items()}
         lines_part = numbers.slice(start, CSV_FLUSH_ROWS)
         bad.extend(_flush_csv_columns(con, ctx, index, columns, lines_part, lines_part, counts))
-    if bad:
-        bad.sort()
-        physical = _physical_lines(ctx.path, [(s, e) for s, e, _ in bad])
-        _insert_quarantine(con, ctx, [(s, reason, physical.get(s)) for s, _, reason in bad])
-    counts.rows_quarantined = len(bad)
+    counts.rows_quarantined = _quarantine_csv_rows(con, ctx, sorted(bad))
     return counts
 
 
