@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
+import duckdb
 import pytest
 
 os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
@@ -27,3 +29,25 @@ def segments_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.setenv(name, str(tmp_path / sub))
     monkeypatch.setenv("SEGMENTS_PII_KEY", "test-secret")
     return tmp_path
+
+
+def _all_table_text(db: duckdb.DuckDBPyConnection | Path) -> str:
+    if isinstance(db, Path):
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            return _all_table_text(con)
+        finally:
+            con.close()
+    chunks = []
+    for schema, table in db.execute(
+        "select table_schema, table_name from information_schema.tables"
+    ).fetchall():
+        chunks.append(repr(db.execute(f'select * from {schema}."{table}"').fetchall()))
+    return "\n".join(chunks).lower()
+
+
+@pytest.fixture
+def all_table_text() -> Callable[[duckdb.DuckDBPyConnection | Path], str]:
+    """All text of every table of a database (connection or file), lower-cased:
+    for "no trace left" checks after erasure."""
+    return _all_table_text

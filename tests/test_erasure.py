@@ -63,22 +63,13 @@ def _build(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def _all_text(con: duckdb.DuckDBPyConnection) -> str:
-    chunks = []
-    for schema, table in con.execute(
-        "select table_schema, table_name from information_schema.tables"
-    ).fetchall():
-        chunks.append(repr(con.execute(f'select * from {schema}."{table}"').fetchall()))
-    return "\n".join(chunks).lower()
-
-
-def test_erasure_removes_every_trace(segments_env: Path) -> None:
+def test_erasure_removes_every_trace(segments_env: Path, all_table_text) -> None:
     with warehouse() as con:
         _build(con)
     summary = apply_erasure_requests(run_id="r1")
     assert summary.requests_processed == 1
     with warehouse(read_only=True) as con:
-        text = _all_text(con)
+        text = all_table_text(con)
         for needle in (
             "alice@example.com",
             "'c1'",
@@ -136,7 +127,7 @@ def test_missing_secret_is_a_clear_error(
         apply_erasure_requests()
 
 
-def test_redelivered_files_do_not_bring_the_person_back(segments_env: Path) -> None:
+def test_redelivered_files_do_not_bring_the_person_back(segments_env: Path, all_table_text) -> None:
     import gzip
     import json
 
@@ -183,4 +174,4 @@ def test_redelivered_files_do_not_bring_the_person_back(segments_env: Path) -> N
             ("crm", 4),
         ]
         assert all(r[3] is None for r in rows)  # the content is not kept
-        assert "alice" not in _all_text(con)
+        assert "alice" not in all_table_text(con)

@@ -90,20 +90,6 @@ def digests(db: Path) -> dict[str, str]:
         con.close()
 
 
-def every_value(db: Path) -> str:
-    """All text of every table in a database, lower-cased (for 'no trace' checks)."""
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        chunks = []
-        for schema, table in con.execute(
-            "select table_schema, table_name from information_schema.tables"
-        ).fetchall():
-            chunks.append(repr(con.execute(f'select * from {schema}."{table}"').fetchall()))
-        return "\n".join(chunks).lower()
-    finally:
-        con.close()
-
-
 @pytest.fixture(scope="module")
 def landing_zone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("zone")
@@ -270,7 +256,9 @@ def test_consent_withdrawal_delivered_later(workspace: Path) -> None:
     assert contact in contacts
 
 
-def test_erasure_leaves_no_trace_and_redelivery_does_not_restore(workspace: Path) -> None:
+def test_erasure_leaves_no_trace_and_redelivery_does_not_restore(
+    workspace: Path, all_table_text
+) -> None:
     requests = list(csv.DictReader((workspace / "truth" / "erasure_requests.csv").open()))
     assert requests, "the generator wrote erasure requests"
     run_pipeline("with-erasure")
@@ -279,7 +267,7 @@ def test_erasure_leaves_no_trace_and_redelivery_does_not_restore(workspace: Path
     erased_contacts = {r["contact_id"] for r in requests if r.get("contact_id")}
     erased_emails = {r["email"].strip().lower() for r in requests if r.get("email")}
     for db in (settings.warehouse_db, settings.analytics_db):
-        text = every_value(db)
+        text = all_table_text(db)
         for value in erased_contacts | erased_emails:
             assert f"'{value.lower()}'" not in text, (db.name, value)
     # a later delivery that repeats every CRM file of the erased people
@@ -288,7 +276,7 @@ def test_erasure_leaves_no_trace_and_redelivery_does_not_restore(workspace: Path
         shutil.copy(path, path.with_name(f"redelivery_{i:03d}_{path.name}"))
     run_pipeline("after-redelivery")
     for db in (settings.warehouse_db, settings.analytics_db):
-        text = every_value(db)
+        text = all_table_text(db)
         for value in erased_contacts | erased_emails:
             assert f"'{value.lower()}'" not in text, (db.name, value)
 
