@@ -52,6 +52,21 @@ def test_incremental_by_default_full_refresh_after_seed_change_or_backfill(
     assert builds[-1]["full_refresh"] is True
 
 
+def test_failed_docs_are_retried_on_the_next_build(
+    builds: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_build = dbt_runner.build
+
+    def build_whose_docs_fail(as_of_date: str, *, extra_args: list[str], docs: bool) -> Any:
+        return real_build(as_of_date, extra_args=extra_args, docs=False)  # build ok, no docs
+
+    monkeypatch.setattr(dbt_runner, "build", build_whose_docs_fail)
+    assert tasks.dbt_build("2026-11-20")["docs_generated"] is False
+    monkeypatch.setattr(dbt_runner, "build", real_build)
+    assert tasks.dbt_build("2026-11-21")["docs_generated"] is True
+    assert builds[-1]["docs"] is True  # asked again: the failed docs were not marked current
+
+
 def test_docs_only_when_the_project_changed(
     builds: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

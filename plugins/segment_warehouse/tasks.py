@@ -197,8 +197,12 @@ def dbt_build(as_of_date: str) -> dict[str, Any]:
     docs_marker = settings.dbt_docs_dir / ".project_sha256"
     project_hash = _dbt_project_hash()
     docs_stale = not docs_marker.exists() or docs_marker.read_text() != project_hash
+    started = time.time() - 1.0  # file mtimes use a coarser clock than time.time()
     result = dbt_runner.build(as_of_date=as_of_date, extra_args=extra, docs=docs_stale)
-    if docs_stale and (settings.dbt_docs_dir / "static_index.html").exists():
+    # A failed docs step does not fail the build; only docs written now are current.
+    docs_site = settings.dbt_docs_dir / "static_index.html"
+    docs_generated = docs_stale and docs_site.exists() and docs_site.stat().st_mtime >= started
+    if docs_generated:
         docs_marker.write_text(project_hash)
     state.write_text(as_of_date)
     seeds_state.write_text(seeds_hash)
@@ -211,7 +215,7 @@ def dbt_build(as_of_date: str) -> dict[str, Any]:
         "seconds": round(result.elapsed_seconds, 1),
         "nodes_by_status": counts,
         "full_refresh": bool(reasons),
-        "docs_generated": docs_stale,
+        "docs_generated": docs_generated,
         "warnings": [n.unique_id for n in result.nodes if n.status == "warn"][:50],
     }
 
