@@ -62,20 +62,12 @@ def _timed(args: list[str], env: dict[str, str], log: Path) -> tuple[float, int]
     return seconds, usage.ru_maxrss // 1024
 
 
-_SCAN_OPTS = "ignore_errors = true"
+# One reader per source; `{path}` is a file (plain scan) or a glob (glob scan), and
+# `{csv_opts}` lets the glob scan add union_by_name (CSV headers differ across files).
 _READERS = {
-    "crm": "read_csv('{f}', all_varchar = true, " + _SCAN_OPTS + ")",
-    "analytics": "read_json('{f}', format = 'newline_delimited', " + _SCAN_OPTS + ")",
-    "transactions": "read_csv('{f}', all_varchar = true, " + _SCAN_OPTS + ")",
-}
-
-
-_GLOB_READERS = {
-    "crm": "read_csv('{d}/*', all_varchar = true, union_by_name = true, " + _SCAN_OPTS + ")",
-    "analytics": "read_json('{d}/*', format = 'newline_delimited', " + _SCAN_OPTS + ")",
-    "transactions": "read_csv('{d}/*', all_varchar = true, union_by_name = true, "
-    + _SCAN_OPTS
-    + ")",
+    "crm": "read_csv('{path}', all_varchar = true{csv_opts}, ignore_errors = true)",
+    "analytics": "read_json('{path}', format = 'newline_delimited', ignore_errors = true)",
+    "transactions": "read_csv('{path}', all_varchar = true{csv_opts}, ignore_errors = true)",
 }
 
 
@@ -85,8 +77,9 @@ def glob_scan(landing: Path) -> float | None:
     con = duckdb.connect()
     started = time.perf_counter()
     try:
-        for source, reader in _GLOB_READERS.items():
-            con.execute(f"select count(*) from {reader.format(d=landing / source)}").fetchone()
+        for source, reader in _READERS.items():
+            glob = reader.format(path=landing / source / "*", csv_opts=", union_by_name = true")
+            con.execute(f"select count(*) from {glob}").fetchone()
     except duckdb.Error:
         return None
     finally:
@@ -107,7 +100,9 @@ def plain_scan(landing: Path) -> tuple[float, dict[str, int]]:
         total = 0
         for path in sorted((landing / source).glob("*")):
             try:
-                (n,) = con.execute(f"select count(*) from {reader.format(f=path)}").fetchone()
+                (n,) = con.execute(
+                    f"select count(*) from {reader.format(path=path, csv_opts='')}"
+                ).fetchone()
                 total += n
             except duckdb.Error:
                 continue
