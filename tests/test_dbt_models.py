@@ -340,9 +340,29 @@ def test_incremental_sessions_match_full_refresh(
                 },
             ],
         )
+        # a later file refunds O1: only that order is re-ranked incrementally
+        _insert(
+            con,
+            "transactions_orders",
+            [
+                {
+                    "order_id": "O1", "contact_id": "C001", "email": "alice@example.com",
+                    "order_ts": "2024-06-01T10:00:00Z", "status": "refunded",
+                    "currency": "USD", "total_amount": "100.00", "discount_amount": "0",
+                    "items_count": "2", "channel": "web", "updated_at": None,
+                    "_source_file": "transactions/orders_2024-07-02.csv", "_line_number": 2,
+                    "_loaded_at": datetime(2024, 7, 2, tzinfo=UTC), "_batch_id": "b3",
+                }
+            ],
+        )  # fmt: skip
     finally:
         con.close()
     assert _build().success
+    assert _query(warehouse, "select status from marts.fct_orders where order_id = 'O1'") == [
+        ("refunded",)
+    ]
+    deduplicated_orders = "select * from intermediate.int_orders_deduplicated order by order_id"
+    orders = _query(warehouse, deduplicated_orders)
     incremental = _sessions(warehouse)
     a1 = [row for row in incremental if row[0] == "A1"]
     assert len(a1) == 1 and a1[0][3] == 4
@@ -358,6 +378,7 @@ def test_incremental_sessions_match_full_refresh(
     assert full.success
     assert _sessions(warehouse) == incremental
     assert _query(warehouse, "select * from marts.identity_map order by all") == mapped
+    assert _query(warehouse, deduplicated_orders) == orders
 
 
 def test_failed_node_raises_dbt_build_error(first_build: dict[str, str], warehouse: Path) -> None:

@@ -1,7 +1,20 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='order_id',
+        on_schema_change='fail'
+    )
+}}
+
 -- Latest version of each order. The landing contract says the same order_id
 -- in a later file is an update (e.g. a refund) and files are processed in name
 -- order, so delivery order decides; updated_at is optional and only breaks ties
 -- inside one file, then the later line wins.
+-- Incremental: only orders with a newly loaded version are re-ranked (over all
+-- their versions) and replaced. The watermark is the newest _loaded_at among
+-- the kept versions, never later than anything processed: at worst an order is
+-- re-ranked twice, never skipped.
 
 with
 
@@ -11,12 +24,36 @@ orders as (
 
 ),
 
+{% if is_incremental() %}
+touched_orders as (
+
+    select distinct order_id
+    from orders
+    where _loaded_at > (select max(_loaded_at) from {{ this }})
+
+),
+
+scoped_orders as (
+
+    select orders.*
+    from orders
+    semi join touched_orders on orders.order_id = touched_orders.order_id
+
+),
+{% else %}
+scoped_orders as (
+
+    select * from orders
+
+),
+{% endif %}
+
 ranked as (
 
     select
         *,
         count(*) over (partition by order_id) as versions_count
-    from orders
+    from scoped_orders
     qualify row_number() over (
         partition by order_id
         order by _source_file desc, updated_at desc nulls last, _line_number desc
