@@ -13,6 +13,19 @@ from segment_warehouse.config import get_settings
 from .core import DEFAULT_DAYS, generate
 
 
+class _NoPandas:
+    """Import hook that makes ``import pandas`` fail.
+
+    pyarrow imports pandas (~0.2 s) on its first ``pa.array`` call just to see
+    whether it is there, in the parent and in every worker. History generation
+    never uses pandas, so the CLI hides it for that run (delta days do use it).
+    """
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ImportError("pandas is not needed by the generator")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m segment_warehouse.generator",
                                  description=__doc__)
@@ -40,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     out = a.out if a.out is not None else get_settings().landing_dir
+    if not a.delta_day and "pandas" not in sys.modules:
+        sys.meta_path.insert(0, _NoPandas())
     s = generate(out, a.customers, a.seed, truth_dir=a.truth_dir, start_date=a.start_date,
                  days=a.days, window_days=a.window_days, delta_day=a.delta_day,
                  bad_rows=a.bad_rows, bad_row_rate=a.bad_row_rate,

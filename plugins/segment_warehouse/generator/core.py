@@ -40,17 +40,17 @@ from .render import (
     CRM_HEADER,
     CURRENCIES,
     ORDERS_HEADER,
+    EventRenderer,
     anonymous_ids,
     contact_ids,
     crm_lines,
     emails,
-    event_lines,
     order_ids,
     order_lines,
     person_ids,
-    session_prefixes,
+    warm_event_vocab,
 )
-from .text import gzip_bytes, lines_buffer, take, timestamps
+from .text import gzip_bytes, line_offsets, lines_buffer, take, timestamps, warm_caches
 from .timeline import Timeline
 
 CHUNK_PERSONS = 50_000  # part of the output format: changing it changes the bytes
@@ -209,8 +209,7 @@ class _Writer:
                 self.bad.append((source, rel, head + int(pos[i]) + i + 1, kind))
             self.s.bad_rows += k
         # byte offset of each line start, relative to the body buffer
-        offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[
-            lines.offset : lines.offset + n + 1].astype(np.int64)
+        offsets = line_offsets(lines)
         offsets -= offsets[0]
         parts: list = []
         prev = 0
@@ -498,7 +497,6 @@ def _chunk_run(p: Params, tl: Timeline, chunk: int, pids: np.ndarray, personas: 
     summary = GenerationSummary(out=out, truth_dir=out)
     writer = _Writer(out, out, p, rng_key, summary)
     res = _ChunkResult(writer=writer, truth=[], windows=len(windows))
-    prefixes = session_prefixes(pop, s, seed)
     id_base = (id_space << 56) | (chunk << 36)
     ev_sl = _window_slices(ent_w, tl.n_windows)
     crm_sl = _window_slices(crm_w, tl.n_windows)
@@ -512,28 +510,53 @@ def _chunk_run(p: Params, tl: Timeline, chunk: int, pids: np.ndarray, personas: 
     first = {"crm": first_nonempty(crm_sl), "transactions": first_nonempty(ord_sl),
              "analytics": first_nonempty(ev_sl)}
 
+    # Each source is rendered once for all of this task's windows, then cut per file.
+    def task_rows(sl: list[tuple[int, int]], skip: int = -1) -> tuple[np.ndarray, dict]:
+        pos, at = [], {}
+        n = 0
+        for w in windows:
+            a, b = sl[w]
+            if b > a and w != skip:
+                pos.append(np.arange(a, b))
+                at[w] = (n, n + b - a)
+                n += b - a
+        return (np.concatenate(pos) if pos else np.zeros(0, np.int64)), at
+
+    sel, crm_at = task_rows(crm_sl, skip=notes_w)
+    crm_all = crm_lines(pop, crm_rows[sel], extra_notes=False) if len(sel) else None
+    sel, ord_at = task_rows(ord_sl)
+    ord_all = order_lines(pop, all_sorted.take(sel)) if len(sel) else None
+    sel, ev_at = task_rows(ev_sl)
+    events = EventRenderer(pop, s, e, orders, entries[sel], id_base, seed) if len(sel) else None
+    del sel
+
     for w in windows:
         day = tl.delivery_date(w)
         a, b = crm_sl[w]
         if b > a:
-            lines = crm_lines(pop, crm_rows[a:b], extra_notes=w == notes_w)
+            if w == notes_w:
+                lines = crm_lines(pop, crm_rows[a:b], extra_notes=True)
+            else:
+                lo, hi = crm_at[w]
+                lines = crm_all.slice(lo, hi - lo)
             header = CRM_HEADER + (",notes" if w == notes_w else "")
             writer.write("crm", f"contacts_{day}_{no}.csv", header, lines, _gz("crm", w),
                          first["crm"] == w)
             res.crm_rows += b - a
-        a, b = ord_sl[w]
-        if b > a:
-            lines = order_lines(pop, all_sorted.take(np.arange(a, b)))
-            writer.write("transactions", f"orders_{day}_{no}.csv", ORDERS_HEADER, lines,
-                         _gz("transactions", w), first["transactions"] == w)
-            res.order_rows += b - a
-        a, b = ev_sl[w]
-        if b > a:
-            lines = event_lines(pop, s, e, orders, entries[a:b], prefixes, id_base, seed)
+        if w in ord_at:
+            lo, hi = ord_at[w]
+            writer.write("transactions", f"orders_{day}_{no}.csv", ORDERS_HEADER,
+                         ord_all.slice(lo, hi - lo), _gz("transactions", w),
+                         first["transactions"] == w)
+            res.order_rows += hi - lo
+        if w in ev_at:
+            lo, hi = ev_at[w]
+            lines = events.lines(lo, hi)
             writer.write("analytics", f"events_{day}_{no}.jsonl", None, lines,
                          _gz("analytics", w), first["analytics"] == w)
-            res.events += b - a
+            res.events += hi - lo
             del lines
+    del events
     if with_truth:
         rows = _TruthRows()
         _truth_chunk(rows, pop, orders, all_orders, s, shared, seed)
@@ -586,10 +609,14 @@ def _history_task(task: tuple[Params, Timeline, Path, int, list[int], bool, int]
 
 def _history_tasks(p: Params, tl: Timeline, out: Path, n_chunks: int, workers: int,
                    erasure_requests: int) -> list[tuple]:
-    # Few chunks: split each over the workers by window, so both cores stay busy.
-    parts = max(1, min(workers, tl.n_windows)) if n_chunks < 2 * workers else 1
-    return [(p, tl, out, c, list(range(k, tl.n_windows, parts)), k == 0, erasure_requests)
-            for c in range(n_chunks) for k in range(parts)]
+    # Whole chunks, except that the last n_chunks % workers chunks (when there are only
+    # a few chunks) are split over the workers by window, so both cores finish together.
+    # A split part regenerates its chunk's people and events, so split only what helps.
+    parts = max(1, min(workers, tl.n_windows))
+    split = n_chunks % workers if n_chunks < 4 * workers else 0
+    return [(p, tl, out, c, list(range(k, tl.n_windows, n)), k == 0, erasure_requests)
+            for c in range(n_chunks)
+            for n in [parts if c >= n_chunks - split else 1] for k in range(n)]
 
 
 def _erasure_candidates(pop: Population, rng: np.random.Generator, k: int) -> list[tuple]:
@@ -701,6 +728,8 @@ def _generate_history(p: Params, out: Path, truth_dir: Path, summary: Generation
                 _apply(res, writer, truth, summary, bar)
                 pool += res.erasure_pool
         else:
+            warm_caches()  # lookup tables: built once, inherited by the forked workers
+            warm_event_vocab()
             with _pool(min(workers, len(tasks))) as procs:
                 for res in procs.imap(_history_task, tasks):
                     _apply(res, writer, truth, summary, bar)

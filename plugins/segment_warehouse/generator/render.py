@@ -15,8 +15,8 @@ from .text import (
     FixedWidth,
     choose,
     dates,
-    hex_id,
     join,
+    line_offsets,
     money,
     permute_decimal,
     scatter_take,
@@ -24,6 +24,7 @@ from .text import (
     take,
     timestamps,
     to_str,
+    vocab_array,
     where,
 )
 
@@ -54,9 +55,11 @@ def person_ids(pids: np.ndarray) -> pa.Array:
 
 def anonymous_ids(device_keys: np.ndarray, seed: int) -> pa.Array:
     """UUID-shaped, unique (the first half is a bijection of the device key)."""
-    h1 = scramble(device_keys, seed * 2 + 1)
-    h2 = scramble(device_keys, seed * 2 + 7_777)
-    return join(hex_id(h1, (2, 1, 1), "-"), "-", hex_id(h2, (1, 3), "-"))
+    return FixedWidth().uuid(*_anon_hashes(device_keys, seed)).array(len(device_keys))
+
+
+def _anon_hashes(device_keys: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    return scramble(device_keys, seed * 2 + 1), scramble(device_keys, seed * 2 + 7_777)
 
 
 def emails(pop: Population, person: np.ndarray) -> pa.Array:
@@ -160,49 +163,36 @@ def _prices() -> np.ndarray:
     return np.random.default_rng(12345).integers(499, 25_000, V.N_PRODUCTS)
 
 
-def session_prefixes(pop: Population, s: Sessions, seed: int) -> pa.Array:
-    """The per-session part of every event line: ids, device and user agent."""
-    keys, inv = np.unique(s.device_key, return_inverse=True)
-    anon = anonymous_ids(keys, seed).take(pa.array(inv))
-    uid = where(s.user_contact >= 0,
-                join('"', contact_ids(np.maximum(s.user_contact, 0)), '"'), "null")
-    ua_vocab = [ua for uas in V.USER_AGENTS for ua in uas] + list(V.BOT_USER_AGENTS)
-    ua_off = np.cumsum([0] + [len(x) for x in V.USER_AGENTS])
-    ua_i = np.where(s.is_bot, ua_off[-1] + s.dev_ua, ua_off[np.minimum(s.dev_type, 2)] + s.dev_ua)
-    dev_i = np.minimum(s.dev_type, 2).astype(np.int64)
-    # device type + user agent: one small vocabulary
-    ctx = ['"},"userAgent":"' + ua + '","ip":"' for ua in ua_vocab]
-    ctx_voc = ['{"device":{"type":"' + t + c for t in V.DEVICE_TYPES for c in ctx]
-    ip = s.dev_ip.astype(np.int64)
-    ip_s = join(to_str(ip >> 24), ".", to_str((ip >> 16) & 255), ".", to_str((ip >> 8) & 255),
-                ".", to_str(ip & 255))
-    return join('"anonymousId":"', anon, '","userId":', uid, ',"context":',
-                take(ctx_voc, dev_i * len(ctx) + ua_i), ip_s, '",')
+# --- analytics events ----------------------------------------------------------------
+#
+# An event line is five pieces, all cut from one per-chunk "pool" of strings with a
+# single Arrow ``take`` per file (the pieces of line i are elements 5i..5i+4, so the
+# result's data buffer already is the file body):
+#
+#   head     {"messageId":"ajs-<hex>","timestamp":"<iso>",       per line, fixed width
+#   kind     "type":"track","event":"Product Viewed","properties":{...},   vocabulary,
+#            or per event for checkout/order (order properties) and identify (traits)
+#   session  "anonymousId":"<uuid>","userId":"C..."|null,"context":{"ip":"<ip>",
+#   device   "device":{"type":".."},"userAgent":"..",["campaign":{..},]"page":{
+#            "referrer":..,"url":"<site>     vocabulary (device x agent x campaign x ref)
+#   page     <path>"}}}\n                   vocabulary
+#
+# Campaign and external referrer only sit on a session's landing event.
 
-
-_TYPE_PIECES = (
-    *(f'"type":"page","name":"{p}",' for p in V.PAGE_NAMES),
-    *(f'"type":"track","event":"{e}",' for e in
-      ("Product Viewed", "Product Added", "Checkout Started", "Order Completed")),
-    '"type":"identify",',
-)
 _PATHS = ("/", "/c/", "/p/", "/search?q=sku", "/cart", "/checkout", "/account/login")
 _N_CAT = 40
-# Campaign context sits on the session's landing event only (as analytics.js does).
 _CAMPAIGN_PIECES = ("", *(f'"campaign":{{"source":"{a}","medium":"{b}","name":"{c}"}},'
                           for a, b, c in V.CAMPAIGNS[1:]))
 # Referrer: the session's first event carries the external referrer, later ones the site.
-_REF_PIECES = (*(f'"{r}"}}}}' if i >= 2 else "null}}" for i, r in enumerate(V.REFERRERS)),
-               f'"{V.SITE}/"}}}}')
+_REF_PIECES = (*(f'"{r}"' if i >= 2 else "null" for i, r in enumerate(V.REFERRERS)),
+               f'"{V.SITE}/"')
+_UA_VOCAB = (*(ua for uas in V.USER_AGENTS for ua in uas), *V.BOT_USER_AGENTS)
+_UA_OFF = np.cumsum([0] + [len(x) for x in V.USER_AGENTS])
 
 
-@cache
-def _page_vocab() -> pa.Array:
-    """``"page":{"url":"<site><path>","referrer":`` for every page code / product."""
-    paths = ["/", *(f"/c/{i}" for i in range(_N_CAT)),
-             *(f"/p/{i}" for i in range(V.N_PRODUCTS)),
-             *(f"/search?q=sku{i}" for i in range(V.N_PRODUCTS)), *_PATHS[4:]]
-    return pa.array([f'"page":{{"url":"{V.SITE}{p}","referrer":' for p in paths], pa.string())
+def _page_paths() -> list[str]:
+    return ["/", *(f"/c/{i}" for i in range(_N_CAT)), *(f"/p/{i}" for i in range(V.N_PRODUCTS)),
+            *(f"/search?q=sku{i}" for i in range(V.N_PRODUCTS)), *_PATHS[4:]]
 
 
 def _page_index(pcode: np.ndarray, product: np.ndarray) -> np.ndarray:
@@ -214,49 +204,124 @@ def _page_index(pcode: np.ndarray, product: np.ndarray) -> np.ndarray:
 
 
 @cache
-def _product_props() -> pa.Array:
-    """``,"properties":{...}`` of Product Viewed/Added per product, then "" (no props)."""
-    price = _prices()
-    return pa.array([f',"properties":{{"product_id":"p-{i}","price":{c // 100}.{c % 100:02d}}}'
-                     for i, c in enumerate(price.tolist())] + [""], pa.string())
+def _event_vocab() -> tuple[pa.Array, int, int]:
+    """The static part of the pool: kind pieces, device pieces, page pieces.
+
+    Returns (array, offset of the device pieces, offset of the page pieces).
+    """
+    price = _prices().tolist()
+    kinds = [f'"type":"page","name":"{p}",' for p in V.PAGE_NAMES]
+    for event in ("Product Viewed", "Product Added"):
+        kinds += [f'"type":"track","event":"{event}","properties":{{"product_id":"p-{i}",'
+                  f'"price":{c // 100}.{c % 100:02d}}},' for i, c in enumerate(price)]
+    device = [f'"device":{{"type":"{t}"}},"userAgent":"{ua}",{camp}"page":{{"referrer":{ref},'
+              f'"url":"{V.SITE}'
+              for t in V.DEVICE_TYPES for ua in _UA_VOCAB for camp in _CAMPAIGN_PIECES
+              for ref in _REF_PIECES]
+    pages = [f'{path}"}}}}}}\n' for path in _page_paths()]
+    arr = pa.array(kinds + device + pages, pa.string())
+    return arr, len(kinds), len(kinds) + len(device)
 
 
-def event_lines(pop: Population, s: Sessions, e: Events, o: Orders, rows: np.ndarray,
-                prefixes: pa.Array, id_base: int, seed: int) -> pa.Array:
-    n = len(rows)
-    sess = e.session[rows]
-    kind = e.kind[rows]
-    product = e.product[rows]
-    first = e.pos[rows] == 0
-    # messageId and timestamp: fixed width, built in numpy
-    head = (FixedWidth().lit('{"messageId":"ajs-')
-            .hex16(scramble(np.asarray(rows, dtype=np.uint64) + np.uint64(id_base), seed))
-            .lit('","timestamp":"').iso_millis(e.ts[rows]).lit('",').array(n))
-    is_page = kind == V.EVENT_PAGE
-    tcode = np.where(is_page, e.page[rows], 4 + kind)
-    pcode = np.where(is_page, e.page[rows],
-                     np.select([kind <= V.EVENT_ADDED, kind <= V.EVENT_COMPLETED], [2, 5], 6))
-    camp = np.where(first, s.campaign[sess], 0)
-    ref = np.where(first, s.referrer[sess], len(V.REFERRERS))
-    # properties / traits differ per event kind: one take over all variants
-    i_prod = np.flatnonzero((kind == V.EVENT_VIEWED) | (kind == V.EVENT_ADDED))
-    default_idx = np.full(n, V.N_PRODUCTS)
-    default_idx[i_prod] = product[i_prod]
-    parts: list[tuple[np.ndarray, pa.Array]] = []
-    i_ord = np.flatnonzero((kind == V.EVENT_CHECKOUT) | (kind == V.EVENT_COMPLETED))
-    orow = s.order[sess[i_ord]]
-    done = kind[i_ord] == V.EVENT_COMPLETED
-    parts.append((i_ord, join(',"properties":{"order_id":"', order_ids(o.key[orow]), '",',
-                              where(done, '"revenue":', '"value":'), money(o.total_cents[orow]),
-                              ',"currency":"', take(CURRENCIES, o.currency[orow]), '"}')))
-    i_id = np.flatnonzero(kind == V.EVENT_IDENTIFY)
-    person = s.person[sess[i_id]]
-    has_phone = (pop.pid[person] % 2 == 0)
-    phone = join(',"phone":"+', take([c[1] for c in V.COUNTRIES], pop.country[person]),
-                 to_str(pop.phone_nsn[person]), '"')
-    parts.append((i_id, join(',"traits":{"email":"', emails(pop, person), '"',
-                             where(has_phone, phone, ""), "}")))
-    props = scatter_take(n, parts, _product_props(), default_idx)
-    page = _page_vocab().take(pa.array(_page_index(pcode, product)))
-    return join(head, take(_TYPE_PIECES, tcode), prefixes.take(pa.array(sess)),
-                take(_CAMPAIGN_PIECES, camp), page, take(_REF_PIECES, ref), props, "}\n")
+def warm_event_vocab() -> None:
+    _event_vocab()
+
+
+def _octets() -> pa.Array:
+    return vocab_array(tuple(str(i) for i in range(256)))
+
+
+def _session_pieces(pop: Population, s: Sessions, seed: int) -> pa.Array:
+    """``"anonymousId":..,"userId":..,"context":{"ip":"..",`` per session."""
+    ns = len(s.person)
+    logged = s.user_contact >= 0
+    anon = (FixedWidth().lit('"anonymousId":"').uuid(*_anon_hashes(s.device_key, seed))
+            .lit('","userId":').array(ns))
+    uid = (FixedWidth().lit('"C').digits(
+        permute_decimal(np.maximum(s.user_contact[logged], 0), 10**9, 387_420_489, 12_345), 9)
+        .lit('"').array(int(logged.sum())))
+    uid_all = scatter_take(ns, [(np.flatnonzero(logged), uid)], pa.array(["null"], pa.string()))
+    ip = s.dev_ip.astype(np.int64)
+    octets = [_octets().take(pa.array(((ip >> k) & 255).astype(np.int32))) for k in (24, 16, 8, 0)]
+    return join(anon, uid_all, ',"context":{"ip":"', join(*octets, sep="."), '",')
+
+
+class EventRenderer:
+    """Renders analytics lines from one pool of pieces, built once per chunk.
+
+    ``rows`` are the events to render (event indices, in file order; an event
+    delivered twice appears twice); :meth:`lines` renders ``rows[lo:hi]``.
+    """
+
+    def __init__(self, pop: Population, s: Sessions, e: Events, o: Orders, rows: np.ndarray,
+                 id_base: int, seed: int) -> None:
+        vocab, dev_off, page_off = _event_vocab()
+        m = len(e.kind)
+        kind, product, sess = e.kind, e.product, e.session
+        first = e.pos == 0
+        # kind piece: vocabulary for pages / product events, per event for the others
+        kind_i = np.where(kind == V.EVENT_PAGE, e.page,
+                          5 + (kind == V.EVENT_ADDED) * V.N_PRODUCTS + product).astype(np.int64)
+        base = len(vocab)
+        i_ord = np.flatnonzero((kind == V.EVENT_CHECKOUT) | (kind == V.EVENT_COMPLETED))
+        orow = s.order[sess[i_ord]]
+        done = kind[i_ord] == V.EVENT_COMPLETED
+        ord_pieces = join(where(done, '"type":"track","event":"Order Completed","properties":'
+                                      '{"order_id":"',
+                                '"type":"track","event":"Checkout Started","properties":'
+                                '{"order_id":"'),
+                          order_ids(o.key[orow]), '",', where(done, '"revenue":', '"value":'),
+                          money(o.total_cents[orow]), ',"currency":"',
+                          take(CURRENCIES, o.currency[orow]), '"},')
+        kind_i[i_ord] = base + np.arange(len(i_ord))
+        base += len(i_ord)
+        i_id = np.flatnonzero(kind == V.EVENT_IDENTIFY)
+        person = s.person[sess[i_id]]
+        has_phone = pop.pid[person] % 2 == 0
+        phone = join(',"phone":"+', take([c[1] for c in V.COUNTRIES], pop.country[person]),
+                     to_str(pop.phone_nsn[person]), '"')
+        id_pieces = join('"type":"identify","traits":{"email":"', emails(pop, person), '"',
+                         where(has_phone, phone, ""), "},")
+        kind_i[i_id] = base + np.arange(len(i_id))
+        base += len(i_id)
+        sessions = _session_pieces(pop, s, seed)
+        self.head_base = base + len(sessions)
+        # device piece: device type x user agent x campaign x referrer
+        ua_i = np.where(s.is_bot, _UA_OFF[-1] + s.dev_ua,
+                        _UA_OFF[np.minimum(s.dev_type, 2)] + s.dev_ua).astype(np.int64)
+        dev_i = np.minimum(s.dev_type, 2).astype(np.int64) * len(_UA_VOCAB) + ua_i
+        n_ref = len(_REF_PIECES)
+        camp = np.where(first, s.campaign[sess], 0)
+        ref = np.where(first, s.referrer[sess], n_ref - 1)
+        dev_piece = dev_off + (dev_i[sess] * len(_CAMPAIGN_PIECES) + camp) * n_ref + ref
+        is_page = kind == V.EVENT_PAGE
+        pcode = np.where(is_page, e.page,
+                         np.select([kind <= V.EVENT_ADDED, kind <= V.EVENT_COMPLETED], [2, 5], 6))
+        self.idx = np.empty((m, 4), np.int64)  # kind, session, device, page per event
+        self.idx[:, 0] = kind_i
+        self.idx[:, 1] = base + sess
+        self.idx[:, 2] = dev_piece
+        self.idx[:, 3] = page_off + _page_index(pcode, product)
+        self.rows = np.asarray(rows, dtype=np.int64)
+        n = len(self.rows)
+        head = (FixedWidth().lit('{"messageId":"ajs-')
+                .hex16(scramble(self.rows.astype(np.uint64) + np.uint64(id_base), seed))
+                .lit('","timestamp":"').iso_millis(e.ts[self.rows]).lit('",').array(n))
+        parts = [vocab, ord_pieces, id_pieces, sessions, head]
+        if sum(a.nbytes for a in parts) >= 2**31 - 2**24 or pa.types.is_large_string(head.type):
+            parts = [a.cast(pa.large_string()) for a in parts]
+        self.pool = pa.concat_arrays(parts)
+        del head, parts
+
+    def lines(self, lo: int, hi: int) -> pa.Array:
+        """The lines (one string each, ``\\n`` included) of ``rows[lo:hi]``."""
+        n = hi - lo
+        idx = np.empty((n, 5), np.int32 if len(self.pool) < 2**31 else np.int64)
+        idx[:, 0] = self.head_base + np.arange(lo, hi)
+        idx[:, 1:] = self.idx[self.rows[lo:hi]]
+        out = self.pool.take(pa.array(idx.ravel()))
+        offs = line_offsets(out)[::5]
+        large = pa.types.is_large_string(out.type) or offs[-1] >= 2**31
+        return pa.Array.from_buffers(
+            pa.large_string() if large else pa.string(), n,
+            [None, pa.py_buffer(offs if large else offs.astype(np.int32)), out.buffers()[2]])

@@ -40,8 +40,14 @@ def arr(values: np.ndarray | Sequence) -> pa.Array:
     return pa.array(values)
 
 
+@cache
+def vocab_array(vocab: tuple[str, ...]) -> pa.Array:
+    """A vocabulary as an Arrow string array, converted once per process."""
+    return pa.array(list(vocab), pa.string())
+
+
 def take(vocab: Sequence[str] | pa.Array, codes: np.ndarray) -> pa.Array:
-    voc = vocab if isinstance(vocab, pa.Array) else pa.array(list(vocab), pa.string())
+    voc = vocab if isinstance(vocab, pa.Array) else vocab_array(tuple(vocab))
     return voc.take(pa.array(np.asarray(codes, dtype=np.int32)))
 
 
@@ -62,24 +68,46 @@ def to_str(values: np.ndarray) -> pa.Array:
     return pc.cast(pa.array(values), pa.string())
 
 
+def fixed_strings(u8: np.ndarray) -> pa.Array:
+    """Rows of a (n, w) uint8 matrix -> Arrow strings of w bytes each (no Python loop)."""
+    n, w = u8.shape
+    return pa.Array.from_buffers(pa.string(), n, [
+        None, pa.py_buffer(np.arange(0, (n + 1) * w, w, dtype=np.int32)),
+        pa.py_buffer(np.ascontiguousarray(u8, dtype=np.uint8))])
+
+
+def _digits_u8(values: np.ndarray, width: int) -> np.ndarray:
+    """Non-negative integers -> (n, width) ASCII digits, zero padded."""
+    v = np.asarray(values, dtype=np.int64).copy()
+    out = np.empty((len(v), width), np.uint8)
+    for k in range(width - 1, -1, -1):
+        out[:, k] = v % 10 + 48
+        v //= 10
+    return out
+
+
+def _lit_u8(text: str, n: int) -> np.ndarray:
+    return np.broadcast_to(np.frombuffer(text.encode(), np.uint8), (n, len(text)))
+
+
 @cache
 def _two_digits() -> pa.Array:
-    return pa.array([f"{i:02d}" for i in range(100)])
+    return fixed_strings(_digits_u8(np.arange(100), 2))
 
 
 @cache
 def _hex4() -> pa.Array:
-    return pa.array([f"{i:04x}" for i in range(65536)])
+    return fixed_strings(_hex4_u8())
 
 
 @cache
 def _clock() -> pa.Array:
-    return pa.array([f"{i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}" for i in range(86400)])
+    return fixed_strings(_clock_u8())
 
 
 @cache
 def _millis() -> pa.Array:
-    return pa.array([f".{i:03d}" for i in range(1000)])
+    return fixed_strings(np.hstack([_lit_u8(".", 1000), _millis_u8()]))
 
 
 DATE_BASE = -25_000  # days since epoch (~1901); vocabulary covers 1901..2105
@@ -87,8 +115,7 @@ DATE_BASE = -25_000  # days since epoch (~1901); vocabulary covers 1901..2105
 
 @cache
 def _all_dates() -> pa.Array:
-    d0 = EPOCH + timedelta(days=DATE_BASE)
-    return pa.array([(d0 + timedelta(days=i)).isoformat() for i in range(75_000)])
+    return fixed_strings(_dates_u8())
 
 
 def dates(days: np.ndarray) -> pa.Array:
@@ -176,24 +203,35 @@ def timestamps(ms: np.ndarray, style: np.ndarray | int, offset_min: np.ndarray |
 
 @cache
 def _hex4_u8() -> np.ndarray:
-    return np.frombuffer("".join(f"{i:04x}" for i in range(65536)).encode(),
-                        np.uint8).reshape(65536, 4)
+    nib = np.frombuffer(b"0123456789abcdef", np.uint8)
+    i = np.arange(65536)
+    return np.stack([nib[(i >> s) & 15] for s in (12, 8, 4, 0)], axis=1)
 
 
 @cache
 def _dates_u8() -> np.ndarray:
-    return np.frombuffer(lines_buffer(_all_dates()), np.uint8).reshape(-1, 10)
+    days = np.arange(DATE_BASE, DATE_BASE + 75_000).astype("datetime64[D]")
+    return np.frombuffer(np.datetime_as_string(days).astype("S10").tobytes(),
+                         np.uint8).reshape(-1, 10)
 
 
 @cache
 def _clock_u8() -> np.ndarray:
-    return np.frombuffer(lines_buffer(_clock()), np.uint8).reshape(-1, 8)
+    s = np.arange(86400)
+    return np.hstack([_digits_u8(s // 3600, 2), _lit_u8(":", len(s)),
+                      _digits_u8(s // 60 % 60, 2), _lit_u8(":", len(s)),
+                      _digits_u8(s % 60, 2)])
 
 
 @cache
 def _millis_u8() -> np.ndarray:
-    return np.frombuffer("".join(f"{i:03d}" for i in range(1000)).encode(),
-                        np.uint8).reshape(1000, 3)
+    return _digits_u8(np.arange(1000), 3)
+
+
+def warm_caches() -> None:
+    """Build the shared lookup tables (before forking workers, so they inherit them)."""
+    for f in (_two_digits, _hex4, _clock, _millis, _all_dates):
+        f()
 
 
 class FixedWidth:
@@ -224,6 +262,22 @@ class FixedWidth:
         for s in (48, 32, 16, 0):
             self.col(tbl[((v >> np.uint64(s)) & np.uint64(0xFFFF)).astype(np.intp)])
         return self
+
+    def digits(self, values: np.ndarray, width: int) -> FixedWidth:
+        """Non-negative integers -> ``width`` decimal digits, zero padded."""
+        return self.col(_digits_u8(values, width).view(f"S{width}").ravel())
+
+    def uuid(self, h1: np.ndarray, h2: np.ndarray) -> FixedWidth:
+        """Two uint64 -> ``8-4-4-4-12`` hex (same text as ``hex_id`` with those groups)."""
+        tbl = _hex4_u8().view("S4").ravel()
+
+        def block(v: np.ndarray, s: int) -> np.ndarray:
+            return tbl[((v >> np.uint64(s)) & np.uint64(0xFFFF)).astype(np.intp)]
+
+        h1, h2 = np.asarray(h1, dtype=np.uint64), np.asarray(h2, dtype=np.uint64)
+        self.col(block(h1, 48)).col(block(h1, 32)).lit("-").col(block(h1, 16)).lit("-")
+        self.col(block(h1, 0)).lit("-").col(block(h2, 48)).lit("-")
+        return self.col(block(h2, 32)).col(block(h2, 16)).col(block(h2, 0))
 
     def iso_millis(self, ms: np.ndarray) -> FixedWidth:
         """Epoch ms -> ``2026-05-01T10:00:00.123Z`` (same text as timestamps(ms, 3))."""
@@ -275,16 +329,21 @@ def scatter_take(n: int, parts: Sequence[tuple[np.ndarray, pa.Array]],
     return pa.concat_arrays(arrays).take(pa.array(idx))
 
 
+def line_offsets(lines: pa.Array) -> np.ndarray:
+    """The n + 1 offsets (int64, relative to the data buffer) of a (large_)string array."""
+    dt = np.int64 if pa.types.is_large_string(lines.type) else np.int32
+    return np.frombuffer(lines.buffers()[1], dtype=dt)[
+        lines.offset : lines.offset + len(lines) + 1].astype(np.int64)
+
+
 def lines_buffer(lines: pa.Array | pa.ChunkedArray) -> pa.Buffer:
     """The concatenated bytes of a string array (each element already ends in \\n)."""
     if isinstance(lines, pa.ChunkedArray):
         lines = pa.concat_arrays(lines.chunks) if lines.num_chunks != 1 else lines.chunk(0)
     if len(lines) == 0:
         return pa.py_buffer(b"")
-    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)
-    start = int(offsets[lines.offset])
-    end = int(offsets[lines.offset + len(lines)])
-    return lines.buffers()[2][start:end]
+    offs = line_offsets(lines)
+    return lines.buffers()[2][int(offs[0]):int(offs[-1])]
 
 
 def gzip_bytes(parts: Sequence[bytes | pa.Buffer | memoryview], level: int) -> bytes:
