@@ -4,8 +4,12 @@
     one), else the customer the anonymous id resolved to. The logged-in rule
     also attributes sessions on shared devices, which resolve to nobody.
     Session measures come from int_sessions_aggregated (incremental); only
-    the customer is attached here, on every build.
+    the customer is attached here. A view: its two consumers (fct_sessions and
+    int_customers_aggregated) read it once each, and writing the ~6 M sessions
+    of 1 M customers a second time cost more (7.6 s) than joining twice.
 -#}
+
+{{ config(materialized='view') }}
 
 with
 
