@@ -242,3 +242,73 @@ def test_refuses_to_mix_into_an_existing_zone(zone: Path) -> None:
         generate(zone / "landing", **SMALL)
     with pytest.raises(ValueError):
         generate(zone / "landing", truth_dir=zone / "landing" / "truth", **SMALL)
+
+
+def test_same_bytes_over_several_chunks_whatever_the_worker_count(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Small chunks: 3 chunks, so workers get whole chunks and split only the last one.
+    import segment_warehouse.generator.core as core
+    monkeypatch.setattr(core, "CHUNK_PERSONS", 200)
+    runs = {}
+    for workers in (1, 2, 3):
+        root = tmp_path / f"w{workers}"
+        s = generate(root / "landing", customers=400, seed=11, days=28, workers=workers)
+        runs[workers] = (_files(root / "landing"), _files(root / "truth"))
+        assert any(f.endswith("_003.jsonl") or f.endswith("_003.jsonl.gz") for f in s.files)
+    assert runs[1] == runs[2] == runs[3]
+
+
+def _events(zone: Path) -> list[tuple[str, int, dict]]:
+    bad = _bad_by_file(zone)
+    out = []
+    for rel in _files(zone / "landing"):
+        if rel.startswith("analytics/") and None not in bad.get(rel, {}):
+            for no, line in enumerate(_read_lines(zone / "landing" / rel), start=1):
+                if no not in bad.get(rel, {}):
+                    out.append((rel, no, json.loads(line)))
+    return out
+
+
+def test_event_shape_and_rates(zone: Path) -> None:
+    events = _events(zone)
+    assert len(events) > 5000
+    kinds: Counter[str] = Counter()
+    for rel, no, e in events:
+        assert set(e) >= {"messageId", "type", "timestamp", "anonymousId", "userId", "context"}
+        ctx = e["context"]
+        assert ctx["device"]["type"] in ("mobile", "desktop", "tablet"), (rel, no)
+        assert ctx["userAgent"] and ctx["ip"].count(".") == 3
+        assert ctx["page"]["url"].startswith("https://shop.example.com/")
+        assert "referrer" in ctx["page"]
+        assert e["userId"] is None or (e["userId"].startswith("C") and len(e["userId"]) == 10)
+        assert len(e["anonymousId"]) == 36 and e["anonymousId"].count("-") == 4
+        if e["type"] == "track":
+            kinds[e["event"]] += 1
+            if e["event"] in ("Product Viewed", "Product Added"):
+                assert set(e["properties"]) == {"product_id", "price"}
+                assert ctx["page"]["url"].endswith("/p/" + e["properties"]["product_id"][2:])
+            else:
+                props = e["properties"]
+                assert props["order_id"].startswith("ORD-") and props["currency"]
+                assert ("revenue" if e["event"] == "Order Completed" else "value") in props
+        elif e["type"] == "identify":
+            kinds["identify"] += 1
+            assert "@" in e["traits"]["email"]
+        else:
+            assert e["type"] == "page" and e["name"]
+            kinds["page"] += 1
+        if "campaign" in ctx:
+            assert set(ctx["campaign"]) == {"source", "medium", "name"}
+    assert all(kinds[k] for k in ("page", "identify", "Product Viewed", "Product Added",
+                                  "Checkout Started", "Order Completed"))
+    # about 0.5 % of events are delivered twice (same messageId)
+    mids = Counter(e["messageId"] for _, _, e in events)
+    redelivered = sum(n - 1 for n in mids.values())
+    assert 0.002 < redelivered / len(mids) < 0.01
+    # landing events carry the campaign: a minority of all events, but present
+    with_campaign = sum("campaign" in e["context"] for _, _, e in events)
+    assert 0.02 < with_campaign / len(events) < 0.3
+    # bad rows: about bad_row_rate of the lines, plus one of each kind
+    n_bad = sum(1 for r in _truth(zone, "bad_records.csv")
+                if r["source"] == "analytics" and r["line_number"])
+    assert 4 <= n_bad <= 4 + 10 * 0.0003 * len(events) + 5

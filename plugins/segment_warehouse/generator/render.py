@@ -14,6 +14,7 @@ from .population import FIRST_ALL, FIRST_ASCII, LAST_ASCII, N_F, Population, ema
 from .text import (
     FixedWidth,
     choose,
+    concat_with_fixed,
     dates,
     join,
     line_offsets,
@@ -231,8 +232,11 @@ def _octets() -> pa.Array:
     return vocab_array(tuple(str(i) for i in range(256)))
 
 
-def _session_pieces(pop: Population, s: Sessions, seed: int) -> pa.Array:
-    """``"anonymousId":..,"userId":..,"context":{"ip":"..",`` per session."""
+def _session_pieces(pop: Population, s: Sessions, seed: int,
+                    order: np.ndarray | None = None) -> pa.Array:
+    """``"anonymousId":..,"userId":..,"context":{"ip":"..",`` per session (in ``order``)."""
+    if order is not None:
+        s = Sessions(**{k: v[order] for k, v in vars(s).items()})
     ns = len(s.person)
     logged = s.user_contact >= 0
     anon = (FixedWidth().lit('"anonymousId":"').uuid(*_anon_hashes(s.device_key, seed))
@@ -284,7 +288,13 @@ class EventRenderer:
                          where(has_phone, phone, ""), "},")
         kind_i[i_id] = base + np.arange(len(i_id))
         base += len(i_id)
-        sessions = _session_pieces(pop, s, seed)
+        # Session pieces in order of the sessions' first event: lines of a file are in
+        # time order, so the pieces they need sit close together in memory.
+        first_ev = np.cumsum(s.n_events) - s.n_events
+        by_time = np.argsort(e.deliver_ts[first_ev], kind="stable")
+        slot = np.empty(len(by_time), np.int64)
+        slot[by_time] = np.arange(len(by_time))
+        sessions = _session_pieces(pop, s, seed, by_time)
         self.head_base = base + len(sessions)
         # device piece: device type x user agent x campaign x referrer
         ua_i = np.where(s.is_bot, _UA_OFF[-1] + s.dev_ua,
@@ -297,26 +307,22 @@ class EventRenderer:
         is_page = kind == V.EVENT_PAGE
         pcode = np.where(is_page, e.page,
                          np.select([kind <= V.EVENT_ADDED, kind <= V.EVENT_COMPLETED], [2, 5], 6))
-        self.idx = np.empty((m, 4), np.int64)  # kind, session, device, page per event
+        self.idx = np.empty((m, 4), np.int32)  # kind, session, device, page per event
         self.idx[:, 0] = kind_i
-        self.idx[:, 1] = base + sess
+        self.idx[:, 1] = base + slot[sess]
         self.idx[:, 2] = dev_piece
         self.idx[:, 3] = page_off + _page_index(pcode, product)
         self.rows = np.asarray(rows, dtype=np.int64)
         n = len(self.rows)
         head = (FixedWidth().lit('{"messageId":"ajs-')
                 .hex16(scramble(self.rows.astype(np.uint64) + np.uint64(id_base), seed))
-                .lit('","timestamp":"').iso_millis(e.ts[self.rows]).lit('",').array(n))
-        parts = [vocab, ord_pieces, id_pieces, sessions, head]
-        if sum(a.nbytes for a in parts) >= 2**31 - 2**24 or pa.types.is_large_string(head.type):
-            parts = [a.cast(pa.large_string()) for a in parts]
-        self.pool = pa.concat_arrays(parts)
-        del head, parts
+                .lit('","timestamp":"').iso_millis(e.ts[self.rows]).lit('",'))
+        self.pool = concat_with_fixed([vocab, ord_pieces, id_pieces, sessions], head, n)
 
     def lines(self, lo: int, hi: int) -> pa.Array:
         """The lines (one string each, ``\\n`` included) of ``rows[lo:hi]``."""
         n = hi - lo
-        idx = np.empty((n, 5), np.int32 if len(self.pool) < 2**31 else np.int64)
+        idx = np.empty((n, 5), np.int32)
         idx[:, 0] = self.head_base + np.arange(lo, hi)
         idx[:, 1:] = self.idx[self.rows[lo:hi]]
         out = self.pool.take(pa.array(idx.ravel()))

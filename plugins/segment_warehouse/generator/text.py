@@ -286,7 +286,12 @@ class FixedWidth:
         self.col(_clock_u8().view("S8").ravel()[(ms // 1000) % 86400]).lit(".")
         return self.col(_millis_u8().view("S3").ravel()[ms % 1000]).lit("Z")
 
-    def array(self, n: int) -> pa.Array:
+    @property
+    def width(self) -> int:
+        return sum(w for w, _ in self.pieces)
+
+    def fill(self, out: np.ndarray) -> None:
+        """Render into ``out``: a contiguous uint8 buffer of n * width bytes."""
         widths = [w for w, _ in self.pieces]
         width = sum(widths)
         offs = np.cumsum([0, *widths])[:-1].tolist()
@@ -297,18 +302,49 @@ class FixedWidth:
         for name, (_, v) in zip(names, self.pieces, strict=True):
             if isinstance(v, bytes):
                 tmpl[name] = v
-        rec = np.empty(n, dt)
+        rec = out.view(dt)
         rec[...] = tmpl[0]
         for name, (_, v) in zip(names, self.pieces, strict=True):
             if not isinstance(v, bytes):
                 rec[name] = v
-        buf = rec.view(np.uint8)
+
+    def array(self, n: int) -> pa.Array:
+        width = self.width
+        buf = np.empty(n * width, np.uint8)
+        self.fill(buf)
         offsets = np.arange(n + 1, dtype=np.int64) * width
         if n * width < 2**31:
             return pa.Array.from_buffers(pa.string(), n, [
                 None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(buf)])
         return pa.Array.from_buffers(pa.large_string(), n, [
             None, pa.py_buffer(offsets), pa.py_buffer(buf)])
+
+
+def concat_with_fixed(parts: Sequence[pa.Array], fixed: FixedWidth, n: int) -> pa.Array:
+    """``concat_arrays([*parts, fixed.array(n)])``, rendering the fixed-width rows in place.
+
+    Saves allocating and copying the (large) fixed-width block a second time.
+    """
+    sizes = [int(line_offsets(a)[-1] - line_offsets(a)[0]) if len(a) else 0 for a in parts]
+    width = fixed.width
+    total_bytes = sum(sizes) + n * width
+    count = sum(len(a) for a in parts) + n
+    large = total_bytes >= 2**31
+    data = np.empty(total_bytes, np.uint8)
+    offsets = np.empty(count + 1, np.int64)
+    pos = at = 0
+    for a, size in zip(parts, sizes, strict=True):
+        if not len(a):
+            continue
+        offs = line_offsets(a)
+        data[pos:pos + size] = np.frombuffer(a.buffers()[2], np.uint8, size, int(offs[0]))
+        offsets[at:at + len(a)] = offs[:-1] - offs[0] + pos
+        pos += size
+        at += len(a)
+    fixed.fill(data[pos:])
+    offsets[at:] = pos + np.arange(n + 1, dtype=np.int64) * width
+    return pa.Array.from_buffers(pa.large_string() if large else pa.string(), count, [
+        None, pa.py_buffer(offsets if large else offsets.astype(np.int32)), pa.py_buffer(data)])
 
 
 def scatter_take(n: int, parts: Sequence[tuple[np.ndarray, pa.Array]],
