@@ -1,4 +1,8 @@
--- Latest version of each order with its unified customer_id.
+-- Latest version of each order with its unified customer_id. A view, like
+-- int_sessions_stitched: fct_orders and int_customers_aggregated each read it
+-- once, so writing the ~3 M orders of 1 M customers here would be a second copy.
+
+{{ config(materialized='view') }}
 
 with
 
