@@ -478,8 +478,11 @@ def _chunk_run(p: Params, tl: Timeline, chunk: int, pids: np.ndarray, personas: 
     ent_w = np.concatenate([ew, np.minimum(ew[dup] + rng.integers(0, 3, len(dup)),
                                            tl.n_windows - 1)])
     ent_late = np.concatenate([late, np.ones(len(dup), bool)])
-    # Late and redelivered lines come after the on-time ones within a file.
-    o_ = np.lexsort((e.deliver_ts[entries], ent_late, ent_w))
+    # Late and redelivered lines come after the on-time ones within a file. One int64
+    # key (window, late, time) sorted stably: the order of lexsort((time, late, window)).
+    rel = np.clip(e.deliver_ts[entries] - tl.t0 + (1 << 44), 0, (1 << 45) - 1)
+    o_ = np.argsort((ent_w.astype(np.int64) << 46) | (ent_late.astype(np.int64) << 45) | rel,
+                    kind="stable")
     entries, ent_w = entries[o_], ent_w[o_]
 
     crm_rows = np.flatnonzero(pop.in_crm[pop.c_person]) if extra_crm_rows is None \

@@ -196,12 +196,16 @@ def _page_paths() -> list[str]:
             *(f"/search?q=sku{i}" for i in range(V.N_PRODUCTS)), *_PATHS[4:]]
 
 
+# page code -> first page-vocabulary index, and whether the product picks within it
+_PAGE_START = np.array([0, 1, 1 + _N_CAT, 1 + _N_CAT + V.N_PRODUCTS, 1 + _N_CAT + 2 * V.N_PRODUCTS,
+                        2 + _N_CAT + 2 * V.N_PRODUCTS, 3 + _N_CAT + 2 * V.N_PRODUCTS])
+_PAGE_BY_PRODUCT = np.array([0, 1, 1, 1, 0, 0, 0])
+
+
 def _page_index(pcode: np.ndarray, product: np.ndarray) -> np.ndarray:
-    n = V.N_PRODUCTS
-    return np.select(
-        [pcode == 0, pcode == 1, pcode == 2, pcode == 3],
-        [0, 1 + product % _N_CAT, 1 + _N_CAT + product, 1 + _N_CAT + n + product],
-        1 + _N_CAT + 2 * n + (pcode - 4))
+    """Page code (0 home, 1 category, 2 product, 3 search, 4 cart, 5 checkout, 6 login)."""
+    pick = np.where(pcode == 1, product % _N_CAT, product) * _PAGE_BY_PRODUCT[pcode]
+    return _PAGE_START[pcode] + pick
 
 
 @cache
