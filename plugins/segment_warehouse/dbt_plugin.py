@@ -1,4 +1,4 @@
-"""dbt-duckdb plugin: Python UDFs registered on every dbt connection.
+"""dbt-duckdb plugin: functions registered on every dbt connection and cursor.
 
 Configured in ``dbt_project/profiles.yml``::
 
@@ -6,22 +6,21 @@ Configured in ``dbt_project/profiles.yml``::
       - module: segment_warehouse.dbt_plugin
 
 * ``pseudonymise(value varchar) -> varchar``: HMAC-SHA256 (hex) keyed with
-  :meth:`Settings.pii_key`. The key lives only in this process's memory; it is
-  never written into SQL text, so it never reaches ``target/`` or dbt logs.
+  :meth:`Settings.pii_key`, a TEMP macro over DuckDB's own ``sha256``
+  (:func:`segment_warehouse.privacy.keyed_hash_macro_sql`). The key material
+  lives only in this process's connections; it is never written into a model's
+  SQL, so it never reaches ``target/``, dbt logs or the database file.
 * ``normalise_phone(phone varchar, country varchar) -> varchar``: E.164 via
   ``phonenumbers`` using ``country`` (ISO2) as the default region, US when
   missing or unknown; null when the number does not parse or has an impossible
   length for its country ("possible", not "valid": see normalise_phone_value).
-
-Both are Arrow (vectorised) UDFs: DuckDB hands over whole vectors, and the
-per-value work is memoised, so repeated values (the same phone on many rows,
-the same email on many orders) are computed once per process.
+  An Arrow (vectorised) UDF: DuckDB hands over whole vectors, and the per-value
+  work is memoised, so a phone repeated on many rows is parsed once per process.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -31,7 +30,7 @@ from dbt.adapters.duckdb.plugins import BasePlugin
 from duckdb import DuckDBPyConnection
 
 from segment_warehouse.config import get_settings
-from segment_warehouse.privacy import keyed_hash
+from segment_warehouse.privacy import keyed_hash_macro_sql
 
 DEFAULT_REGION = "US"
 _CACHE_SIZE = 1 << 21  # ~2 M distinct values per process
@@ -65,23 +64,6 @@ def normalise_phone_value(phone: str | None, country: str | None = None) -> str 
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
-def make_pseudonymiser(key: str) -> Callable[[str | None], str | None]:
-    """A memoised keyed hash (HMAC-SHA256, hex) of one value."""
-
-    @lru_cache(maxsize=_CACHE_SIZE)
-    def pseudonymise(value: str | None) -> str | None:
-        return None if value is None else keyed_hash(value, key)
-
-    return pseudonymise
-
-
-def _arrow_pseudonymise(fn: Callable[[str | None], str | None]) -> Callable[[Any], pa.Array]:
-    def udf(values: pa.Array) -> pa.Array:
-        return pa.array([fn(v) for v in values.to_pylist()], type=pa.string())
-
-    return udf
-
-
 def _arrow_normalise_phone(phones: pa.Array, countries: pa.Array) -> pa.Array:
     return pa.array(
         [
@@ -99,18 +81,9 @@ def register_udfs(conn: DuckDBPyConnection, pii_key: str | None = None) -> None:
     their own DuckDB connection.
     """
     key = pii_key if pii_key is not None else get_settings().pii_key()
-    for name in ("pseudonymise", "normalise_phone"):
-        with contextlib.suppress(Exception):  # not registered yet
-            conn.remove_function(name)
-    conn.create_function(
-        "pseudonymise",
-        _arrow_pseudonymise(make_pseudonymiser(key)),
-        ["VARCHAR"],
-        "VARCHAR",
-        type="arrow",
-        null_handling="special",
-        side_effects=False,
-    )
+    with contextlib.suppress(Exception):  # not registered yet
+        conn.remove_function("normalise_phone")
+    conn.execute(keyed_hash_macro_sql("pseudonymise", key))
     conn.create_function(
         "normalise_phone",
         _arrow_normalise_phone,
@@ -132,3 +105,7 @@ class Plugin(BasePlugin):
 
     def configure_connection(self, conn: DuckDBPyConnection) -> None:
         register_udfs(conn, self._pii_key)
+
+    def configure_cursor(self, cursor: DuckDBPyConnection) -> None:
+        # A cursor is a connection of its own: temp macros do not carry over.
+        cursor.execute(keyed_hash_macro_sql("pseudonymise", self._pii_key))

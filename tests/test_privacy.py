@@ -1,0 +1,69 @@
+"""The SQL form of the keyed hash must equal the Python form bit for bit.
+
+Marts are pseudonymised by DuckDB (``pseudonymise()`` macro) while erasure
+looks people up with Python's ``keyed_hash``: a mismatch would make an erased
+person's hashed rows unfindable.
+"""
+
+from __future__ import annotations
+
+import re
+
+import duckdb
+import pytest
+
+from segment_warehouse.dbt_plugin import register_udfs
+from segment_warehouse.privacy import keyed_hash, keyed_hash_macro_sql
+
+VALUES = [
+    "alice@example.com",
+    "+442071838750",
+    "",
+    " padded ",
+    "ünïcødé ✓ 漢字",
+    "x" * 1000,
+]
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["test-secret", "", "k" * 64, "a key longer than the 64-byte SHA-256 block " * 3, "clé ✓"],
+)
+def test_sql_macro_equals_python_hmac(key: str) -> None:
+    con = duckdb.connect()
+    try:
+        register_udfs(con, key)
+        got = con.execute(
+            "select v, pseudonymise(v) from unnest(?::varchar[]) as t(v)", [VALUES]
+        ).fetchall()
+        (null_hash,) = con.execute("select pseudonymise(null::varchar)").fetchone()
+    finally:
+        con.close()
+    assert dict(got) == {v: keyed_hash(v, key) for v in VALUES}
+    assert null_hash is None
+
+
+def test_macro_is_temporary_and_keeps_key_out_of_the_database(tmp_path) -> None:
+    db = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(db))
+    try:
+        register_udfs(con, "very-secret-key")
+        con.execute("create table t as select pseudonymise('a@b.c') as h")
+    finally:
+        con.close()
+    con = duckdb.connect(str(db))
+    try:
+        assert con.execute("select h from t").fetchone()[0] == keyed_hash(
+            "a@b.c", "very-secret-key"
+        )
+        with pytest.raises(duckdb.CatalogException):
+            con.execute("select pseudonymise('a@b.c')")
+    finally:
+        con.close()
+    stored = db.read_bytes()
+    padded_keys = re.findall(
+        r"unhex\('([0-9a-f]{128})'\)", keyed_hash_macro_sql("f", "very-secret-key")
+    )
+    assert len(padded_keys) == 2
+    assert b"very-secret-key" not in stored
+    assert not any(pad.encode() in stored or bytes.fromhex(pad) in stored for pad in padded_keys)
