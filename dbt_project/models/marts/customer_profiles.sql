@@ -1,6 +1,6 @@
 {#-
     One row per unified customer (DESIGN.md section 5). PII is pseudonymised
-    with the keyed pseudonymise() UDF: no raw email or phone in marts.
+    with the keyed pseudonymise() macro: no raw email or phone in marts.
 -#}
 
 with
