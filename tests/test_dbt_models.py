@@ -390,6 +390,29 @@ def test_failed_node_raises_dbt_build_error(first_build: dict[str, str], warehou
     assert "customer_rule_segments" in str(excinfo.value)
 
 
+def test_pipeline_date_reaches_models_without_reparsing_the_project(
+    first_build: dict[str, str], warehouse: Path
+) -> None:
+    """The pipeline passes as_of_date as SEGMENTS_AS_OF_DATE: it reaches the
+    models, and a new date re-parses only the files that use it."""
+    from segment_warehouse.dbt_runner import DbtBuildError, DbtCommand, run_dbt_session
+
+    select = ["run", "--select", "customer_rule_segments"]
+    vars = {"reporting_currency": "USD"}
+    run_dbt_session([DbtCommand("run", select)], vars=vars, as_of_date="2030-01-01")
+    run_dbt_session([DbtCommand("run", select)], vars=vars, as_of_date="2030-01-02")
+    perf = json.loads((get_settings().dbt_target_dir / "perf_info.json").read_text())
+    assert perf["is_partial_parse_enabled"]
+    assert 0 < perf["parsed_path_count"] < perf["path_count"] / 4
+    compiled = get_settings().dbt_target_dir / "compiled" / "segment_warehouse" / "models"
+    assert (
+        "cast('2030-01-02' as date)"
+        in (compiled / "marts" / "customer_rule_segments.sql").read_text()
+    )
+    with pytest.raises(DbtBuildError):
+        run_dbt_session([DbtCommand("run", select)], vars=vars, as_of_date="not-a-date")
+
+
 def _phone_cases() -> list[tuple[str, str | None]]:
     """Generated phone strings of every shape the fast path handles (and some it must not)."""
     import random

@@ -105,8 +105,11 @@ def _first_lines(message: str | None, n: int = 6) -> str:
     return " | ".join(line.strip() for line in message.strip().splitlines()[:n] if line.strip())
 
 
-def _environment(settings: Settings) -> dict[str, str]:
+def _environment(settings: Settings, as_of_date: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    env.pop("SEGMENTS_AS_OF_DATE", None)  # only ever the value this call passes
+    if as_of_date is not None:
+        env["SEGMENTS_AS_OF_DATE"] = as_of_date
     plugins_dir = str(settings.repo_root / "plugins")
     pythonpath = [plugins_dir, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
     env.update(
@@ -167,9 +170,14 @@ def run_dbt_session(
     *,
     settings: Settings | None = None,
     vars: dict[str, Any] | None = None,
+    as_of_date: str | None = None,
     check: bool = True,
 ) -> dict[str, DbtRunResult]:
     """Run dbt commands in one dbt process (one start-up, one parse); results by name.
+
+    ``as_of_date`` reaches the models as the SEGMENTS_AS_OF_DATE environment
+    variable, not a var: a var that changes every day would defeat dbt's
+    partial parsing (see the ``as_of_date()`` macro).
 
     A command that did not run (an earlier required one failed) has no entry.
     Raises :class:`DbtBuildError` (listing failed nodes) when a required
@@ -210,7 +218,7 @@ def run_dbt_session(
     proc = subprocess.run(
         [sys.executable, "-m", "segment_warehouse.dbt_session", str(spec_file)],
         cwd=settings.repo_root,
-        env=_environment(settings),
+        env=_environment(settings, as_of_date),
         capture_output=True,
         text=True,
         check=False,
@@ -320,10 +328,10 @@ def build(
         commands,
         settings=settings,
         vars={
-            "as_of_date": as_of_date,
             "reporting_currency": settings.reporting_currency,
             "max_component_size": settings.max_component_size,
         },
+        as_of_date=as_of_date,
     )
     if docs and results.get("docs") and results["docs"].success:
         _copy_docs(settings)
