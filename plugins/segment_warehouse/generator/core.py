@@ -55,6 +55,7 @@ from .timeline import Timeline
 
 CHUNK_PERSONS = 50_000  # part of the output format: changing it changes the bytes
 MAX_WORKERS = 2  # processes; the output does not depend on it
+WRITE_BLOCK = 512 * 1024  # bytes per write() call
 DEFAULT_END = date(2026, 11, 22)
 DEFAULT_DAYS = 180
 SOURCES = ("crm", "analytics", "transactions", "erasure")
@@ -165,8 +166,12 @@ class _Writer:
         size = 0
         with path.open("wb", buffering=0) as f:
             for part in parts:
-                f.write(part)
-                size += len(part) if isinstance(part, bytes) else part.size
+                view = memoryview(part)
+                # Slices of WRITE_BLOCK bytes: the kernel copies multi-megabyte write()
+                # calls into the page cache at half the speed of sub-megabyte ones.
+                for at in range(0, len(view), WRITE_BLOCK):
+                    f.write(view[at:at + WRITE_BLOCK])
+                size += len(view)
         with self.lock:
             self.s.files.append(rel)
             self.s.bytes_written += size
