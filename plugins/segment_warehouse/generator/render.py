@@ -13,6 +13,7 @@ from .activity import Events, Orders, Sessions
 from .population import FIRST_ALL, FIRST_ASCII, LAST_ASCII, N_F, Population, email_number
 from .text import (
     FixedWidth,
+    by_code,
     choose,
     concat_with_fixed,
     dates,
@@ -40,18 +41,24 @@ _CITY_NAMES = tuple(city for c in V.COUNTRIES for city, _ in V.CITIES[c[0]])
 _POSTALS = tuple(pc_ for c in V.COUNTRIES for _, pc_ in V.CITIES[c[0]])
 
 
+def _prefixed_digits(prefix: str, values: np.ndarray, width: int) -> pa.Array:
+    """``prefix`` + zero-padded decimal (utf8_lpad semantics: wider values stay whole)."""
+    values = np.asarray(values, dtype=np.int64)
+    if len(values) and int(values.max()) >= 10**width:
+        return join(prefix, pc.utf8_lpad(to_str(values), width, "0"))
+    return FixedWidth().lit(prefix).digits(values, width).array(len(values))
+
+
 def contact_ids(keys: np.ndarray) -> pa.Array:
-    return join("C", pc.utf8_lpad(to_str(permute_decimal(keys, 10**9, 387_420_489, 12_345)),
-                                  9, "0"))
+    return _prefixed_digits("C", permute_decimal(keys, 10**9, 387_420_489, 12_345), 9)
 
 
 def order_ids(keys: np.ndarray) -> pa.Array:
-    return join("ORD-", pc.utf8_lpad(
-        to_str(permute_decimal(keys, 10**10, 1_234_567_891, 98_765)), 10, "0"))
+    return _prefixed_digits("ORD-", permute_decimal(keys, 10**10, 1_234_567_891, 98_765), 10)
 
 
 def person_ids(pids: np.ndarray) -> pa.Array:
-    return join("P", pc.utf8_lpad(to_str(pids), 8, "0"))
+    return _prefixed_digits("P", pids, 8)
 
 
 def anonymous_ids(device_keys: np.ndarray, seed: int) -> pa.Array:
@@ -65,21 +72,35 @@ def _anon_hashes(device_keys: np.ndarray, seed: int) -> tuple[np.ndarray, np.nda
 
 def emails(pop: Population, person: np.ndarray) -> pa.Array:
     """The person's real email address, lower case."""
-    f = take(FIRST_ASCII, pop.first[person])
-    la = take(LAST_ASCII, pop.last[person])
-    num = to_str(email_number(pop.pid[person]))
-    local = choose(pop.email_style[person], join(f, ".", la, num),
-                   join(pc.utf8_slice_codeunits(f, 0, 1), la, num), join(la, "_", f, num))
-    return join(local, "@", take(V.EMAIL_DOMAINS, pop.domain[person]))
+    person = np.asarray(person)
+
+    def build(style: int, rows: np.ndarray) -> pa.Array:
+        p = person[rows]
+        f = take(FIRST_ASCII, pop.first[p])
+        la = take(LAST_ASCII, pop.last[p])
+        num = to_str(email_number(pop.pid[p]))
+        at = ("@", take(V.EMAIL_DOMAINS, pop.domain[p]))
+        if style == 0:
+            return join(f, ".", la, num, *at)
+        if style == 1:
+            return join(pc.utf8_slice_codeunits(f, 0, 1), la, num, *at)
+        return join(la, "_", f, num, *at)
+
+    return by_code(pop.email_style[person], build)
 
 
 def email_variants(base: pa.Array, variant: np.ndarray,
                    placeholder: np.ndarray | None = None) -> pa.Array:
     """0 as is, 1 upper case, 2 surrounding spaces, 3/-1 missing, 4 placeholder."""
     v = np.asarray(variant)
-    opts = [base, pc.utf8_upper(base), join("  ", base, " "), pa.array([""] * len(v))]
-    codes = np.where(v < 0, 3, np.minimum(v, 3))
-    out = choose(codes, *opts)
+
+    def build(code: int, rows: np.ndarray) -> pa.Array:
+        if code == 3:
+            return pa.array([""], pa.string())
+        b = base.take(pa.array(rows))
+        return b if code == 0 else pc.utf8_upper(b) if code == 1 else join("  ", b, " ")
+
+    out = by_code(np.where(v < 0, 3, np.minimum(v, 3)), build)
     if placeholder is not None and (v == 4).any():
         out = where(v == 4, take(V.PLACEHOLDER_EMAILS, np.maximum(placeholder, 0)), out)
     return out
@@ -87,24 +108,36 @@ def email_variants(base: pa.Array, variant: np.ndarray,
 
 def phones(nsn: np.ndarray, country: np.ndarray, fmt: np.ndarray) -> pa.Array:
     """Free-format phone numbers; fmt -1 = missing, 0 = E.164, 1..5 local styles."""
-    cc = take([c[1] for c in V.COUNTRIES], country)
-    s = to_str(nsn)
-    g1 = pc.utf8_slice_codeunits(s, 0, -8)
-    g2 = pc.utf8_slice_codeunits(s, -8, -4)
-    g3 = pc.utf8_slice_codeunits(s, -4, 2**31 - 1)
-    a = pc.utf8_slice_codeunits(s, 0, 3)
-    e = pc.utf8_slice_codeunits(s, 3, 6)
-    n4 = pc.utf8_slice_codeunits(s, 6, 10)
-    nanp = [join("+", cc, s), join("(", a, ") ", e, "-", n4), join(a, "-", e, "-", n4),
-            join(a, ".", e, ".", n4), join("1 ", a, " ", e, " ", n4),
-            join("+1 ", a, " ", e, " ", n4)]
-    other = [join("+", cc, s), join("+", cc, " ", g1, " ", g2, " ", g3),
-             join("0", g1, " ", g2, " ", g3), join("00", cc, " ", g1, " ", g2, " ", g3),
-             join("00", cc, " ", g1, ".", g2, ".", g3), join("0", s)]
-    f = np.maximum(fmt, 0)
+    nsn, country, fmt = np.asarray(nsn), np.asarray(country), np.asarray(fmt)
     is_nanp = (country == 0) | (country == 4)
-    out = where(is_nanp, choose(f, *nanp), choose(f, *other))
-    return where(np.asarray(fmt) < 0, "", out)
+    code = np.where(fmt < 0, 12, np.where(is_nanp, 0, 6) + np.maximum(fmt, 0))
+
+    def build(k: int, rows: np.ndarray) -> pa.Array:
+        if k == 12:
+            return pa.array([""], pa.string())
+        cc = take([c[1] for c in V.COUNTRIES], country[rows])
+        s = to_str(nsn[rows])
+        if k in (0, 6):
+            return join("+", cc, s)
+        if k == 11:
+            return join("0", s)
+        if k < 6:  # NANP: (a) e-n4 and friends
+            a, e, n4 = (pc.utf8_slice_codeunits(s, i, i + w) for i, w in ((0, 3), (3, 3), (6, 4)))
+            pre, s1, s2 = {1: ("(", ") ", "-"), 2: ("", "-", "-"), 3: ("", ".", "."),
+                           4: ("1 ", " ", " "), 5: ("+1 ", " ", " ")}[k]
+            return join(pre, a, s1, e, s2, n4)
+        g1 = pc.utf8_slice_codeunits(s, 0, -8)
+        g2 = pc.utf8_slice_codeunits(s, -8, -4)
+        g3 = pc.utf8_slice_codeunits(s, -4, 2**31 - 1)
+        if k == 7:
+            return join("+", cc, " ", g1, " ", g2, " ", g3)
+        if k == 8:
+            return join("0", g1, " ", g2, " ", g3)
+        if k == 9:
+            return join("00", cc, " ", g1, " ", g2, " ", g3)
+        return join("00", cc, " ", g1, ".", g2, ".", g3)
+
+    return by_code(code, build)
 
 
 def _consent_text(code: np.ndarray, rnd: np.ndarray) -> pa.Array:

@@ -10,7 +10,7 @@ Values come from controlled vocabularies, so no JSON escaping is needed.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
 
@@ -160,6 +160,32 @@ def permute_decimal(x: np.ndarray, modulus: int, mult: int, add: int) -> np.ndar
     return (np.asarray(x, dtype=np.int64) * mult + add) % modulus
 
 
+def by_code(codes: np.ndarray, build: Callable[[int, np.ndarray], pa.Array]) -> pa.Array:
+    """Per-row pick among options that are only built for the rows that need them.
+
+    ``build(code, rows)`` returns the strings of ``rows`` (or one string for all of
+    them); the result equals ``choose(codes, *options)`` over full-length options.
+    """
+    codes = np.asarray(codes)
+    present = np.unique(codes).tolist()
+    n = len(codes)
+    if n == 0:
+        return pa.array([], pa.string())
+    if len(present) == 1:
+        part = build(present[0], np.arange(n))
+        return part if len(part) == n else part.take(pa.array(np.zeros(n, np.int32)))
+    idx = np.empty(n, np.int64)
+    parts: list[pa.Array] = []
+    base = 0
+    for c in present:
+        rows = np.flatnonzero(codes == c)
+        part = build(c, rows)
+        idx[rows] = base + (np.arange(len(rows)) if len(part) == len(rows) else 0)
+        base += len(part)
+        parts.append(part)
+    return pa.concat_arrays(parts).take(pa.array(idx))
+
+
 def timestamps(ms: np.ndarray, style: np.ndarray | int, offset_min: np.ndarray | None = None
                ) -> pa.Array:
     """Epoch milliseconds -> ISO-8601 text in one of several styles.
@@ -171,31 +197,27 @@ def timestamps(ms: np.ndarray, style: np.ndarray | int, offset_min: np.ndarray |
     ms = np.asarray(ms, dtype=np.int64)
     n = len(ms)
     styles = np.broadcast_to(np.asarray(style, dtype=np.int8), (n,))
-    if offset_min is None:
-        offset_min = np.zeros(n, dtype=np.int64)
-    local = ms + np.where(styles == 2, offset_min, 0) * 60_000
-    d = dates(local // MS_PER_DAY)
-    clock = _clock().take(pa.array((local // 1000) % 86400))
-    present = set(np.unique(styles).tolist())
-    opts: list[pa.Array] = []
-    empty = pa.nulls(n, pa.string())
-    opts.append(join(d, "T", clock, "Z") if 0 in present else empty)
-    opts.append(join(d, " ", clock) if 1 in present else empty)
-    if 2 in present:
-        sign = np.where(offset_min < 0, "-", "+")
-        om = np.abs(offset_min)
-        off = join(pa.array(sign), _two_digits().take(pa.array(om // 60)), ":",
-                   _two_digits().take(pa.array(om % 60)))
-        opts.append(join(d, "T", clock, off))
-    else:
-        opts.append(empty)
-    if 3 in present:
-        opts.append(join(d, "T", clock, _millis().take(pa.array(ms % 1000)), "Z"))
-    else:
-        opts.append(empty)
-    if len(present) == 1:
-        return opts[next(iter(present))]
-    return choose(styles, *opts)
+    offset = (np.zeros(n, dtype=np.int64) if offset_min is None
+              else np.asarray(offset_min, dtype=np.int64))
+
+    def build(st: int, rows: np.ndarray) -> pa.Array:
+        t = ms[rows]
+        if st == 2:
+            om = offset[rows]
+            t = t + om * 60_000
+        fw = FixedWidth().col(_dates_u8().view("S10").ravel()[t // MS_PER_DAY - DATE_BASE])
+        fw.lit(" " if st == 1 else "T").col(_clock_u8().view("S8").ravel()[(t // 1000) % 86400])
+        if st == 0:
+            fw.lit("Z")
+        elif st == 2:
+            two = _digits_u8(np.arange(100), 2).view("S2").ravel()
+            a = np.abs(om)
+            fw.col(np.where(om < 0, b"-", b"+")).col(two[a // 60]).lit(":").col(two[a % 60])
+        elif st == 3:
+            fw.lit(".").col(_millis_u8().view("S3").ravel()[t % 1000]).lit("Z")
+        return fw.array(len(rows))
+
+    return by_code(styles, build)
 
 
 # --- fixed-width rendering in numpy (uint8 matrices, one row per line) ----------
