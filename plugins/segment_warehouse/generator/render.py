@@ -18,7 +18,6 @@ from .text import (
     concat_with_fixed,
     dates,
     join,
-    line_offsets,
     money,
     permute_decimal,
     scatter_take,
@@ -363,8 +362,8 @@ class EventRenderer:
         idx[:, 0] = self.head_base + np.arange(lo, hi)
         idx[:, 1:] = self.idx[self.rows[lo:hi]]
         out = self.pool.take(pa.array(idx.ravel()))
-        offs = line_offsets(out)[::5]
-        large = pa.types.is_large_string(out.type) or offs[-1] >= 2**31
-        return pa.Array.from_buffers(
-            pa.large_string() if large else pa.string(), n,
-            [None, pa.py_buffer(offs if large else offs.astype(np.int32)), out.buffers()[2]])
+        # every fifth offset (the take's output has offset 0: no int64 copy of them all)
+        large = pa.types.is_large_string(out.type)
+        offs = np.frombuffer(out.buffers()[1], np.int64 if large else np.int32)[:5 * n + 1:5]
+        return pa.Array.from_buffers(out.type, n, [None, pa.py_buffer(offs.copy()),
+                                                   out.buffers()[2]])

@@ -77,13 +77,26 @@ def fixed_strings(u8: np.ndarray) -> pa.Array:
 
 
 def _digits_u8(values: np.ndarray, width: int) -> np.ndarray:
-    """Non-negative integers -> (n, width) ASCII digits, zero padded."""
-    v = np.asarray(values, dtype=np.int64).copy()
+    """Non-negative integers -> (n, width) ASCII digits, zero padded (the low ``width``
+    digits), four digits per lookup."""
+    v = np.asarray(values, dtype=np.int64)
     out = np.empty((len(v), width), np.uint8)
-    for k in range(width - 1, -1, -1):
-        out[:, k] = v % 10 + 48
-        v //= 10
+    quads = _quads_u8().view(np.uint32).ravel()
+    k = width
+    while k > 0:
+        w = min(4, k)
+        out[:, k - w:k] = quads[v % 10_000].view(np.uint8).reshape(-1, 4)[:, 4 - w:]
+        k -= w
+        if k:
+            v = v // 10_000
     return out
+
+
+@cache
+def _quads_u8() -> np.ndarray:
+    i = np.arange(10_000)
+    return (np.stack([i // 1000, i // 100 % 10, i // 10 % 10, i % 10], axis=1) + 48
+            ).astype(np.uint8)
 
 
 def _lit_u8(text: str, n: int) -> np.ndarray:
@@ -252,7 +265,7 @@ def _millis_u8() -> np.ndarray:
 
 def warm_caches() -> None:
     """Build the shared lookup tables (before forking workers, so they inherit them)."""
-    for f in (_two_digits, _hex4, _clock, _millis, _all_dates):
+    for f in (_quads_u8, _two_digits, _hex4, _clock, _millis, _all_dates):
         f()
 
 
