@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import ctypes
 import io
 import json
 import multiprocessing
@@ -125,6 +126,26 @@ class Params:
 # --- file writing -------------------------------------------------------------
 
 
+def _fallocate() -> object:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError, TypeError):  # not Linux / glibc
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    return fn
+
+
+_FALLOCATE = _fallocate()
+
+
+def _reserve(fd: int, size: int) -> None:
+    """Allocate a new file's blocks in one go (FALLOC_FL_KEEP_SIZE: the size stays 0
+    until written). A hint only: writing into reserved blocks costs the kernel about a
+    quarter less than allocating them write by write; unsupported file systems skip it."""
+    if _FALLOCATE is not None:
+        _FALLOCATE(fd, 1, 0, size)
+
+
 class _Writer:
     """Writes landing files, injects bad rows, records truth about them.
 
@@ -163,15 +184,16 @@ class _Writer:
     def _put(self, rel: str, parts: list) -> None:
         path = self.out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        size = 0
+        views = [memoryview(part) for part in parts]
+        size = sum(len(v) for v in views)
         with path.open("wb", buffering=0) as f:
-            for part in parts:
-                view = memoryview(part)
+            if size >= WRITE_BLOCK:
+                _reserve(f.fileno(), size)
+            for view in views:
                 # Slices of WRITE_BLOCK bytes: the kernel copies multi-megabyte write()
                 # calls into the page cache at half the speed of sub-megabyte ones.
                 for at in range(0, len(view), WRITE_BLOCK):
                     f.write(view[at:at + WRITE_BLOCK])
-                size += len(view)
         with self.lock:
             self.s.files.append(rel)
             self.s.bytes_written += size
