@@ -312,3 +312,37 @@ def test_event_shape_and_rates(zone: Path) -> None:
     n_bad = sum(1 for r in _truth(zone, "bad_records.csv")
                 if r["source"] == "analytics" and r["line_number"])
     assert 4 <= n_bad <= 4 + 10 * 0.0003 * len(events) + 5
+
+
+def test_text_helpers_match_reference_formatting() -> None:
+    from datetime import UTC, timedelta, timezone
+
+    import numpy as np
+    import pyarrow as pa
+
+    from segment_warehouse.generator.text import _digits_u8, by_code, timestamps
+
+    rng = np.random.default_rng(3)
+    ms = rng.integers(1_700_000_000_000, 1_800_000_000_000, 2_000)
+    style = rng.integers(0, 4, len(ms)).astype(np.int8)
+    offset = rng.choice([-330, -60, 0, 120, 345], len(ms))
+    fmt = {0: "%Y-%m-%dT%H:%M:%SZ", 1: "%Y-%m-%d %H:%M:%S"}
+    for t, s, o, text in zip(ms, style, offset, timestamps(ms, style, offset).to_pylist(),
+                             strict=True):
+        utc = datetime.fromtimestamp(t / 1000, tz=UTC).replace(microsecond=int(t % 1000) * 1000)
+        if s == 2:
+            expect = utc.astimezone(timezone(timedelta(minutes=int(o)))).isoformat(
+                timespec="seconds")
+        elif s == 3:
+            expect = utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t % 1000:03d}Z"
+        else:
+            expect = utc.strftime(fmt[int(s)])
+        assert text == expect
+    v = rng.integers(0, 10**12, 500)
+    for w in (1, 3, 4, 9, 12):
+        got = [bytes(r).decode() for r in _digits_u8(v, w)]
+        assert got == [f"{x:0{w}d}"[-w:] for x in v.tolist()]
+    codes = rng.integers(0, 3, 100)
+    out = by_code(codes, lambda c, rows: pa.array([f"{c}:{r}" for r in rows.tolist()])
+                  if c else pa.array(["zero"]))
+    assert out.to_pylist() == [f"{c}:{i}" if c else "zero" for i, c in enumerate(codes)]
