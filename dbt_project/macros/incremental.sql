@@ -53,3 +53,41 @@ scoped_events as (
     where _loaded_at > (select coalesce(max(_loaded_at), '1900-01-01'::timestamptz) from {{ this }})
 {% endif %}
 {%- endmacro %}
+
+{#-
+    CTEs ending in `scoped_<rows_cte>`: on an incremental run, every row of the
+    keys (`key` column) that have a row loaded after the newest
+    `this_loaded_at_column` in {{ this }}, so each touched key is recomputed
+    over all its rows and replaced (delete+insert on `key`); on a full build,
+    all rows. Used by int_orders_deduplicated and int_anonymous_ids_classified.
+
+    rows_cte:              name of the CTE holding the candidate rows (with _loaded_at)
+    key:                   the unique_key column of the model
+    this_loaded_at_column: the column of {{ this }} that holds the load watermark
+-#}
+{% macro scope_to_keys_loaded_since_last_run(rows_cte, key, this_loaded_at_column='_loaded_at') -%}
+{% if is_incremental() %}
+touched_{{ rows_cte }}_keys as (
+
+    select distinct {{ key }}
+    from {{ rows_cte }}
+    where _loaded_at > (select max({{ this_loaded_at_column }}) from {{ this }})
+
+),
+
+scoped_{{ rows_cte }} as (
+
+    select {{ rows_cte }}.*
+    from {{ rows_cte }}
+    semi join touched_{{ rows_cte }}_keys
+        on {{ rows_cte }}.{{ key }} = touched_{{ rows_cte }}_keys.{{ key }}
+
+),
+{% else %}
+scoped_{{ rows_cte }} as (
+
+    select * from {{ rows_cte }}
+
+),
+{% endif %}
+{%- endmacro %}

@@ -22,29 +22,7 @@ events as (
 
 ),
 
-{% if is_incremental() %}
-touched as (
-
-    select distinct anonymous_id
-    from events
-    where _loaded_at > (select max(last_loaded_at) from {{ this }})
-
-),
-
-scoped_events as (
-
-    select events.*
-    from events
-    semi join touched on events.anonymous_id = touched.anonymous_id
-
-),
-{% else %}
-scoped_events as (
-
-    select * from events
-
-),
-{% endif %}
+{{ scope_to_keys_loaded_since_last_run('events', 'anonymous_id', 'last_loaded_at') }}
 
 classified as (
 

@@ -24,29 +24,7 @@ orders as (
 
 ),
 
-{% if is_incremental() %}
-touched_orders as (
-
-    select distinct order_id
-    from orders
-    where _loaded_at > (select max(_loaded_at) from {{ this }})
-
-),
-
-scoped_orders as (
-
-    select orders.*
-    from orders
-    semi join touched_orders on orders.order_id = touched_orders.order_id
-
-),
-{% else %}
-scoped_orders as (
-
-    select * from orders
-
-),
-{% endif %}
+{{ scope_to_keys_loaded_since_last_run('orders', 'order_id') }}
 
 ranked as (
 
