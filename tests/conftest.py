@@ -24,6 +24,7 @@ def segments_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         ("SEGMENTS_LANDING_DIR", "landing"),
         ("SEGMENTS_WAREHOUSE_DIR", "warehouse"),
         ("SEGMENTS_REPORTS_DIR", "reports"),
+        ("SEGMENTS_EXPORTS_DIR", "exports"),
     ):
         (tmp_path / sub).mkdir()
         monkeypatch.setenv(name, str(tmp_path / sub))

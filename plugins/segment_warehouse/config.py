@@ -56,6 +56,8 @@ class Settings:
     landing_dir: Path
     warehouse_dir: Path
     reports_dir: Path
+    content_rules: Path  # content slots, rules and experiments (DESIGN.md section 7)
+    exports_dir: Path  # audience exports for activation tools
     demo_mode: bool
     reporting_currency: str
     duckdb_threads: int
@@ -110,6 +112,14 @@ class Settings:
     def dbt_docs_dir(self) -> Path:
         return self.reports_dir / "dbt_docs"
 
+    @property
+    def personalisation_reports_dir(self) -> Path:
+        return self.reports_dir / "personalisation"
+
+    @property
+    def experiment_reports_dir(self) -> Path:
+        return self.reports_dir / "experiments"
+
     def source_dir(self, source: str) -> Path:
         if source not in SOURCES:
             raise ConfigError(f"unknown source {source!r}; expected one of {SOURCES}")
@@ -135,7 +145,13 @@ class Settings:
         )
 
     def ensure_dirs(self) -> None:
-        for path in (self.landing_dir, self.warehouse_dir, self.reports_dir, self.models_dir):
+        for path in (
+            self.landing_dir,
+            self.warehouse_dir,
+            self.reports_dir,
+            self.models_dir,
+            self.exports_dir,
+        ):
             path.mkdir(parents=True, exist_ok=True)
 
 
@@ -149,6 +165,8 @@ def get_settings() -> Settings:
         landing_dir=_env_path("SEGMENTS_LANDING_DIR", "data/landing"),
         warehouse_dir=_env_path("SEGMENTS_WAREHOUSE_DIR", "data/warehouse"),
         reports_dir=_env_path("SEGMENTS_REPORTS_DIR", "data/reports"),
+        content_rules=_env_path("SEGMENTS_CONTENT_RULES", "personalisation/content_rules.yml"),
+        exports_dir=_env_path("SEGMENTS_EXPORTS_DIR", "data/exports"),
         demo_mode=_env_flag("SEGMENTS_DEMO_MODE"),
         reporting_currency=os.environ.get("SEGMENTS_REPORTING_CURRENCY", "USD").strip().upper(),
         duckdb_threads=_env_int("SEGMENTS_DUCKDB_THREADS", os.cpu_count() or 2),
