@@ -67,7 +67,7 @@ _ID_COLUMNS: dict[str, tuple[str, ...]] = {
     "order_id": ("order_id",),
     "customer_id": ("customer_id",),
 }
-_SWEPT_SCHEMAS = ("staging", "intermediate", "marts", "segments")
+_SWEPT_SCHEMAS = ("staging", "intermediate", "marts", "segments", "personalisation")
 
 
 def suppression_hash(value: str, key: str) -> str:

@@ -35,7 +35,7 @@ from segment_warehouse.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-PUBLISHED_SCHEMAS: tuple[str, ...] = ("marts", "segments")
+PUBLISHED_SCHEMAS: tuple[str, ...] = ("marts", "segments", "personalisation")
 
 # Column names that would carry raw contact details (emails, phones, IP
 # addresses), with any prefix and the usual suffixes; hashed columns

@@ -15,7 +15,15 @@ import duckdb
 
 from segment_warehouse.config import Settings, get_settings
 
-SCHEMAS: tuple[str, ...] = ("raw", "staging", "intermediate", "marts", "segments", "audit")
+SCHEMAS: tuple[str, ...] = (
+    "raw",
+    "staging",
+    "intermediate",
+    "marts",
+    "segments",
+    "personalisation",
+    "audit",
+)
 
 AUDIT_DDL: tuple[str, ...] = (
     """
