@@ -6,7 +6,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     AIRFLOW_HOME=/opt/airflow \
     SEGMENTS_HOME=/opt/segments \
-    PYTHONPATH=/opt/segments/plugins \
     DBT_SEND_ANONYMOUS_USAGE_STATS=false \
     GX_ANALYTICS_ENABLED=false
 
@@ -24,6 +23,12 @@ COPY --chown=airflow:airflow dags /opt/segments/dags
 COPY --chown=airflow:airflow plugins /opt/segments/plugins
 COPY --chown=airflow:airflow dbt_project /opt/segments/dbt_project
 COPY --chown=airflow:airflow expectations /opt/segments/expectations
+COPY --chown=airflow:airflow personalisation /opt/segments/personalisation
+# The product package, editable so that config.REPO_ROOT is /opt/segments (and the
+# compose mounts of plugins/ are what runs). tools/ (generators, benchmarks) and
+# the test tools of requirements-dev.txt are not in the image.
+COPY --chown=airflow:airflow pyproject.toml /opt/segments/pyproject.toml
+RUN pip install --no-deps -e /opt/segments
 
 RUN mkdir -p /opt/airflow /opt/segments/data && chown -R airflow:airflow /opt/airflow /opt/segments/data
 USER airflow

@@ -3,7 +3,6 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-export PYTHONPATH := $(CURDIR)/plugins
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export GX_ANALYTICS_ENABLED := false
 
@@ -15,12 +14,15 @@ help:  ## list targets
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: requirements.txt | $(BIN)/activate
+# The pinned requirements, then the project itself (editable, no dependency
+# resolution: the pins are the tested set).
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml | $(BIN)/activate
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
-install: $(VENV)/.installed  ## create/update .venv from requirements.txt (idempotent)
+install: $(VENV)/.installed  ## create/update .venv from requirements*.txt + the package, editable (idempotent)
 
 demo: install  ## generate a sample landing zone and run the whole pipeline through Airflow
 	$(BIN)/python -m segment_warehouse.cli demo $(if $(CUSTOMERS),--customers $(CUSTOMERS)) $(if $(DATE),--date $(DATE))
