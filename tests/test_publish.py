@@ -116,5 +116,60 @@ def test_segments_only_publish_carries_marts_over_only_while_they_are_current(
     with warehouse() as con:
         con.execute("delete from marts.customer_profiles where customer_id = 'cus_0'")
     publish_snapshot(run_id="recluster-2", refresh=["segments"])
-    assert _snapshot("select rewritten from meta.snapshot_info") == [(["marts", "segments"],)]
+    assert _snapshot("select rewritten from meta.snapshot_info") == [
+        (["marts", "personalisation", "segments"],)
+    ]
     assert _snapshot("select count(*) from marts.customer_profiles") == [(3,)]
+
+
+@pytest.mark.parametrize(
+    "leak",
+    [
+        "https://shop.example/welcome?utm_medium=email&email=jane.doe%40mail.com",
+        "https://shop.example/welcome?utm_medium=email&email=jane.doe@mail.com",
+        "call +14155550100 today",
+        "(415) 555-0100",
+    ],
+)
+def test_values_that_look_like_contact_details_block_publish(segments_env: Path, leak: str) -> None:
+    _seed_marts(3)
+    publish_snapshot(run_id="clean")
+    with warehouse() as con:
+        con.execute(
+            "create or replace table marts.fct_sessions as "
+            "select 'cus_0' as customer_id, ?::varchar as page_url",
+            [leak.replace("%40", "@")],
+        )
+    with pytest.raises(PublishError, match=r"marts\.fct_sessions\.page_url"):
+        publish_snapshot(run_id="leaky")
+    # the previous snapshot stays, and no temp file is left behind
+    assert _snapshot("select run_id from meta.snapshot_info") == [("clean",)]
+    assert not list(get_settings().warehouse_dir.glob(".analytics.duckdb.*"))
+
+
+def test_ordinary_text_is_not_mistaken_for_contact_details(segments_env: Path) -> None:
+    _seed_marts(3)
+    with warehouse() as con:
+        con.execute(
+            "create or replace table marts.fct_sessions as select * from (values "
+            "('cus_0', 'https://shop.example/p/sku-123?utm_source=newsletter', "
+            "'manual__2026-12-01T20:50:52.123456+00:00', '2026-11-01 10:00:00', "
+            "'9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08')"
+            ") t(customer_id, page_url, run_id, ts_text, email_hash)"
+        )
+    publish_snapshot(run_id="ok")
+    assert _snapshot("select count(*) from marts.fct_sessions") == [(1,)]
+
+
+def test_publish_removes_temp_files_of_a_crashed_publish(segments_env: Path) -> None:
+    _seed_marts(2)
+    wh_dir = get_settings().warehouse_dir
+    dead_pid = 2**22 + 12345  # above the default pid_max: no such process
+    stale = [
+        wh_dir / f".analytics.duckdb.{dead_pid}.tmp",
+        wh_dir / f".analytics.duckdb.{dead_pid}.tmp.wal",
+    ]
+    for path in stale:
+        path.write_text("cus_0 left behind")
+    publish_snapshot(run_id="after-crash")
+    assert not any(path.exists() for path in stale)

@@ -48,6 +48,18 @@ RAW_PII_COLUMN_REGEX = (
 )
 _RAW_PII_COLUMN = re.compile(RAW_PII_COLUMN_REGEX)
 
+# Values that look like contact details, wherever they hide (a URL query string,
+# a campaign field): an email address, an E.164 number or a formatted phone
+# number. Column names alone cannot catch free text that carries PII.
+PII_VALUE_PATTERNS: dict[str, str] = {
+    "email address": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
+    "phone number": r"(^|[^0-9A-Za-z])(\+[0-9]{10,15}|\(?[0-9]{3}\)?[ .-][0-9]{3}[ .-][0-9]{4})"
+    r"($|[^0-9A-Za-z])",
+}
+# Rows per text column read by the content scan; a deterministic prefix of each
+# table keeps the scan cheap at 1 M customers and repeatable between runs.
+PII_SCAN_ROWS = 20_000
+
 
 MARTS_GENERATION_FILE = "marts_generation"
 
@@ -124,6 +136,64 @@ def _check_no_raw_pii(con, tables: list[tuple[str, str]]) -> None:
         raise PublishError(f"refusing to publish raw PII columns: {', '.join(offenders)}")
 
 
+def _check_no_pii_values(con, tables: list[tuple[str, str]]) -> None:
+    """Scan a sample of every text column for email- and phone-like values."""
+    found = []
+    for schema, table in tables:
+        cols = [
+            c
+            for (c,) in con.execute(
+                """
+                select column_name from information_schema.columns
+                where table_catalog = 'wh' and table_schema = ? and table_name = ?
+                  and data_type = 'VARCHAR'
+                """,
+                [schema, table],
+            ).fetchall()
+        ]
+        if not cols:
+            continue
+        checks = ", ".join(
+            f'count(*) filter (where regexp_matches("{c}", ?)) as "{c}|{kind}"'
+            for c in cols
+            for kind in PII_VALUE_PATTERNS
+        )
+        params = [pattern for _ in cols for pattern in PII_VALUE_PATTERNS.values()]
+        row = con.execute(
+            f'select {checks} from (select * from wh.{schema}."{table}" limit {PII_SCAN_ROWS})',
+            params,
+        ).fetchone()
+        names = [f"{c}|{kind}" for c in cols for kind in PII_VALUE_PATTERNS]
+        for name, hits in zip(names, row, strict=True):
+            if hits:
+                column, kind = name.split("|")
+                found.append(f"{schema}.{table}.{column} ({hits} values like a {kind})")
+    if found:
+        raise PublishError(
+            "refusing to publish values that look like raw contact details: " + "; ".join(found)
+        )
+
+
+def _remove_stale_temp_files(target: Path) -> None:
+    """Temp files of a publish that crashed (its process is gone) hold customer data."""
+    for leftover in target.parent.glob(f".{target.name}.*.tmp*"):
+        pid = leftover.name.removeprefix(f".{target.name}.").split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and _process_alive(int(pid)):
+            continue
+        leftover.unlink(missing_ok=True)
+        log.warning("removed %s left by an interrupted publish", leftover.name)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def publish_snapshot(
     *,
     run_id: str | None = None,
@@ -140,8 +210,7 @@ def publish_snapshot(
     target = settings.analytics_db
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    for leftover in (tmp, Path(f"{tmp}.wal")):
-        leftover.unlink(missing_ok=True)
+    _remove_stale_temp_files(target)
 
     published_at = datetime.now(UTC)
     result = PublishResult(path=target, published_at=published_at)
@@ -166,6 +235,7 @@ def publish_snapshot(
         if not any(schema == "marts" for schema, _ in tables):
             raise PublishError("nothing to publish: the warehouse has no marts tables yet")
         _check_no_raw_pii(con, tables)
+        _check_no_pii_values(con, tables)
         con.execute(f"attach '{tmp}' as snapshot")
         for schema in rewrite:
             con.execute(f"drop schema if exists snapshot.{schema} cascade")
@@ -191,7 +261,8 @@ def publish_snapshot(
         con.execute("detach wh")
     except BaseException:
         con.close()
-        tmp.unlink(missing_ok=True)
+        for leftover in (tmp, Path(f"{tmp}.wal")):
+            leftover.unlink(missing_ok=True)
         raise
     con.close()
 
