@@ -1,0 +1,169 @@
+"""Statistics of the experiment readout against textbook cases and simulations.
+
+Simulations use fixed seeds, so each check is deterministic; tolerances are
+about three Monte-Carlo standard errors of the simulated quantity.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from segment_warehouse.experiments import stats
+
+REPS = 2000
+# 95 % coverage over REPS runs: MC standard error sqrt(.95 * .05 / 2000) ~ 0.005
+COVERAGE_RANGE = (0.935, 0.965)
+
+
+def test_delta_method_matches_hand_computation() -> None:
+    # p_t = 0.12, p_c = 0.10, n = 1000 each, Bernoulli variances p(1-p):
+    # Var = .1056/(1000*.01) + .0144*.09/(1000*.0001) = .01056 + .01296
+    est = stats.relative_lift_from_moments(0.12, 0.1056, 1000, 0.10, 0.09, 1000)
+    se = math.sqrt(0.01056 + 0.01296)
+    assert est.lift == pytest.approx(0.2)
+    assert est.se == pytest.approx(se)
+    assert est.ci_low == pytest.approx(0.2 - 1.959964 * se, abs=1e-6)
+    assert est.ci_high == pytest.approx(0.2 + 1.959964 * se, abs=1e-6)
+    assert est.p_value == pytest.approx(0.19219, abs=1e-4)
+
+
+def test_p_value_and_interval_agree() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        t = rng.binomial(1, 0.11, 800)
+        c = rng.binomial(1, 0.10, 800)
+        est = stats.relative_lift(t, c)
+        excludes_zero = est.ci_low > 0 or est.ci_high < 0
+        assert excludes_zero == (est.p_value < 0.05)
+
+
+def test_delta_se_matches_bootstrap() -> None:
+    rng = np.random.default_rng(2)
+    t = rng.binomial(1, 0.15, 3000).astype(float)
+    c = rng.binomial(1, 0.12, 3000).astype(float)
+    est = stats.relative_lift(t, c)
+    boots = [
+        rng.choice(t, t.size).mean() / rng.choice(c, c.size).mean() - 1 for _ in range(2000)
+    ]
+    assert est.se == pytest.approx(float(np.std(boots, ddof=1)), rel=0.08)
+
+
+def test_lift_undefined_without_control_conversions() -> None:
+    est = stats.relative_lift(np.array([0, 1, 0, 1]), np.zeros(4))
+    assert est.lift is None and est.ci_low is None and est.p_value is None
+    assert est.mean_treatment == 0.5
+
+
+def _coverage(p_c: float, lift: float, n: int, seed: int) -> float:
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(REPS):
+        t = rng.binomial(1, p_c * (1 + lift), n)
+        c = rng.binomial(1, p_c, n)
+        est = stats.relative_lift(t, c)
+        hits += est.ci_low <= lift <= est.ci_high
+    return hits / REPS
+
+
+def test_aa_interval_covers_zero_95_percent() -> None:
+    coverage = _coverage(p_c=0.10, lift=0.0, n=2000, seed=11)
+    assert COVERAGE_RANGE[0] <= coverage <= COVERAGE_RANGE[1]
+
+
+def test_planted_lift_interval_covers_truth_95_percent() -> None:
+    coverage = _coverage(p_c=0.10, lift=0.20, n=2000, seed=12)
+    assert COVERAGE_RANGE[0] <= coverage <= COVERAGE_RANGE[1]
+
+
+def test_planted_lift_on_skewed_revenue_covered() -> None:
+    # revenue per customer: 80 % zeros, lognormal spend otherwise; treatment x1.15
+    rng = np.random.default_rng(13)
+    hits = 0
+    for _ in range(REPS):
+        c = rng.binomial(1, 0.2, 3000) * rng.lognormal(3.5, 0.8, 3000)
+        t = rng.binomial(1, 0.2, 3000) * rng.lognormal(3.5, 0.8, 3000) * 1.15
+        est = stats.relative_lift(t, c)
+        hits += est.ci_low <= 0.15 <= est.ci_high
+    assert COVERAGE_RANGE[0] <= hits / REPS <= COVERAGE_RANGE[1]
+
+
+def test_srm_textbook_values() -> None:
+    # 52 vs 48 against 50/50: chi2 = 2 * 2^2 / 50 = 0.16; with 1 degree of
+    # freedom the tail is erfc(sqrt(chi2 / 2)) = 0.6892
+    assert stats.srm_p_value(52, 48, 0.5) == pytest.approx(math.erfc(math.sqrt(0.08)))
+    assert stats.srm_p_value(52, 48, 0.5) == pytest.approx(0.68916, abs=1e-4)
+    # a 45/55 split at n = 10 000: chi2 = 100 -> p ~ 1.5e-23
+    p_bad = stats.srm_p_value(4500, 5500, 0.5)
+    assert p_bad is not None and p_bad < 1e-20 < stats.SRM_ALPHA
+    # unequal design share: 30/70 observed exactly
+    assert stats.srm_p_value(3000, 7000, 0.3) == pytest.approx(1.0)
+    assert stats.srm_p_value(0, 0, 0.5) is None
+    assert stats.srm_p_value(10, 10, 1.0) is None
+
+
+def test_srm_quiet_on_fair_split() -> None:
+    rng = np.random.default_rng(14)
+    alarms = 0
+    for _ in range(REPS):
+        n_control = int(rng.binomial(10_000, 0.5))
+        alarms += stats.srm_p_value(n_control, 10_000 - n_control, 0.5) < stats.SRM_ALPHA
+    # expected 2 alarms in 2000 at alpha 0.001
+    assert alarms <= 8
+    # and a 45/55 split drawn at random is always caught
+    for _ in range(50):
+        n_control = int(rng.binomial(10_000, 0.45))
+        assert stats.srm_p_value(n_control, 10_000 - n_control, 0.5) < stats.SRM_ALPHA
+
+
+def test_holm_textbook_example() -> None:
+    adjusted = stats.holm_adjust([0.01, 0.04, 0.03, 0.005])
+    assert adjusted == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm_adjust([0.5, None, 0.9]) == [pytest.approx(1.0), None, pytest.approx(1.0)]
+    assert stats.holm_adjust([]) == []
+
+
+def _cuped_sample(rng: np.random.Generator, n: int, lift: float) -> tuple[np.ndarray, ...]:
+    # pre-period spend x predicts in-window spend y; treatment scales y
+    x_t = rng.gamma(2.0, 20.0, n)
+    x_c = rng.gamma(2.0, 20.0, n)
+    y_t = (10 + 0.8 * x_t + rng.normal(0, 15, n)) * (1 + lift)
+    y_c = 10 + 0.8 * x_c + rng.normal(0, 15, n)
+    return y_t, y_c, x_t, x_c
+
+
+def test_cuped_narrows_interval_and_is_unbiased() -> None:
+    rng = np.random.default_rng(15)
+    lift = 0.10
+    narrower = 0
+    cuped_lifts: list[float] = []
+    hits = 0
+    for _ in range(500):
+        y_t, y_c, x_t, x_c = _cuped_sample(rng, 1000, lift)
+        raw = stats.relative_lift(y_t, y_c)
+        adj = stats.cuped_lift(y_t, y_c, x_t, x_c)
+        assert adj is not None
+        narrower += adj.estimate.ci_width < raw.ci_width
+        cuped_lifts.append(adj.estimate.lift)
+        hits += adj.estimate.ci_low <= lift <= adj.estimate.ci_high
+        assert adj.variance_reduction > 0.5
+    assert narrower == 500
+    # mean of 500 estimates: MC standard error ~ 0.0012
+    assert float(np.mean(cuped_lifts)) == pytest.approx(lift, abs=0.004)
+    assert 0.92 <= hits / 500 <= 0.98
+
+
+def test_cuped_with_useless_covariate_changes_little() -> None:
+    rng = np.random.default_rng(16)
+    y_t = rng.normal(50, 10, 2000)
+    y_c = rng.normal(50, 10, 2000)
+    adj = stats.cuped_lift(y_t, y_c, rng.normal(size=2000), rng.normal(size=2000))
+    raw = stats.relative_lift(y_t, y_c)
+    assert adj is not None
+    assert abs(adj.variance_reduction) < 0.01
+    assert adj.estimate.ci_width == pytest.approx(raw.ci_width, rel=0.02)
+    assert stats.cuped_lift(y_t, y_c, np.ones(2000), np.ones(2000)) is None
+    with pytest.raises(ValueError):
+        stats.cuped_lift(y_t, y_c, np.ones(3), np.ones(2000))
