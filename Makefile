@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: help install demo run test test-fast lint bench clean
+.PHONY: help install demo run serve test test-fast lint bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,15 +30,18 @@ demo: install  ## generate a sample landing zone and run the whole pipeline thro
 run: install  ## run both DAGs once over SEGMENTS_LANDING_DIR (new files only); DATE=YYYY-MM-DD to backfill
 	$(BIN)/python -m segment_warehouse.cli run $(if $(DATE),--date $(DATE))
 
+serve: install  ## the decision API over the published snapshot (HOST=127.0.0.1 PORT=8000)
+	$(BIN)/python -m segment_warehouse.api --host $(or $(HOST),127.0.0.1) --port $(or $(PORT),8000)
+
 test: install  ## the full test suite (unit, dbt, GX, clustering, Airflow end-to-end)
-	$(BIN)/ruff check plugins dags tests
+	$(BIN)/ruff check plugins dags tests tools scripts
 	$(BIN)/python -m pytest
 
 test-fast: install  ## everything except the Airflow end-to-end tests
 	$(BIN)/python -m pytest -m "not e2e"
 
 lint: install  ## ruff
-	$(BIN)/ruff check plugins dags tests
+	$(BIN)/ruff check plugins dags tests tools scripts
 
 bench: install  ## generate 10k/100k/1M landing zones, time every stage, write docs/benchmarks.md
 	$(BIN)/python -m segment_warehouse.bench $(BENCH_ARGS)
