@@ -71,7 +71,12 @@ touched_{{ rows_cte }}_keys as (
 
     select distinct {{ key }}
     from {{ rows_cte }}
-    where _loaded_at > (select max({{ this_loaded_at_column }}) from {{ this }})
+    -- coalesce: an existing but empty table (first run before any file of
+    -- the source) has no max, and `> null` would select no key on every later run
+    where _loaded_at > (
+        select coalesce(max({{ this_loaded_at_column }}), '1900-01-01'::timestamptz)
+        from {{ this }}
+    )
 
 ),
 
