@@ -9,9 +9,11 @@ staged_totals as (
     from (
         select status, total_amount_reporting
         from {{ ref('stg_transactions__orders') }}
+        -- the landing contract's order, as int_orders_deduplicated: the later file
+        -- wins (a late refund without updated_at too), updated_at breaks ties in a file
         qualify row_number() over (
             partition by order_id
-            order by updated_at desc nulls last, _loaded_at desc, _source_file desc, _line_number desc
+            order by _source_file desc, updated_at desc nulls last, _line_number desc
         ) = 1
     )
     where status = 'completed'
