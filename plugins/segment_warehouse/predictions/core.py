@@ -1,0 +1,407 @@
+"""predict(): point-in-time training on the warehouse's history, backtest, scoring, publish."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from segment_warehouse.config import ConfigError, Settings, get_settings
+from segment_warehouse.predictions import model as mdl
+from segment_warehouse.predictions import store
+from segment_warehouse.predictions.features import (
+    FEATURE_NAMES,
+    FEATURES,
+    features_at,
+    history_bounds,
+    labels_after,
+)
+from segment_warehouse.warehouse import connect, ensure_schemas
+
+log = logging.getLogger(__name__)
+
+PURCHASE_HORIZON_DAYS = 30  # fixed by the predictions contract (DESIGN.md section 6)
+HOLDOUT_SHARE = 0.25  # customers held out when no earlier cut-off allows a time split
+
+
+def _env_int(name: str, default: int, minimum: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class PredictionSettings:
+    """Tunables (env): churn window N, cut-off spacing and count, history, sample size."""
+
+    churn_window_days: int = 90
+    cutoff_step_days: int = 14
+    max_cutoffs: int = 6
+    min_history_days: int = 28
+    max_train_rows: int = 600_000
+
+    @classmethod
+    def from_env(cls) -> PredictionSettings:
+        return cls(
+            churn_window_days=_env_int("SEGMENTS_CHURN_WINDOW_DAYS", 90, 7),
+            cutoff_step_days=_env_int("SEGMENTS_PREDICTION_CUTOFF_STEP_DAYS", 14, 1),
+            max_cutoffs=_env_int("SEGMENTS_PREDICTION_MAX_CUTOFFS", 6, 1),
+            min_history_days=_env_int("SEGMENTS_PREDICTION_MIN_HISTORY_DAYS", 28, 0),
+            max_train_rows=_env_int("SEGMENTS_PREDICTION_MAX_TRAIN_ROWS", 600_000, 1_000),
+        )
+
+
+@dataclass(frozen=True)
+class PredictionResult:
+    """What the Airflow task returns (XCom)."""
+
+    model_version: str
+    run_id: str
+    as_of_date: str
+    purchase_method: str
+    churn_method: str
+    n_scored: int
+    n_excluded: int
+    rows_trained: int
+    churn_rows_trained: int
+    training_cutoffs: list[str]
+    backtest_cutoff: str | None
+    backtest_kind: str | None
+    roc_auc: float | None
+    baseline_roc_auc: float | None
+    brier_score: float | None
+    beats_baseline: bool | None
+    mean_purchase_probability: float
+    verdict: str
+    model_path: str
+    report_path: str | None
+    duration_seconds: float
+
+
+def plan_cutoffs(
+    as_of: date, first_day: date | None, horizon: int, ps: PredictionSettings
+) -> list[date]:
+    """Cut-offs whose label window (c, c + horizon] ends by ``as_of``, newest first,
+    each with at least ``min_history_days`` of order history before it."""
+    if first_day is None:
+        return []
+    out: list[date] = []
+    c = as_of - timedelta(days=horizon)
+    while len(out) < ps.max_cutoffs and c >= first_day + timedelta(days=ps.min_history_days):
+        out.append(c)
+        c -= timedelta(days=ps.cutoff_step_days)
+    return out
+
+
+class _History:
+    """Point-in-time features and labels per cut-off, each computed once per run."""
+
+    def __init__(self, con: Any, refused_now: set[str]) -> None:
+        self.con = con
+        self.refused_now = refused_now
+        self._features: dict[date, pd.DataFrame] = {}
+        self._labels: dict[tuple[date, int], pd.DataFrame] = {}
+
+    def features(self, cutoff: date) -> pd.DataFrame:
+        if cutoff not in self._features:
+            self._features[cutoff] = features_at(self.con, cutoff)
+        return self._features[cutoff]
+
+    def rows(self, target: str, cutoff: date, horizon: int) -> pd.DataFrame:
+        """Labelled training rows at ``cutoff``: customers who had not refused consent
+        then (point in time) and have not refused it since (governance)."""
+        df = self.features(cutoff)
+        df = df[(df["marketing_consent"].ne(False)) & ~df["customer_id"].isin(self.refused_now)]
+        if target == "churn":
+            df = df[df["frequency"] > 0]
+        key = (cutoff, horizon)
+        if key not in self._labels:
+            self._labels[key] = labels_after(self.con, cutoff, horizon)
+        bought = set(self._labels[key]["customer_id"])
+        ordered = df["customer_id"].isin(bought).to_numpy()
+        df = df.assign(
+            label=(ordered if target == "purchase" else ~ordered).astype(int), cutoff=cutoff
+        )
+        return df
+
+    def stacked(self, target: str, cutoffs: list[date], horizon: int, cap: int) -> pd.DataFrame:
+        parts = [self.rows(target, c, horizon) for c in cutoffs]
+        if not parts:
+            return pd.DataFrame(columns=["customer_id", *FEATURE_NAMES, "label", "cutoff"])
+        df = pd.concat(parts, ignore_index=True)
+        if len(df) > cap:
+            # Fixed hash of (customer, cut-off): the same sample on every rerun.
+            u = mdl.stable_fraction(df["customer_id"] + "|" + df["cutoff"].astype(str))
+            df = df[u < cap / len(df)].reset_index(drop=True)
+        return df
+
+
+def _train_and_backtest(
+    hist: _History,
+    target: str,
+    as_of: date,
+    first_day: date | None,
+    horizon: int,
+    ps: PredictionSettings,
+) -> dict[str, Any]:
+    """Backtest (model vs baseline), pick the published method, fit it on all cut-offs."""
+    cutoffs = plan_cutoffs(as_of, first_day, horizon, ps)
+    notes: list[str] = []
+    bt: dict[str, Any] | None = None
+    bt_cutoff: date | None = None
+    kind: str | None = None
+    if cutoffs:
+        bt_cutoff = cutoffs[0]
+        test = hist.rows(target, bt_cutoff, horizon)
+        earlier = plan_cutoffs(bt_cutoff, first_day, horizon, ps)
+        train = hist.stacked(target, earlier, horizon, ps.max_train_rows)
+        if mdl.trainable(train["label"].to_numpy(dtype=int)):
+            kind = "time_split"
+        else:
+            # Not enough history for a training window that ends before the test
+            # cut-off: hold out a fixed quarter of customers instead (weaker: same period).
+            all_rows = hist.stacked(target, cutoffs, horizon, ps.max_train_rows)
+            held = mdl.stable_fraction(all_rows["customer_id"]) < HOLDOUT_SHARE
+            train = all_rows[~held].reset_index(drop=True)
+            test = test[mdl.stable_fraction(test["customer_id"]) < HOLDOUT_SHARE]
+            kind = "customer_holdout"
+        fitted_bt = mdl.fit_target(target, train, horizon)
+        if fitted_bt.method == "rate_heuristic" or len(test) == 0:
+            notes += fitted_bt.notes or [f"{target}: no backtest rows"]
+            kind = None
+        else:
+            bt = mdl.backtest(fitted_bt, test.reset_index(drop=True)) | {
+                "cutoff": str(bt_cutoff),
+                "kind": kind,
+                "train_cutoffs": [str(c) for c in (earlier if kind == "time_split" else cutoffs)],
+                "train_rows": len(train),
+            }
+            notes += fitted_bt.notes
+    beat, sentence = mdl.verdict(target, bt)
+    train_all = hist.stacked(target, cutoffs, horizon, ps.max_train_rows)
+    model_auc = (bt or {}).get("model", {}).get("roc_auc")
+    base_auc = (bt or {}).get("baseline", {}).get("roc_auc")
+    use_model = model_auc is not None and base_auc is not None and model_auc >= base_auc
+    fitted = mdl.fit_target(target, train_all, horizon, with_model=use_model)
+    notes += fitted.notes
+    if fitted.method == "gradient_boosting":
+        sentence += " Published: the calibrated gradient-boosting model."
+    elif fitted.method == "calibrated_baseline":
+        why = "it scored at least as well" if bt and "model" in bt else "no model backtest"
+        sentence += f" Published: the calibrated RFM baseline ({why})."
+    else:
+        sentence += " Published: the rate heuristic (documented fallback, no labelled history)."
+    return {
+        "fitted": fitted,
+        "cutoffs": cutoffs,
+        "backtest": bt,
+        "backtest_cutoff": bt_cutoff,
+        "backtest_kind": kind,
+        "beats_baseline": beat,
+        "verdict": sentence,
+        "notes": notes,
+    }
+
+
+def _deciles(values: pd.Series) -> pd.Series:
+    """1 = the top 10 % of values; null where the value is null."""
+    ranks = values.rank(ascending=False, method="first")
+    n = values.notna().sum()
+    return np.ceil(ranks * 10 / max(n, 1)).clip(1, 10).astype("Int64")
+
+
+def _score(
+    con: Any, hist: _History, as_of: date, purchase: mdl.FittedTarget, churn: mdl.FittedTarget
+) -> tuple[pd.DataFrame, int]:
+    profiled = con.execute(
+        "select customer_id from marts.customer_profiles "
+        "where marketing_consent is distinct from false order by customer_id"
+    ).df()
+    n_excluded = con.execute(
+        "select count(*) from marts.customer_profiles where marketing_consent = false"
+    ).fetchall()[0][0]
+    feats = hist.features(as_of).drop(columns=["marketing_consent"])
+    X = profiled.merge(feats, on="customer_id", how="left")
+    # A profile without history by as_of (only possible in a backfill): a new customer.
+    counts = [c for c in FEATURE_NAMES if not c.startswith(("recency", "days_", "avg_", "mean_"))]
+    X[counts] = X[counts].fillna(0.0)
+    p = purchase.predict(X) if len(X) else np.zeros(0)
+    buyer = X["frequency"].to_numpy() > 0
+    c = churn.predict(X) if len(X) else np.zeros(0)
+    aov = X["avg_order_value"]
+    typical = float(aov.median()) if aov.notna().any() else 0.0
+    out = pd.DataFrame(
+        {
+            "customer_id": X["customer_id"],
+            "purchase_probability_30d": np.clip(p, 0.0, 1.0),
+            "churn_probability": np.where(buyer, np.clip(c, 0.0, 1.0), np.nan),
+            "expected_revenue_30d": np.clip(p, 0.0, 1.0) * aov.fillna(typical).to_numpy(),
+            "is_buyer": buyer,
+        }
+    )
+    out["churn_probability"] = out["churn_probability"].astype("Float64")
+    out.loc[~buyer, "churn_probability"] = pd.NA
+    out["purchase_decile"] = _deciles(out["purchase_probability_30d"])
+    out["churn_decile"] = _deciles(out["churn_probability"].astype(float))
+    return out, int(n_excluded)
+
+
+def _metric(bt: dict[str, Any] | None, who: str, name: str) -> float | None:
+    return (bt or {}).get(who, {}).get(name)
+
+
+def _save_bundle(settings: Settings, model_version: str, bundle: dict[str, Any]) -> Path:
+    """One file per model version; older files are removed: they were fitted on
+    customers who may have been erased since (scores are published from this one)."""
+    folder = settings.models_dir / "predictions"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{model_version}.joblib"
+    tmp = path.with_name(path.name + ".tmp")
+    joblib.dump(bundle, tmp, compress=3)
+    os.replace(tmp, path)
+    for old in folder.glob("*.joblib"):
+        if old != path:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def predict(*, run_id: str, as_of: str, settings: Settings | None = None) -> PredictionResult:
+    """Train on the warehouse's history as of earlier cut-offs, backtest, score the
+    profiled customers at ``as_of`` and write segments.customer_predictions /
+    segments.prediction_runs in one transaction (plus a model file and report)."""
+    t0 = time.perf_counter()
+    settings = settings or get_settings()
+    ps = PredictionSettings.from_env()
+    as_of_date = date.fromisoformat(as_of[:10])
+    trained_at = datetime.now(UTC)
+    digest = hashlib.sha256(f"{run_id}|{trained_at.isoformat()}".encode()).hexdigest()[:10]
+    model_version = f"pred-{as_of_date:%Y%m%d}-{digest}"
+    con = connect(settings=settings)
+    try:
+        ensure_schemas(con)
+        store.ensure_prediction_tables(con)
+        refused_now = {
+            r[0]
+            for r in con.execute(
+                "select customer_id from marts.customer_profiles where marketing_consent = false"
+            ).fetchall()
+        }
+        hist = _History(con, refused_now)
+        first_day = history_bounds(con).first_day
+        res = {
+            "purchase": _train_and_backtest(
+                hist, "purchase", as_of_date, first_day, PURCHASE_HORIZON_DAYS, ps
+            ),
+            "churn": _train_and_backtest(
+                hist, "churn", as_of_date, first_day, ps.churn_window_days, ps
+            ),
+        }
+        pur, chu = res["purchase"], res["churn"]
+        scores, n_excluded = _score(con, hist, as_of_date, pur["fitted"], chu["fitted"])
+        scores["model_version"] = model_version
+        scores["as_of_date"] = as_of_date
+        scores["scored_at"] = trained_at
+        bundle = {
+            "model_version": model_version,
+            "as_of_date": str(as_of_date),
+            "features": list(FEATURE_NAMES),
+            "purchase": pur["fitted"],
+            "churn": chu["fitted"],
+            "settings": ps,
+        }
+        model_path = _save_bundle(settings, model_version, bundle)
+        pbt, cbt = pur["backtest"], chu["backtest"]
+        windows = {
+            t: [[str(c), str(c + timedelta(days=h))] for c in res[t]["cutoffs"]]
+            for t, h in (("purchase", PURCHASE_HORIZON_DAYS), ("churn", ps.churn_window_days))
+        }
+        mean_p = float(scores["purchase_probability_30d"].mean()) if len(scores) else 0.0
+        verdict = " ".join([pur["verdict"], chu["verdict"], *pur["notes"], *chu["notes"]])
+        row = {
+            "model_version": model_version,
+            "run_id": run_id,
+            "trained_at": trained_at,
+            "as_of_date": as_of_date,
+            "horizon_days": PURCHASE_HORIZON_DAYS,
+            "churn_window_days": ps.churn_window_days,
+            "purchase_method": pur["fitted"].method,
+            "churn_method": chu["fitted"].method,
+            "training_cutoffs": {t: [str(c) for c in res[t]["cutoffs"]] for t in res},
+            "label_windows": windows,
+            "rows_trained": pur["fitted"].rows_trained,
+            "churn_rows_trained": chu["fitted"].rows_trained,
+            "backtest_cutoff": pur["backtest_cutoff"] if pbt else None,
+            "backtest_kind": pur["backtest_kind"],
+            "roc_auc": _metric(pbt, "model", "roc_auc"),
+            "pr_auc": _metric(pbt, "model", "pr_auc"),
+            "brier_score": _metric(pbt, "model", "brier_score"),
+            "lift_top_decile": _metric(pbt, "model", "lift_top_decile"),
+            "baseline_roc_auc": _metric(pbt, "baseline", "roc_auc"),
+            "baseline_pr_auc": _metric(pbt, "baseline", "pr_auc"),
+            "baseline_brier_score": _metric(pbt, "baseline", "brier_score"),
+            "baseline_lift_top_decile": _metric(pbt, "baseline", "lift_top_decile"),
+            "churn_roc_auc": _metric(cbt, "model", "roc_auc"),
+            "churn_brier_score": _metric(cbt, "model", "brier_score"),
+            "churn_baseline_roc_auc": _metric(cbt, "baseline", "roc_auc"),
+            "churn_baseline_brier_score": _metric(cbt, "baseline", "brier_score"),
+            "beats_baseline": pur["beats_baseline"],
+            "churn_beats_baseline": chu["beats_baseline"],
+            "verdict": verdict,
+            "backtest": {"purchase": pbt, "churn": cbt},
+            "features": [{"name": n, "description": d} for n, d in FEATURES],
+            "n_scored": len(scores),
+            "n_excluded": n_excluded,
+            "mean_purchase_probability": mean_p,
+            "model_path": str(model_path),
+            "duration_seconds": round(time.perf_counter() - t0, 3),
+        }
+        store.write_predictions(con, scores, row)
+        log.info("predictions %s: %s", model_version, verdict)
+        report = _write_report(con, model_version, settings)
+    finally:
+        con.close()
+    return PredictionResult(
+        model_version=model_version,
+        run_id=run_id,
+        as_of_date=str(as_of_date),
+        purchase_method=row["purchase_method"],
+        churn_method=row["churn_method"],
+        n_scored=len(scores),
+        n_excluded=n_excluded,
+        rows_trained=row["rows_trained"],
+        churn_rows_trained=row["churn_rows_trained"],
+        training_cutoffs=row["training_cutoffs"]["purchase"],
+        backtest_cutoff=str(row["backtest_cutoff"]) if row["backtest_cutoff"] else None,
+        backtest_kind=row["backtest_kind"],
+        roc_auc=row["roc_auc"],
+        baseline_roc_auc=row["baseline_roc_auc"],
+        brier_score=row["brier_score"],
+        beats_baseline=row["beats_baseline"],
+        mean_purchase_probability=mean_p,
+        verdict=verdict,
+        model_path=str(model_path),
+        report_path=str(report) if report else None,
+        duration_seconds=round(time.perf_counter() - t0, 3),
+    )
+
+
+def _write_report(con: Any, model_version: str, settings: Settings) -> Path | None:
+    from segment_warehouse.predictions import report  # matplotlib: only when needed
+
+    return report.write_report(con, model_version, settings=settings)

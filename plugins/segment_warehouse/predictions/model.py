@@ -1,0 +1,258 @@
+"""Training, calibration, baseline and backtest of the two propensity models.
+
+Targets (``horizon`` days after a cut-off day c, i.e. orders placed in (c, c + horizon]):
+
+- ``purchase``: at least one completed order in the next 30 days (all customers);
+- ``churn``: no completed order in the next N days (buyers only; N = churn window).
+
+Model: scikit-learn's HistGradientBoostingClassifier (native missing values: a
+never-ordered customer has no recency) inside CalibratedClassifierCV (isotonic
+on big training sets, sigmoid on small ones), folds grouped by customer so the
+same person at several cut-offs never sits on both sides of a fold.
+
+Baseline: the classic RFM score (recency, frequency and monetary quintiles,
+1-5 each, summed; 0 for recency/frequency/monetary of never-buyers), turned
+into a probability by isotonic regression on the same training rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.calibration import CalibratedClassifierCV, calibration_curve
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.inspection import permutation_importance
+from sklearn.isotonic import IsotonicRegression
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from sklearn.model_selection import GroupKFold
+
+from segment_warehouse.predictions.features import FEATURE_NAMES
+
+SEED = 0
+MIN_CLASS_ROWS = 20  # fewer positives (or negatives) than this: no model, a fallback
+ISOTONIC_MIN_ROWS = 5_000  # isotonic calibration overfits below this; sigmoid instead
+IMPORTANCE_SAMPLE = 20_000  # backtest rows used for permutation importance
+
+
+def stable_fraction(ids: pd.Series) -> np.ndarray:
+    """A customer's fixed pseudo-random number in [0, 1): sampling and holdouts
+    that do not change between runs or with row order."""
+    return np.fromiter(
+        (int(hashlib.blake2b(str(i).encode(), digest_size=8).hexdigest(), 16) / 2**64 for i in ids),
+        dtype=float,
+        count=len(ids),
+    )
+
+
+def rfm_score(df: pd.DataFrame) -> np.ndarray:
+    """RFM score 0..15 within one cut-off: quintiles of -recency, frequency, monetary
+    among buyers (1-5 each, summed); never-buyers score 0."""
+    buyers = df["frequency"].to_numpy() > 0
+    score = np.zeros(len(df), dtype=float)
+    if buyers.any():
+        sub = df.loc[buyers]
+        for col, sign in (("recency_days", -1.0), ("frequency", 1.0), ("monetary", 1.0)):
+            pct = (sign * sub[col].astype(float)).rank(pct=True, method="average").to_numpy()
+            score[buyers] += np.ceil(pct * 5).clip(1, 5)
+    return score
+
+
+def _hgb() -> HistGradientBoostingClassifier:
+    return HistGradientBoostingClassifier(
+        learning_rate=0.06,
+        max_iter=250,
+        max_leaf_nodes=15,
+        min_samples_leaf=40,
+        l2_regularization=1.0,
+        early_stopping=True,
+        validation_fraction=0.15,
+        n_iter_no_change=15,
+        random_state=SEED,
+    )
+
+
+@dataclass
+class FittedTarget:
+    """One target's fitted model and baseline (what the model file holds)."""
+
+    target: str
+    method: str  # gradient_boosting | calibrated_baseline | rate_heuristic
+    model: Any | None = None  # CalibratedClassifierCV
+    baseline: IsotonicRegression | None = None
+    rows_trained: int = 0
+    positives: int = 0
+    horizon_days: int = 30
+    notes: list[str] = field(default_factory=list)
+
+    def predict(self, X: pd.DataFrame, method: str | None = None) -> np.ndarray:
+        method = method or self.method
+        if method == "gradient_boosting" and self.model is not None:
+            return self.model.predict_proba(X[list(FEATURE_NAMES)])[:, 1]
+        if method == "calibrated_baseline" and self.baseline is not None:
+            return np.clip(self.baseline.predict(rfm_score(X)), 0.0, 1.0)
+        return rate_heuristic(X, self.target, self.horizon_days)
+
+
+def rate_heuristic(X: pd.DataFrame, target: str, horizon_days: int) -> np.ndarray:
+    """Fallback without labelled history: a Poisson purchase rate per customer,
+    completed orders / days known (at least the horizon, so one order in a short
+    history is not read as a daily habit). P(order in horizon) = 1 - exp(-rate * h)."""
+    days = np.maximum(X["tenure_days"].to_numpy(dtype=float), float(horizon_days))
+    rate = X["frequency"].to_numpy(dtype=float) / days
+    p_order = 1.0 - np.exp(-rate * horizon_days)
+    return p_order if target == "purchase" else 1.0 - p_order
+
+
+def _class_counts(y: np.ndarray) -> tuple[int, int]:
+    pos = int(y.sum())
+    return pos, int(len(y) - pos)
+
+
+def trainable(y: np.ndarray) -> bool:
+    pos, neg = _class_counts(y)
+    return pos >= MIN_CLASS_ROWS and neg >= MIN_CLASS_ROWS
+
+
+def fit_target(
+    target: str, train: pd.DataFrame, horizon_days: int, *, with_model: bool = True
+) -> FittedTarget:
+    """Fit model + calibrated baseline on stacked rows (columns: features, label,
+    customer_id). Too few rows of a class: the rate heuristic, recorded."""
+    y = train["label"].to_numpy(dtype=int) if len(train) else np.zeros(0, dtype=int)
+    fitted = FittedTarget(target=target, method="rate_heuristic", horizon_days=horizon_days)
+    fitted.rows_trained, fitted.positives = len(y), int(y.sum())
+    if not trainable(y):
+        pos, neg = _class_counts(y)
+        fitted.notes.append(
+            f"{target}: {len(y)} labelled rows ({pos} positive, {neg} negative); need "
+            f"{MIN_CLASS_ROWS} of each to train: scores from the rate heuristic"
+        )
+        return fitted
+    # A high RFM score means likely to buy, i.e. unlikely to churn.
+    fitted.baseline = IsotonicRegression(
+        out_of_bounds="clip", y_min=0.0, y_max=1.0, increasing=target == "purchase"
+    ).fit(rfm_score(train), y)
+    fitted.method = "calibrated_baseline"
+    if not with_model:
+        return fitted
+    X = train[list(FEATURE_NAMES)]
+    groups = train["customer_id"].to_numpy()
+    n_splits = min(3, len(np.unique(groups)))
+    folds = [
+        (tr, te)
+        for tr, te in GroupKFold(n_splits=n_splits).split(X, y, groups)
+        if len(np.unique(y[tr])) == 2
+    ]
+    if len(folds) < 2:
+        fitted.notes.append(f"{target}: too few customers for grouped calibration folds")
+        return fitted
+    method = "isotonic" if len(y) >= ISOTONIC_MIN_ROWS else "sigmoid"
+    fitted.model = CalibratedClassifierCV(_hgb(), method=method, cv=folds).fit(X, y)
+    fitted.method = "gradient_boosting"
+    return fitted
+
+
+# --- backtest ------------------------------------------------------------------
+
+
+def _safe(fn: Any, *args: Any) -> float | None:
+    try:
+        value = float(fn(*args))
+    except ValueError:
+        return None
+    return None if math.isnan(value) else value
+
+
+def lift_top_decile(y: np.ndarray, p: np.ndarray) -> float | None:
+    """Positive rate among the 10 % highest scores / overall positive rate."""
+    if len(y) < 10 or y.sum() == 0:
+        return None
+    top = np.argsort(-p, kind="stable")[: max(1, len(p) // 10)]
+    return float(y[top].mean() / y.mean())
+
+
+def score_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
+    two_classes = len(np.unique(y)) == 2
+    frac_pos, mean_pred = (
+        calibration_curve(y, p, n_bins=10, strategy="quantile") if two_classes else ([], [])
+    )
+    return {
+        "roc_auc": _safe(roc_auc_score, y, p) if two_classes else None,
+        "pr_auc": _safe(average_precision_score, y, p) if two_classes else None,
+        "brier_score": _safe(brier_score_loss, y, p) if len(y) else None,
+        "lift_top_decile": lift_top_decile(y, p),
+        "mean_predicted": float(np.mean(p)) if len(p) else None,
+        "observed_rate": float(np.mean(y)) if len(y) else None,
+        "calibration_curve": {
+            "mean_predicted": [float(v) for v in mean_pred],
+            "observed": [float(v) for v in frac_pos],
+        },
+    }
+
+
+def lift_curve(y: np.ndarray, p: np.ndarray) -> list[float]:
+    """Positive rate per score decile (1 = highest) relative to the overall rate."""
+    if len(y) < 10 or y.sum() == 0:
+        return []
+    order = np.argsort(-p, kind="stable")
+    return [float(y[part].mean() / y.mean()) for part in np.array_split(order, 10)]
+
+
+def backtest(
+    fitted: FittedTarget, test: pd.DataFrame, *, importance: bool = True
+) -> dict[str, Any]:
+    """Model vs calibrated baseline on the backtest rows (features + label)."""
+    y = test["label"].to_numpy(dtype=int)
+    out: dict[str, Any] = {"rows": int(len(y)), "positives": int(y.sum())}
+    p_base = fitted.predict(test, "calibrated_baseline")
+    out["baseline"] = score_metrics(y, p_base) | {"lift_curve": lift_curve(y, p_base)}
+    if fitted.model is not None:
+        p_model = fitted.predict(test, "gradient_boosting")
+        out["model"] = score_metrics(y, p_model) | {"lift_curve": lift_curve(y, p_model)}
+        if importance and len(np.unique(y)) == 2:
+            out["feature_importance"] = _importance(fitted, test, y)
+    return out
+
+
+def _importance(fitted: FittedTarget, test: pd.DataFrame, y: np.ndarray) -> dict[str, float]:
+    X = test[list(FEATURE_NAMES)]
+    if len(X) > IMPORTANCE_SAMPLE:
+        keep = np.sort(np.argsort(stable_fraction(test["customer_id"]))[:IMPORTANCE_SAMPLE])
+        X, y = X.iloc[keep], y[keep]
+    if len(np.unique(y)) < 2:
+        return {}
+    res = permutation_importance(
+        fitted.model, X, y, scoring="roc_auc", n_repeats=3, random_state=SEED, n_jobs=1
+    )
+    return {
+        name: float(v)
+        for name, v in sorted(
+            zip(FEATURE_NAMES, res.importances_mean, strict=True), key=lambda kv: -kv[1]
+        )
+    }
+
+
+def verdict(target: str, bt: dict[str, Any] | None) -> tuple[bool | None, str]:
+    """(model beat baseline?, plain-language sentence) from a backtest."""
+    if not bt or "model" not in bt:
+        return None, f"{target}: no backtest of a model (not enough labelled history)."
+    m, b = bt["model"], bt["baseline"]
+    if m["roc_auc"] is None or b["roc_auc"] is None:
+        return None, f"{target}: the backtest window has a single outcome class; no AUC."
+    beat = m["roc_auc"] > b["roc_auc"] and (m["brier_score"] or 1) <= (b["brier_score"] or 1)
+    rel = "beat" if beat else "did NOT beat"
+    return beat, (
+        f"{target}: the gradient-boosting model {rel} the RFM baseline on the backtest "
+        f"(ROC AUC {m['roc_auc']:.3f} vs {b['roc_auc']:.3f}, Brier {m['brier_score']:.4f} vs "
+        f"{b['brier_score']:.4f}, top-decile lift {_f(m['lift_top_decile'])} vs "
+        f"{_f(b['lift_top_decile'])})."
+    )
+
+
+def _f(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
