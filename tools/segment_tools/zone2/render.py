@@ -1,0 +1,155 @@
+"""How values look on the wire: phone formats, email variants, timestamps, files."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+
+_TZ = {"US": [-5, -6, -8], "GB": [0], "DE": [1], "FR": [1]}
+
+
+def phone_variant(rng: np.random.Generator, e164: str, country: str) -> str:
+    """The same number the way people type it: national, international, punctuated."""
+    cc = {"US": "1", "GB": "44", "DE": "49", "FR": "33"}[country]
+    nat = e164[1 + len(cc):]
+    k = int(rng.integers(0, 6))
+    if country == "US":
+        a, b, c = nat[:3], nat[3:6], nat[6:]
+        return [f"({a}) {b}-{c}", f"{a}-{b}-{c}", f"{a}.{b}.{c}", f"+1 {a} {b} {c}",
+                f"1{nat}", e164][k]
+    if country == "GB":
+        return [f"0{nat[:4]} {nat[4:]}", f"+44 {nat[:4]} {nat[4:]}", f"0044 {nat}",
+                f"+44 (0){nat[:4]} {nat[4:]}", f"0{nat}", e164][k]
+    if country == "DE":
+        return [f"0{nat[:3]} {nat[3:]}", f"+49 {nat[:3]} {nat[3:]}", f"0049 (0){nat[:3]}-{nat[3:]}",
+                f"0{nat[:3]}/{nat[3:]}", f"+49{nat}", e164][k]
+    pairs = " ".join(nat[i:i + 2] for i in range(1, 9, 2))
+    return [f"0{nat[0]} {pairs}", f"+33 {nat[0]} {pairs}", f"0033 {nat}",
+            f"0{nat[0]}.{pairs.replace(' ', '.')}", f"+33 (0){nat[0]} {pairs}", e164][k]
+
+
+def case_space_variant(rng: np.random.Generator, email: str) -> str:
+    k = int(rng.integers(0, 4))
+    if k == 0:
+        return email.upper()
+    if k == 1:
+        local, _, dom = email.partition("@")
+        return f"{local.capitalize()}@{dom.capitalize()}"
+    if k == 2:
+        return f"  {email} "
+    return f" {email.title()}"
+
+
+def gmail_dots(rng: np.random.Generator, email: str) -> str:
+    local, _, dom = email.partition("@")
+    bare = local.replace(".", "")
+    if len(bare) < 3:
+        return f"{bare[:1]}.{bare[1:]}@{dom}"
+    cuts = sorted({int(c) for c in rng.integers(1, len(bare), size=int(rng.integers(1, 3)))})
+    parts, last = [], 0
+    for c in cuts:
+        parts.append(bare[last:c])
+        last = c
+    parts.append(bare[last:])
+    out = ".".join(p for p in parts if p)
+    return f"{out}@{dom}" if out != local else f"{bare}@{dom}"
+
+
+def plus_tag(rng: np.random.Generator, email: str) -> str:
+    local, _, dom = email.partition("@")
+    tag = ["shop", "orders", "promo", "2026", "sale", "x"][int(rng.integers(6))]
+    return f"{local}+{tag}@{dom}"
+
+
+def iso_ts(rng: np.random.Generator, ts: datetime, country: str = "US") -> str:
+    """ISO-8601 in one of the styles sources send: Z, an offset, naive UTC, millis."""
+    k = int(rng.integers(0, 5))
+    if k == 0:
+        return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if k == 1:
+        return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+    if k == 2:
+        hours = _TZ[country][int(rng.integers(len(_TZ[country])))]
+        return ts.astimezone(timezone(timedelta(hours=hours))).isoformat(timespec="seconds")
+    if k == 3:
+        return ts.strftime("%Y-%m-%dT%H:%M:%S")
+    return ts.isoformat(timespec="milliseconds").replace("+00:00", "+00:00")
+
+
+def consent_text(rng: np.random.Generator, value: str) -> str:
+    if value == "":
+        return ""
+    opts = (["true", "TRUE", "yes", "Y", "1", "True"] if value == "true"
+            else ["false", "FALSE", "no", "N", "0", "No"])
+    return opts[int(rng.integers(len(opts)))]
+
+
+def gender_text(rng: np.random.Generator, g: str) -> str:
+    opts = ["f", "F", "female", "Female", "w", ""] if g == "f" else ["m", "M", "male", "Male", ""]
+    return opts[int(rng.integers(len(opts)))]
+
+
+def utc(d: datetime) -> datetime:
+    return d if d.tzinfo else d.replace(tzinfo=UTC)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".gz":
+        # mtime=0 and no file name in the header keep the bytes identical per seed
+        data = gzip.compress(data, compresslevel=6, mtime=0)
+    path.write_bytes(data)
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]], *,
+              crlf: bool) -> int:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n" if crlf else "\n", quoting=csv.QUOTE_MINIMAL)
+    writer.writerow(header)
+    n = 0
+    for row in rows:
+        writer.writerow(["" if v is None else v for v in row])
+        n += 1
+    write_bytes(path, buf.getvalue().encode("utf-8"))
+    return n
+
+
+def write_jsonl(path: Path, events: Iterable[dict[str, object]]) -> int:
+    lines = [json.dumps(e, ensure_ascii=False, separators=(",", ":")) for e in events]
+    write_bytes(path, ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8"))
+    return len(lines)
+
+
+class FastRandom:
+    """Scalar draws from blocks of a numpy Generator.
+
+    The event loop draws a few scalars per event; numpy's per-call overhead
+    dominates there, so floats are drawn 64k at a time. Deterministic per seed.
+    """
+
+    def __init__(self, rng: np.random.Generator, block: int = 65536) -> None:
+        self._rng = rng
+        self._block = block
+        self._buf: list[float] = []
+        self._i = 0
+
+    def random(self) -> float:
+        if self._i >= len(self._buf):
+            self._buf = self._rng.random(self._block).tolist()
+            self._i = 0
+        self._i += 1
+        return self._buf[self._i - 1]
+
+    def integers(self, lo: int, hi: int) -> int:
+        """An integer in [lo, hi)."""
+        return lo + int(self.random() * (hi - lo))
+
+    def uniform(self, lo: float, hi: float) -> float:
+        return lo + self.random() * (hi - lo)
