@@ -1,0 +1,213 @@
+"""Pipeline state: the one owner of what one stage leaves for a later one.
+
+State lives in ``audit.pipeline_state`` in the working warehouse, one row per
+key (``key``, ``value``, ``updated_at``, ``run_id``), so it is written in the
+same DuckDB transaction as the data it describes when the caller passes its
+own connection (as dlt keeps its pipeline state beside the loaded data), it
+goes wherever the warehouse goes (backups, copies), and a crash leaves data
+and state consistent. Before this module the same facts were loose files in
+the warehouse dir; :func:`import_legacy_files` moves them in once.
+
+Keys:
+
+- ``dbt_full_refresh_required``: newline-separated reasons the next dbt build
+  must be a ``--full-refresh`` (an erasure ran); cleared by a successful build.
+- ``dbt_last_as_of_date``: the as-of date of the last successful dbt build.
+- ``dbt_seeds_sha256``: hash of the seeds that build used (a change re-prices
+  old orders, so it forces a full refresh).
+- ``marts_generation``: a token every writer of marts renews before it starts;
+  a snapshot built from another token is not current (see ``publish``).
+
+Two levels: functions taking a connection (``get``, ``put``, ...) join the
+caller's transaction; ``read``/``write`` open and close their own connection
+(stages run one at a time, see ``warehouse``).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import duckdb
+
+from segment_warehouse.config import Settings, get_settings
+
+FULL_REFRESH_REQUIRED = "dbt_full_refresh_required"
+DBT_LAST_AS_OF_DATE = "dbt_last_as_of_date"
+DBT_SEEDS_SHA256 = "dbt_seeds_sha256"
+MARTS_GENERATION = "marts_generation"
+KEYS: tuple[str, ...] = (
+    FULL_REFRESH_REQUIRED,
+    DBT_LAST_AS_OF_DATE,
+    DBT_SEEDS_SHA256,
+    MARTS_GENERATION,
+)
+
+STATE_DDL = """
+    create table if not exists audit.pipeline_state (
+        key varchar primary key,
+        value varchar not null,
+        updated_at timestamptz not null,
+        run_id varchar                     -- the run that wrote it (null: outside a run)
+    )
+"""
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def ensure_state_table(con: duckdb.DuckDBPyConnection) -> None:
+    """Create ``audit.pipeline_state`` if missing (idempotent)."""
+    con.execute("create schema if not exists audit")
+    con.execute(STATE_DDL)
+
+
+def _has_table(con: duckdb.DuckDBPyConnection) -> bool:
+    row = con.execute(
+        "select count(*) from information_schema.tables "
+        "where table_schema = 'audit' and table_name = 'pipeline_state'"
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def get(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
+    """The value of ``key``, None when unset (or the table does not exist yet)."""
+    if not _has_table(con):
+        return None
+    row = con.execute("select value from audit.pipeline_state where key = ?", [key]).fetchone()
+    return row[0] if row else None
+
+
+def put(
+    con: duckdb.DuckDBPyConnection, key: str, value: str, *, run_id: str | None = None
+) -> None:
+    """Set ``key`` (upsert) in the caller's transaction, if one is open."""
+    ensure_state_table(con)
+    con.execute(
+        """
+        insert into audit.pipeline_state (key, value, updated_at, run_id)
+        values (?, ?, ?, ?)
+        on conflict (key) do update
+            set value = excluded.value, updated_at = excluded.updated_at, run_id = excluded.run_id
+        """,
+        [key, value, datetime.now(UTC), run_id],
+    )
+
+
+def delete(con: duckdb.DuckDBPyConnection, key: str) -> None:
+    if _has_table(con):
+        con.execute("delete from audit.pipeline_state where key = ?", [key])
+
+
+def renew_marts_generation(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None) -> str:
+    """Call before modifying marts: snapshots built earlier stop counting as current."""
+    token = uuid.uuid4().hex
+    put(con, MARTS_GENERATION, token, run_id=run_id)
+    return token
+
+
+def request_full_refresh(
+    con: duckdb.DuckDBPyConnection, reason: str, *, run_id: str | None = None
+) -> None:
+    """Add a reason for the next dbt build to be a --full-refresh (kept until one succeeds)."""
+    reasons = full_refresh_reasons(con)
+    reason = " ".join(reason.split())  # one line per reason
+    if reason and reason not in reasons:
+        reasons.append(reason)
+    put(con, FULL_REFRESH_REQUIRED, "\n".join(reasons), run_id=run_id)
+
+
+def full_refresh_reasons(con: duckdb.DuckDBPyConnection) -> list[str]:
+    value = get(con, FULL_REFRESH_REQUIRED) or ""
+    return [line for line in value.split("\n") if line.strip()]
+
+
+def import_legacy_files(con: duckdb.DuckDBPyConnection, warehouse_dir: Path) -> list[str]:
+    """Move state files of older versions (``<warehouse_dir>/<key>``) into the table.
+
+    A key already in the table wins (it is newer); the file is removed either
+    way, so no two owners remain. Returns the keys imported.
+    """
+    files = {key: warehouse_dir / key for key in KEYS if (warehouse_dir / key).is_file()}
+    if not files:
+        return []
+    imported = []
+    for key, path in files.items():
+        value = path.read_text().strip()
+        if key == FULL_REFRESH_REQUIRED:
+            for reason in value.split("\n"):
+                if reason.strip():
+                    request_full_refresh(con, reason)
+            imported.append(key)
+        elif value and get(con, key) is None:
+            put(con, key, value)
+            imported.append(key)
+    for path in files.values():
+        path.unlink()
+    return imported
+
+
+@contextmanager
+def connection(
+    settings: Settings | None = None, *, create: bool = True
+) -> Iterator[duckdb.DuckDBPyConnection | None]:
+    """A connection to the warehouse for state alone; None if it does not exist and not
+    ``create``. Legacy state files are imported on the way."""
+    from segment_warehouse.warehouse import warehouse
+
+    settings = settings or get_settings()
+    if not create and not settings.warehouse_db.exists():
+        yield None
+        return
+    with warehouse(settings=settings) as con:
+        if any((settings.warehouse_dir / key).is_file() for key in KEYS):
+            ensure_state_table(con)
+            import_legacy_files(con, settings.warehouse_dir)
+        yield con
+
+
+def read(key: str, *, settings: Settings | None = None) -> str | None:
+    """``get`` on its own connection (does not create the warehouse)."""
+    with connection(settings, create=False) as con:
+        return None if con is None else get(con, key)
+
+
+def write(
+    key: str, value: str, *, run_id: str | None = None, settings: Settings | None = None
+) -> None:
+    """``put`` on its own connection."""
+    with connection(settings) as con:
+        assert con is not None
+        put(con, key, value, run_id=run_id)
+
+
+def _checked_date(value: str, what: str) -> str:
+    value = value.strip()
+    try:
+        if _DATE.fullmatch(value):
+            date.fromisoformat(value)  # a real calendar date
+            return value
+    except ValueError:
+        pass
+    raise ValueError(f"{what} must be a date YYYY-MM-DD, got {value!r}")
+
+
+def resolve_as_of_date(
+    ds: str | None, *, settings: Settings | None = None, today: date | None = None
+) -> str:
+    """The as-of date of a run: ``ds`` when Airflow gives one, else the as-of date of
+    the last successful dbt build recorded in the warehouse, else today (UTC).
+
+    Runs triggered by an Asset have no ``ds`` in Airflow 3; the warehouse they
+    read was built for the last dbt build's date (after a backfill, an older
+    one), so that is their date, not the wall clock's.
+    """
+    if ds:
+        return _checked_date(ds, "ds")
+    stored = read(DBT_LAST_AS_OF_DATE, settings=settings)
+    if stored:
+        return _checked_date(stored, f"audit.pipeline_state {DBT_LAST_AS_OF_DATE}")
+    return (today or datetime.now(UTC).date()).isoformat()
