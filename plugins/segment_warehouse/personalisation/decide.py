@@ -106,7 +106,7 @@ _CATALOGUE_DDL: dict[str, str] = {
     "export_destinations": """
         create or replace table personalisation.export_destinations (
             destination_id varchar not null, rule_ids varchar[] not null,
-            segments boolean not null, hashed_email boolean not null, approval varchar,
+            segments boolean not null, sends_email_sha256 boolean not null, approval varchar,
             description varchar, rules_version varchar not null)
     """,
 }

@@ -245,7 +245,7 @@ def _write_release(
         destinations = []
         if _has_table(con, "personalisation", "export_destinations"):
             destinations = con.execute(
-                "select destination_id, rule_ids, segments, hashed_email, approval "
+                "select destination_id, rule_ids, segments, sends_email_sha256, approval "
                 "from personalisation.export_destinations order by destination_id"
             ).fetchall()
     finally:
