@@ -12,7 +12,7 @@ to publish any column whose name says it holds a raw email or phone.
 Reclustering only changes ``segments``: its publish (``refresh=("segments",)``)
 starts from a file copy of the current snapshot and rewrites just that schema,
 when the snapshot's marts are provably current. "Current" is tracked by a
-*marts generation* token in the warehouse dir that every writer of marts
+*marts generation* token in ``audit.pipeline_state`` that every writer of marts
 (dbt build, erasure) renews before it starts; the snapshot records the token
 it was built from. Any doubt (no snapshot, other token) means a full copy.
 """
@@ -23,7 +23,6 @@ import logging
 import os
 import re
 import shutil
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -61,22 +60,24 @@ PII_VALUE_PATTERNS: dict[str, str] = {
 PII_SCAN_ROWS = 20_000
 
 
-MARTS_GENERATION_FILE = "marts_generation"
-
-
 def renew_marts_generation(settings: Settings | None = None) -> str:
-    """Call before modifying marts: snapshots built earlier stop counting as current."""
-    settings = settings or get_settings()
-    token = uuid.uuid4().hex
-    path = settings.warehouse_dir / MARTS_GENERATION_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(token)
-    return token
+    """Call before modifying marts: snapshots built earlier stop counting as current.
+
+    Writers holding a connection call ``state.renew_marts_generation(con)`` in
+    their own transaction instead.
+    """
+    from segment_warehouse import state
+
+    with state.connection(settings or get_settings()) as con:
+        assert con is not None
+        return state.renew_marts_generation(con)
 
 
 def marts_generation(settings: Settings) -> str | None:
-    path = settings.warehouse_dir / MARTS_GENERATION_FILE
-    return path.read_text().strip() if path.exists() else None
+    """The current marts generation (``audit.pipeline_state``), None before any."""
+    from segment_warehouse import state
+
+    return state.read(state.MARTS_GENERATION, settings=settings)
 
 
 def _snapshot_generation(snapshot: Path) -> str | None:
