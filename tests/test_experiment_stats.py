@@ -45,9 +45,7 @@ def test_delta_se_matches_bootstrap() -> None:
     t = rng.binomial(1, 0.15, 3000).astype(float)
     c = rng.binomial(1, 0.12, 3000).astype(float)
     est = stats.relative_lift(t, c)
-    boots = [
-        rng.choice(t, t.size).mean() / rng.choice(c, c.size).mean() - 1 for _ in range(2000)
-    ]
+    boots = [rng.choice(t, t.size).mean() / rng.choice(c, c.size).mean() - 1 for _ in range(2000)]
     assert est.se == pytest.approx(float(np.std(boots, ddof=1)), rel=0.08)
 
 

@@ -91,11 +91,19 @@ def relative_lift(
         return LiftEstimate(
             float(t.mean()) if t.size else math.nan,
             float(c.mean()) if c.size else math.nan,
-            None, None, None, None, None,
+            None,
+            None,
+            None,
+            None,
+            None,
         )
     return relative_lift_from_moments(
-        float(t.mean()), float(t.var(ddof=1)), int(t.size),
-        float(c.mean()), float(c.var(ddof=1)), int(c.size),
+        float(t.mean()),
+        float(t.var(ddof=1)),
+        int(t.size),
+        float(c.mean()),
+        float(c.var(ddof=1)),
+        int(c.size),
         alpha=alpha,
     )
 
