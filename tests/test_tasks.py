@@ -75,3 +75,61 @@ def test_docs_only_when_the_project_changed(
     monkeypatch.setattr(tasks, "_dbt_project_hash", lambda sub="": f"edited-{sub}")
     tasks.dbt_build("2026-11-22")
     assert [b["docs"] for b in builds] == [True, False, True]
+
+
+def test_project_hash_sees_changes_in_a_checkout_under_a_logs_folder(
+    segments_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from segment_warehouse import config
+
+    checkout = segments_env / "logs" / "target" / "checkout"  # excluded names above the project
+    model = checkout / "dbt_project" / "models" / "a.sql"
+    model.parent.mkdir(parents=True)
+    model.write_text("select 1")
+    built = checkout / "dbt_project" / "target" / "compiled.sql"
+    built.parent.mkdir(parents=True)
+    built.write_text("select 1")
+    settings = dataclasses.replace(config.get_settings(), repo_root=checkout)
+    monkeypatch.setattr(config, "get_settings", lambda: settings)
+
+    before = tasks._dbt_project_hash()
+    built.write_text("select 2")  # dbt's own output inside the project: not the project
+    assert tasks._dbt_project_hash() == before
+    model.write_text("select 2")
+    assert tasks._dbt_project_hash() != before
+    assert tasks._dbt_project_hash("models") != tasks._dbt_project_hash("target")
+
+
+def test_build_state_is_kept_in_the_warehouse(builds: list[dict[str, Any]]) -> None:
+    from segment_warehouse import state
+    from segment_warehouse.config import get_settings
+
+    tasks.request_full_refresh("erasure requests R1", run_id="run-1")
+    assert tasks.dbt_build("2026-11-20")["full_refresh"] is True
+    assert state.read(state.DBT_LAST_AS_OF_DATE) == "2026-11-20"
+    assert state.read(state.DBT_SEEDS_SHA256) == tasks._dbt_project_hash("seeds")
+    assert state.read(state.FULL_REFRESH_REQUIRED) is None  # the build succeeded
+    assert tasks.dbt_build("2026-11-21")["full_refresh"] is False
+    wh = get_settings().warehouse_dir
+    assert not any((wh / key).exists() for key in state.KEYS)  # no loose state files
+
+
+def test_full_refresh_request_survives_a_failed_build(
+    builds: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from segment_warehouse import state
+
+    tasks.request_full_refresh("erasure requests R1")
+
+    def failing_build(as_of_date: str, *, extra_args: list[str], docs: bool) -> DbtRunResult:
+        raise dbt_runner.DbtBuildError(
+            "boom", DbtRunResult(args=["build"], returncode=1, elapsed_seconds=0.0)
+        )
+
+    monkeypatch.setattr(dbt_runner, "build", failing_build)
+    with pytest.raises(dbt_runner.DbtBuildError):
+        tasks.dbt_build("2026-11-20")
+    assert state.read(state.FULL_REFRESH_REQUIRED) == "erasure requests R1"
+    assert state.read(state.DBT_LAST_AS_OF_DATE) is None

@@ -146,25 +146,22 @@ def apply_erasure(run_id: str) -> dict[str, Any]:
 
     summary = erasure.apply_erasure_requests(run_id=run_id)
     if summary.requests_processed:
-        request_full_refresh(f"erasure requests {', '.join(summary.request_ids)}")
+        request_full_refresh(f"erasure requests {', '.join(summary.request_ids)}", run_id=run_id)
     return _plain(summary)
 
 
-FULL_REFRESH_FLAG = "dbt_full_refresh_required"
+def request_full_refresh(reason: str, *, run_id: str | None = None) -> None:
+    """Make the next dbt build a --full-refresh (the request survives crashes until one
+    succeeds; kept in audit.pipeline_state)."""
+    from segment_warehouse import state
 
-
-def request_full_refresh(reason: str) -> None:
-    """Make the next dbt build a --full-refresh (flag survives crashes until it succeeds)."""
-    from segment_warehouse.config import get_settings
-
-    flag = get_settings().warehouse_dir / FULL_REFRESH_FLAG
-    flag.parent.mkdir(parents=True, exist_ok=True)
-    with flag.open("a") as fh:
-        fh.write(reason + "\n")
+    with state.connection() as con:
+        assert con is not None
+        state.request_full_refresh(con, reason, run_id=run_id)
 
 
 @measured("dbt_build")
-def dbt_build(as_of_date: str) -> dict[str, Any]:
+def dbt_build(as_of_date: str, run_id: str | None = None) -> dict[str, Any]:
     """dbt build for the logical date; --full-refresh when incremental state is unsafe.
 
     The lineage docs (``dbt docs generate``) are regenerated in the same dbt
@@ -175,22 +172,24 @@ def dbt_build(as_of_date: str) -> dict[str, Any]:
     deleted rows), when running an older logical date than the last build
     (backfill) or when a reference seed changed (new FX rates re-price old
     orders, new blocked identifiers re-flag old rows), they are rebuilt from
-    raw instead.
+    raw instead. What the last build left (its as-of date, its seeds' hash,
+    pending full-refresh requests) is read from and written to
+    ``audit.pipeline_state`` (see :mod:`segment_warehouse.state`).
     """
-    from segment_warehouse import dbt_runner
+    from segment_warehouse import dbt_runner, state
     from segment_warehouse.config import get_settings
 
     settings = get_settings()
-    flag = settings.warehouse_dir / FULL_REFRESH_FLAG
-    state = settings.warehouse_dir / "dbt_last_as_of_date"
-    reasons = flag.read_text().split("\n") if flag.exists() else []
-    if state.exists() and as_of_date < state.read_text().strip():
-        reasons.append(f"backfill: {as_of_date} is before the last build's {state.read_text()}")
-    seeds_state = settings.warehouse_dir / "dbt_seeds_sha256"
+    with state.connection(settings) as con:
+        assert con is not None
+        reasons = state.full_refresh_reasons(con)
+        last_as_of = state.get(con, state.DBT_LAST_AS_OF_DATE)
+        last_seeds_hash = state.get(con, state.DBT_SEEDS_SHA256)
+    if last_as_of and as_of_date < last_as_of:
+        reasons.append(f"backfill: {as_of_date} is before the last build's {last_as_of}")
     seeds_hash = _dbt_project_hash("seeds")
-    if seeds_state.exists() and seeds_state.read_text() != seeds_hash:
+    if last_seeds_hash is not None and last_seeds_hash != seeds_hash:
         reasons.append("reference seeds changed (FX rates, blocked identifiers, bot patterns)")
-    reasons = [r for r in reasons if r]
     extra = ["--full-refresh"] if reasons else []
     if reasons:
         log.info("dbt build with --full-refresh: %s", "; ".join(reasons))
@@ -204,9 +203,13 @@ def dbt_build(as_of_date: str) -> dict[str, Any]:
     docs_generated = docs_stale and docs_site.exists() and docs_site.stat().st_mtime >= started
     if docs_generated:
         docs_marker.write_text(project_hash)
-    state.write_text(as_of_date)
-    seeds_state.write_text(seeds_hash)
-    flag.unlink(missing_ok=True)
+    with state.connection(settings) as con:
+        assert con is not None
+        con.execute("begin transaction")
+        state.put(con, state.DBT_LAST_AS_OF_DATE, as_of_date, run_id=run_id)
+        state.put(con, state.DBT_SEEDS_SHA256, seeds_hash, run_id=run_id)
+        state.delete(con, state.FULL_REFRESH_REQUIRED)
+        con.execute("commit")
     counts: dict[str, int] = {}
     for node in result.nodes:
         counts[node.status] = counts.get(node.status, 0) + 1
@@ -221,7 +224,12 @@ def dbt_build(as_of_date: str) -> dict[str, Any]:
 
 
 def _dbt_project_hash(subdir: str = "") -> str:
-    """sha256 over the dbt project's files (or one folder of it, e.g. ``seeds``)."""
+    """sha256 over the dbt project's files (or one folder of it, e.g. ``seeds``).
+
+    dbt's own output folders are excluded by their path *inside* the project: a
+    checkout that itself lives under a folder called ``logs`` or ``target`` is
+    still hashed.
+    """
     import hashlib
 
     from segment_warehouse.config import get_settings
@@ -229,8 +237,9 @@ def _dbt_project_hash(subdir: str = "") -> str:
     project = get_settings().dbt_project_dir
     digest = hashlib.sha256()
     for path in sorted((project / subdir).rglob("*")):
-        if path.is_file() and not {"target", "logs", "dbt_packages"} & set(path.parts):
-            digest.update(path.relative_to(project).as_posix().encode())
+        relative = path.relative_to(project)
+        if path.is_file() and not {"target", "logs", "dbt_packages"} & set(relative.parts):
+            digest.update(relative.as_posix().encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()
 
