@@ -211,9 +211,12 @@ def run_dbt_session(
         stale.unlink(missing_ok=True)
 
     # dbt (re)writes marts: the published snapshot's marts stop counting as current.
-    from segment_warehouse.publish import renew_marts_generation
+    # Renewed (and the connection closed) before dbt starts: dbt needs the write lock.
+    from segment_warehouse import state
 
-    renew_marts_generation(settings)
+    with state.connection(settings) as con:
+        assert con is not None
+        state.renew_marts_generation(con)
     started = time.time()
     proc = subprocess.run(
         [sys.executable, "-m", "segment_warehouse.dbt_session", str(spec_file)],
