@@ -7,8 +7,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from segment_warehouse.erasure import apply_erasure_requests, suppressed_row_reason
-from segment_warehouse.privacy import keyed_hash
+from segment_warehouse.erasure import apply_erasure_requests
+from segment_warehouse.privacy import keyed_hash, phone_key
 from segment_warehouse.warehouse import ensure_schemas, warehouse
 
 ALICE = {"contact_id": "C1", "email": "Alice@Example.com", "anon": "anon-a", "order": "O1"}
@@ -93,20 +93,35 @@ def test_erasure_removes_every_trace(segments_env: Path, all_table_text) -> None
         assert log[1] == keyed_hash("alice@example.com", "test-secret")
 
 
-def test_redelivered_records_are_suppressed(segments_env: Path) -> None:
+def _suppressed(con: duckdb.DuckDBPyConnection, kind: str, value: str, key: str) -> bool:
+    row = con.execute(
+        "select count(*) from audit.erasure_suppression "
+        "where identifier_type = ? and identifier_hash = ?",
+        [kind, keyed_hash(value, key)],
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def test_suppression_list_uses_the_one_keyed_hash(segments_env: Path) -> None:
+    """#13: the suppression list is privacy.keyed_hash (HMAC-SHA256), not a second
+    sha256(key || 0x1f || value) digest (this failed before: no stored hash matched)."""
     with warehouse() as con:
         _build(con)
     apply_erasure_requests()
     with warehouse(read_only=True) as con:
         key = "test-secret"
-        assert "erased subject" in suppressed_row_reason(con, {"email": " ALICE@example.com"}, key)
-        assert suppressed_row_reason(con, {"contact_id": "C1"}, key)
-        assert suppressed_row_reason(con, {"anonymous_id": "anon-a"}, key)
-        assert suppressed_row_reason(con, {"order_id": "O2"}, key)
-        assert (
-            suppressed_row_reason(con, {"contact_id": "C10", "email": "bob@example.com"}, key)
-            is None
-        )
+        assert _suppressed(con, "email", "alice@example.com", key)
+        assert _suppressed(con, "contact_id", "C1", key)
+        assert _suppressed(con, "anonymous_id", "anon-a", key)
+        assert _suppressed(con, "order_id", "O2", key)
+        # #15: the phone is suppressed too (as its last 10 digits).
+        assert _suppressed(con, "phone", phone_key("+14155550100") or "", key)
+        assert not _suppressed(con, "contact_id", "C10", key)
+        assert not _suppressed(con, "email", "bob@example.com", key)
+        schemes = con.execute(
+            "select distinct hash_scheme from audit.erasure_suppression"
+        ).fetchall()
+        assert schemes == [("hmac-sha256",)]
 
 
 def test_rerun_does_not_reprocess(segments_env: Path) -> None:

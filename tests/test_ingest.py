@@ -31,6 +31,8 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("SEGMENTS_WAREHOUSE_DIR", str(tmp_path / "warehouse"))
     monkeypatch.setenv("SEGMENTS_DUCKDB_THREADS", "1")
     monkeypatch.setenv("SEGMENTS_DUCKDB_MEMORY_LIMIT", "512MB")
+    # Files written by the test are complete: no settle wait (tested on its own below).
+    monkeypatch.setattr(ingest.loader, "DEFAULT_SETTLE_SECONDS", 0.0)
     (tmp_path / "landing").mkdir()
     return get_settings()
 
@@ -239,7 +241,11 @@ def test_transaction_checks(settings: Settings) -> None:
     assert_accounting(settings)
 
 
-def test_erasure_needs_contact_or_email(settings: Settings) -> None:
+def test_erasure_requests_are_executed_or_escalated_never_parked_with_pii(
+    settings: Settings,
+) -> None:
+    """#15: a request with an unparseable/missing requested_at, or without request_id, is
+    loaded (and so executed); one that names nobody is quarantined without its content."""
     land(
         settings,
         "erasure/req.csv",
@@ -247,17 +253,36 @@ def test_erasure_needs_contact_or_email(settings: Settings) -> None:
         "r1,c1,,2024-03-01T00:00:00Z\n"
         "r2,,a@b.com,2024-03-01\n"
         "r3,,,2024-03-01\n"
-        "r4,c2,,\n",
+        "r4,c2,,\n"
+        "r5,,late@b.com,last tuesday\n"
+        ",c9,,2024-03-01\n"
+        "r7,c7,seven@b.com,2024-03-01,extra\n",
     )
     ingest.load_source("erasure")
-    assert query(settings, "select request_id from raw.erasure_requests order by 1") == [
-        ("r1",),
-        ("r2",),
+    assert query(
+        settings, "select request_id, requested_at from raw.erasure_requests order by 1"
+    ) == [
+        ("erasure/req.csv#L7", "2024-03-01"),
+        ("r1", "2024-03-01T00:00:00Z"),
+        ("r2", "2024-03-01"),
+        ("r4", None),
+        ("r5", "last tuesday"),
     ]
-    assert [(n, r) for n, r, _ in quarantine(settings, "erasure/req.csv")] == [
-        (4, "missing required field: contact_id or email (one is required)"),
-        (5, "missing required field: requested_at"),
+    q = quarantine(settings, "erasure/req.csv")
+    assert [(n, r) for n, r, _ in q] == [
+        (
+            4,
+            "erasure request not executable, escalate to the privacy team: "
+            "missing required field: contact_id or email (one is required)",
+        ),
+        (
+            8,
+            "erasure request not executable, escalate to the privacy team: "
+            "wrong number of fields: expected 4, got 5",
+        ),
     ]
+    assert all(raw is None for _, _, raw in q)  # the request's identifiers are not kept
+    assert_accounting(settings)
 
 
 def test_extra_column_ignored_and_noted_missing_optional_is_null(
@@ -343,7 +368,7 @@ def test_jsonl_crlf_and_no_trailing_newline(settings: Settings) -> None:
 def test_jsonl_chunk_boundaries_keep_line_numbers(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ingest, "JSONL_CHUNK_BYTES", 100)  # many tiny chunks
+    monkeypatch.setattr(ingest.jsonl_reader, "JSONL_CHUNK_BYTES", 100)  # many tiny chunks
     lines = [event(f"m{i}") if i % 7 else "oops" for i in range(1, 60)]
     land(settings, "analytics/e.jsonl.gz", "\n".join(lines) + "\n")
     ingest.load_source("analytics")
@@ -424,24 +449,42 @@ def test_whole_file_quarantine(
     assert manifest(settings)[rel][:4] == ("file_quarantined", 1, 0, 1)
 
 
-def test_truncated_gzip_rolls_back_rows_and_run_goes_on(
+def test_truncated_gzip_is_deferred_then_loaded_when_complete(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """#15: a .gz caught mid-upload is retried next run, not quarantined forever."""
     # Small chunks so that rows are inserted before the truncation is hit.
-    monkeypatch.setattr(ingest, "JSONL_CHUNK_BYTES", 4096)
+    monkeypatch.setattr(ingest.jsonl_reader, "JSONL_CHUNK_BYTES", 4096)
     rows = [event(f"m{i}") for i in range(2000)]
     full = gzip.compress(("\n".join(rows) + "\n").encode())
-    land(settings, "analytics/a_truncated.jsonl.gz", full[: len(full) // 2], gz=False)
+    path = land(settings, "analytics/a_truncated.jsonl.gz", full[: len(full) // 2], gz=False)
     land(settings, "analytics/b_ok.jsonl", event("ok") + "\n")
     summary = ingest.load_source("analytics")
-    assert [(f.status, f.rows_loaded) for f in summary.files] == [
-        ("file_quarantined", 0),
-        ("loaded", 1),
+    assert [(f.source_file, f.status, f.rows_loaded) for f in summary.files] == [
+        ("analytics/b_ok.jsonl", "loaded", 1),
     ]
-    assert summary.files[0].reason is not None
-    assert summary.files[0].reason.startswith("truncated gzip file")
+    assert [rel for rel, _ in summary.deferred] == ["analytics/a_truncated.jsonl.gz"]
+    assert summary.deferred[0][1].startswith("truncated gzip file")
     # Rows decompressed before the truncation were rolled back with the file.
     assert query(settings, "select message_id from raw.analytics_events") == [("ok",)]
+    assert "analytics/a_truncated.jsonl.gz" not in manifest(settings)
+
+    path.write_bytes(full)  # the upload completes
+    again = ingest.load_source("analytics")
+    assert [(f.status, f.rows_loaded) for f in again.files] == [("loaded", 2000)]
+    assert_accounting(settings)
+
+
+def test_truncated_gzip_unchanged_past_the_grace_period_is_quarantined(
+    settings: Settings,
+) -> None:
+    full = gzip.compress(("\n".join(event(f"m{i}") for i in range(500)) + "\n").encode())
+    path = land(settings, "analytics/a.jsonl.gz", full[: len(full) // 2], gz=False)
+    old = path.stat().st_mtime - ingest.TRUNCATED_GZIP_GRACE_SECONDS - 60
+    os.utime(path, (old, old))
+    summary = ingest.load_source("analytics")
+    assert [(f.status, f.rows_loaded) for f in summary.files] == [("file_quarantined", 0)]
+    assert (summary.files[0].reason or "").startswith("truncated gzip file")
     assert_accounting(settings)
 
 
@@ -450,7 +493,7 @@ def test_truncated_file_mid_batch_keeps_the_other_files_of_the_batch(
 ) -> None:
     # a and c share the transaction with b; b's rows (written before the truncation)
     # and its quarantined lines are deleted, a's and c's commit.
-    monkeypatch.setattr(ingest, "JSONL_CHUNK_BYTES", 4096)
+    monkeypatch.setattr(ingest.jsonl_reader, "JSONL_CHUNK_BYTES", 4096)
     land(settings, "analytics/a_ok.jsonl", event("a1") + "\n{bad\n")
     rows = [event(f"m{i}") for i in range(2000)]
     full = gzip.compress(("\n".join(rows) + "\n").encode())
@@ -459,29 +502,28 @@ def test_truncated_file_mid_batch_keeps_the_other_files_of_the_batch(
     summary = ingest.load_source("analytics")
     assert [(f.source_file, f.status, f.rows_loaded) for f in summary.files] == [
         ("analytics/a_ok.jsonl", "loaded", 1),
-        ("analytics/b_truncated.jsonl.gz", "file_quarantined", 0),
         ("analytics/c_ok.jsonl", "loaded", 1),
     ]
+    assert [rel for rel, _ in summary.deferred] == ["analytics/b_truncated.jsonl.gz"]
     assert sorted(query(settings, "select message_id from raw.analytics_events")) == [
         ("a1",),
         ("c1",),
     ]
     assert [n for n, _, _ in quarantine(settings, "analytics/a_ok.jsonl")] == [2]
-    assert [n for n, _, _ in quarantine(settings, "analytics/b_truncated.jsonl.gz")] == [None]
+    assert quarantine(settings, "analytics/b_truncated.jsonl.gz") == []
     assert_accounting(settings)
 
 
 def test_truncated_gzip_csv_after_flushes(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ingest, "CSV_FLUSH_ROWS", 10)
+    monkeypatch.setattr(ingest.csv_reader, "CSV_FLUSH_ROWS", 10)
     content = "\n".join([TX_HEADER, *(tx_row(f"o{i}") for i in range(3000))]) + "\n"
     full = gzip.compress(content.encode())
     land(settings, "transactions/a.csv.gz", full[:-20], gz=False)  # cut the gzip trailer
     summary = ingest.load_source("transactions")
-    assert summary.files[0].status == "file_quarantined"
-    assert summary.files[0].reason is not None
-    assert summary.files[0].reason.startswith("truncated gzip file")
+    assert summary.files == []
+    assert summary.deferred[0][1].startswith("truncated gzip file")
     assert query(settings, "select count(*) from raw.transactions_orders") == [(0,)]
     assert_accounting(settings)
 
@@ -493,14 +535,16 @@ def test_header_only_csv_is_an_empty_delivery(settings: Settings) -> None:
 
 
 # --------------------------------------------------------------------------- idempotence
-def test_known_unchanged_files_are_not_hashed_again_changed_ones_warn(
+def test_known_unchanged_files_are_not_hashed_again_changed_ones_are_loud(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = land(settings, "crm/a.csv", "\n".join([CRM_HEADER, crm_row("c1")]) + "\n")
     ingest.load_source("crm")
     hashed: list[str] = []
-    real_sha256 = ingest._sha256
-    monkeypatch.setattr(ingest, "_sha256", lambda p: hashed.append(p.name) or real_sha256(p))
+    real_sha256 = ingest.files.sha256_file
+    monkeypatch.setattr(
+        ingest.files, "sha256_file", lambda p: hashed.append(p.name) or real_sha256(p)
+    )
 
     assert ingest.load_source("crm").skipped_already_loaded == ["crm/a.csv"]
     assert hashed == []  # same size and mtime as recorded: no second read of the file
@@ -509,7 +553,17 @@ def test_known_unchanged_files_are_not_hashed_again_changed_ones_warn(
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
     with caplog.at_level(logging.WARNING, logger="segment_warehouse.ingest"):
         again = ingest.load_source("crm")
-    assert hashed == ["a.csv"] and again.files == []
+    # #15: loud, not silent - an error in the log and a manifest row, data unchanged.
+    assert hashed == ["a.csv"]
+    assert [(f.status, f.rows_loaded) for f in again.files] == [("changed_after_load", 0)]
+    assert "ERROR" in {r.levelname for r in caplog.records}
+    statuses = query(
+        settings,
+        "select status from audit.load_manifest where source_file = 'crm/a.csv' order by loaded_at",
+    )
+    assert statuses == [("loaded",), ("changed_after_load",)]
+    # Recorded once: the next run skips the changed file without a new row.
+    assert ingest.load_source("crm").files == []
     assert "changed after it was loaded" in caplog.text
     assert query(settings, "select contact_id from raw.crm_contacts") == [("c1",)]
 
@@ -595,7 +649,7 @@ def test_crash_between_files_then_rerun_converges(
     batch_max_rows: int,
     committed_before_crash: list[str],
 ) -> None:
-    monkeypatch.setattr(ingest, "BATCH_MAX_ROWS", batch_max_rows)
+    monkeypatch.setattr(ingest.loader, "BATCH_MAX_ROWS", batch_max_rows)
     _landing_zone(settings)
     ingest.load_all()
     expected = _state(settings)
@@ -605,7 +659,7 @@ def test_crash_between_files_then_rerun_converges(
     # Same landing zone, fresh warehouse, and a crash before the second file.
     monkeypatch.setenv("SEGMENTS_WAREHOUSE_DIR", str(tmp_path / "warehouse2"))
     settings = get_settings()
-    real_load_file = ingest._load_file
+    real_load_file = ingest.loader._load_file
     calls = {"n": 0}
 
     def crashing(*args: Any, **kwargs: Any) -> ingest.FileLoadResult:
@@ -614,7 +668,7 @@ def test_crash_between_files_then_rerun_converges(
             raise RuntimeError("worker killed")
         return real_load_file(*args, **kwargs)
 
-    monkeypatch.setattr(ingest, "_load_file", crashing)
+    monkeypatch.setattr(ingest.loader, "_load_file", crashing)
     with pytest.raises(RuntimeError, match="worker killed"):
         ingest.load_all()
     assert [
@@ -623,7 +677,7 @@ def test_crash_between_files_then_rerun_converges(
     assert query(settings, "select count(*) from audit.quarantine") == [
         (len(committed_before_crash),)  # crm/a.csv has one bad row
     ]
-    monkeypatch.setattr(ingest, "_load_file", real_load_file)
+    monkeypatch.setattr(ingest.loader, "_load_file", real_load_file)
     ingest.load_all()
     assert _state(settings) == expected
 
@@ -635,20 +689,20 @@ def test_crash_mid_file_leaves_nothing(settings: Settings, monkeypatch: pytest.M
         "\n".join([TX_HEADER, tx_row("o1"), tx_row("o2", status="x")]),
     )
 
-    real_insert_manifest = ingest._insert_manifest
+    real_insert_manifest = ingest.loader.insert_manifest
 
     def boom(*args: Any, **kwargs: Any) -> None:
         raise OSError("disk full")
 
     # Raw and quarantine rows are written by now; the manifest insert fails.
-    monkeypatch.setattr(ingest, "_insert_manifest", boom)
+    monkeypatch.setattr(ingest.loader, "insert_manifest", boom)
     with pytest.raises(OSError, match="disk full"):
         ingest.load_source("transactions")
     assert query(settings, "select count(*) from raw.transactions_orders") == [(0,)]
     assert query(settings, "select count(*) from audit.quarantine") == [(0,)]
     assert query(settings, "select count(*) from audit.load_manifest") == [(0,)]
 
-    monkeypatch.setattr(ingest, "_insert_manifest", real_insert_manifest)
+    monkeypatch.setattr(ingest.loader, "insert_manifest", real_insert_manifest)
     summary = ingest.load_source("transactions")
     assert (summary.rows_loaded, summary.rows_quarantined) == (1, 1)
     assert_accounting(settings)
@@ -704,14 +758,16 @@ def test_quote_free_csv_fast_path_matches_the_csv_module(
     rel = "crm/awkward.csv" + (".gz" if gz else "")
     land(settings, rel, _AWKWARD_PLAIN_CSV.encode())
     used: list[str] = []
-    real_plain = ingest._load_plain_csv
-    monkeypatch.setattr(ingest, "_load_plain_csv", lambda *a: used.append("fast") or real_plain(*a))
+    real_plain = ingest.csv_reader.load_plain_csv
+    monkeypatch.setattr(
+        ingest.csv_reader, "load_plain_csv", lambda *a: used.append("fast") or real_plain(*a)
+    )
     ingest.load_source("crm")
     fast = _load_state(settings)
     assert used == ["fast"]
 
     settings.warehouse_db.unlink()
-    monkeypatch.setattr(ingest, "CSV_FAST_PATH_MAX_BYTES", 0)  # forces the csv module
+    monkeypatch.setattr(ingest.csv_reader, "CSV_FAST_PATH_MAX_BYTES", 0)  # forces the csv module
     ingest.load_source("crm")
     assert _load_state(settings) == fast and used == ["fast"]
 
@@ -731,7 +787,9 @@ def test_quote_free_csv_fast_path_matches_the_csv_module(
 def test_csv_with_quotes_takes_the_csv_module_path(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ingest, "_load_plain_csv", lambda *a: pytest.fail("fast path used"))
+    monkeypatch.setattr(
+        ingest.csv_reader, "load_plain_csv", lambda *a: pytest.fail("fast path used")
+    )
     land(settings, "crm/q.csv", CRM_HEADER + "\n" + crm_row("c1", city='"Portland, OR"') + "\n")
     assert ingest.load_source("crm").rows_loaded == 1
     assert query(settings, "select city from raw.crm_contacts") == [("Portland, OR",)]

@@ -2,36 +2,45 @@
 
 Requests arrive as landing files under ``erasure/`` (``request_id``,
 ``contact_id`` or ``email``, ``requested_at``) and are loaded into
-``raw.erasure_requests`` like any other source. :func:`apply_erasure_requests`
-then, for every request not yet processed:
+``raw.erasure_requests`` like any other source (a request with an unparseable
+``requested_at`` or no ``request_id`` is still loaded and executed; one that cannot be
+read at all is quarantined without its content and flagged for escalation).
+:func:`apply_erasure_requests` then, for every request not yet processed:
 
-1. expands the subject to all of their identifiers: the contact ids and emails
-   that match directly, plus everything the last identity resolution linked to
-   the same ``customer_id`` (orders, anonymous ids, other contacts);
+1. expands the subject to all of their identifiers: the contact ids, emails and phones
+   that match directly, the orders placed with those emails (guest checkouts), plus
+   everything the last identity resolution linked to the same ``customer_id`` (orders,
+   anonymous ids, other contacts), and the devices whose events reference those orders;
 2. deletes matching rows from ``raw``, ``audit.quarantine`` and, by identifier
-   column name, from every table in ``staging``, ``intermediate``, ``marts``
-   and ``segments`` (so incremental dbt models cannot resurrect them);
-3. records keyed hashes of the identifiers in ``audit.erasure_suppression`` so
-   later deliveries of the same person are quarantined at load time without
-   their content (see :func:`suppressed_row_reason`), and logs the request,
-   without PII, in ``audit.erasure_log``;
+   column name, from every table in ``staging``, ``intermediate``, ``marts``,
+   ``segments`` and ``personalisation`` (so incremental dbt models cannot resurrect them);
+3. records keyed hashes (``privacy.keyed_hash``, the project's one HMAC) of the
+   identifiers - phones included - in ``audit.erasure_suppression`` so later deliveries
+   of the same person are quarantined at load time without their content (see
+   ``ingest.suppression``), and logs the request, without PII, in ``audit.erasure_log``;
 4. blanks the identifiers in ``raw.erasure_requests`` itself.
 
-The next ``dbt build`` and ``publish`` then produce tables without the person.
+After the requests are committed, the database file is rewritten (copy-and-swap,
+:func:`rewrite_database`) so that no freed block still holds an erased value, and the
+fitted models under ``settings.models_dir`` are dropped (they saw the person; the next
+recluster/predict run fits new ones). The next ``dbt build`` and ``publish`` then produce
+tables without the person.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
+import os
+import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import duckdb
 
 from segment_warehouse.config import Settings, get_settings
-from segment_warehouse.privacy import keyed_hash
+from segment_warehouse.privacy import keyed_hash, phone_key, verify_key
 from segment_warehouse.warehouse import ensure_schemas, table_exists, warehouse
 
 log = logging.getLogger(__name__)
@@ -51,12 +60,18 @@ ERASURE_DDL: tuple[str, ...] = (
     """
     create table if not exists audit.erasure_suppression (
         identifier_type varchar not null,    -- contact_id | email | anonymous_id | order_id
-        identifier_hash varchar not null,
+                                             -- | phone
+        identifier_hash varchar not null,    -- privacy.keyed_hash of the normalised value
         request_id varchar not null,
         suppressed_at timestamptz not null
     )
     """,
+    # 'hmac-sha256' (privacy.keyed_hash). Rows written before the column existed used
+    # sha256(key || 0x1f || value); they cannot be re-keyed without the values, so
+    # ingest keeps matching them with that digest (scheme null).
+    "alter table audit.erasure_suppression add column if not exists hash_scheme varchar",
 )
+HASH_SCHEME = "hmac-sha256"
 
 # Columns that identify a person, by the kind of identifier they hold. Tables in
 # the modelled layers are swept by these names, whatever dbt builds.
@@ -68,17 +83,6 @@ _ID_COLUMNS: dict[str, tuple[str, ...]] = {
     "customer_id": ("customer_id",),
 }
 _SWEPT_SCHEMAS = ("staging", "intermediate", "marts", "segments", "personalisation")
-
-
-def suppression_hash(value: str, key: str) -> str:
-    """Keyed SHA-256 that DuckDB can compute natively at load time.
-
-    ``sha256(key || chr(31) || value)`` in SQL equals this in Python, so
-    ingestion can match millions of rows against the suppression list without
-    a Python UDF. The key is secret, so the hashes cannot be reversed by
-    hashing a dictionary of emails.
-    """
-    return hashlib.sha256(f"{key}\x1f{value}".encode()).hexdigest()
 
 
 def normalise_email(value: str | None) -> str | None:
@@ -95,6 +99,8 @@ class Subject:
     anonymous_ids: set[str] = field(default_factory=set)
     order_ids: set[str] = field(default_factory=set)
     customer_ids: set[str] = field(default_factory=set)
+    # Phones as delivered and in E.164 (staging), for the phone_hash sweep.
+    phones: set[str] = field(default_factory=set)
 
     def by_kind(self) -> dict[str, set[str]]:
         return {
@@ -105,6 +111,12 @@ class Subject:
             "customer_id": self.customer_ids,
         }
 
+    def suppression_values(self) -> dict[str, set[str]]:
+        """Normalised values per kind, as ingest hashes them at load time."""
+        out = {k: v for k, v in self.by_kind().items() if k != "customer_id"}
+        out["phone"] = {p for p in (phone_key(v) for v in self.phones) if p}
+        return out
+
     def size(self) -> int:
         return sum(len(v) for v in self.by_kind().values())
 
@@ -114,6 +126,8 @@ class ErasureSummary:
     requests_processed: int = 0
     rows_deleted: int = 0
     request_ids: list[str] = field(default_factory=list)
+    models_dropped: int = 0
+    database_rewritten: bool = False
 
 
 def _columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> set[str]:
@@ -137,22 +151,35 @@ def _expand_subject(
     if table_exists(con, "raw", "crm_contacts"):
         rows = con.execute(
             """
-            select contact_id, lower(trim(email)) from raw.crm_contacts
+            select contact_id, lower(trim(email)), phone from raw.crm_contacts
             where list_contains(?, trim(contact_id)) or list_contains(?, lower(trim(email)))
             """,
             [sorted(subject.contact_ids), sorted(subject.emails)],
         ).fetchall()
-        for cid, mail in rows:
+        for cid, mail, phone in rows:
             subject.contact_ids.add(cid.strip())
             if mail:
                 subject.emails.add(mail)
+            if phone and phone.strip():
+                subject.phones.add(phone.strip())
+    # Orders placed under the subject's contact ids or emails (guest checkouts): a guest
+    # is known by email only, so their customer is found through their orders.
+    if table_exists(con, "raw", "transactions_orders"):
+        rows = con.execute(
+            """
+            select order_id from raw.transactions_orders
+            where list_contains(?, trim(contact_id)) or list_contains(?, lower(trim(email)))
+            """,
+            [sorted(subject.contact_ids), sorted(subject.emails)],
+        ).fetchall()
+        subject.order_ids |= {oid for (oid,) in rows}
     # Everything the last identity resolution linked to the same customer.
     if table_exists(con, "marts", "identity_map"):
-        ids = sorted(subject.contact_ids)
         customers = con.execute(
             "select distinct customer_id from marts.identity_map "
-            "where source = 'crm' and list_contains(?, source_id)",
-            [ids],
+            "where (source = 'crm' and list_contains(?, source_id)) "
+            "or (source = 'transactions' and list_contains(?, source_id))",
+            [sorted(subject.contact_ids), sorted(subject.order_ids)],
         ).fetchall()
         subject.customer_ids |= {c for (c,) in customers}
         if subject.customer_ids:
@@ -167,30 +194,41 @@ def _expand_subject(
                     "analytics": subject.anonymous_ids,
                     "transactions": subject.order_ids,
                 }[source].add(source_id)
-    # Orders placed under the subject's contact ids or emails (guest checkouts).
-    if table_exists(con, "raw", "transactions_orders"):
-        rows = con.execute(
-            """
-            select order_id, lower(trim(email)) from raw.transactions_orders
-            where list_contains(?, trim(contact_id)) or list_contains(?, lower(trim(email)))
-            """,
-            [sorted(subject.contact_ids), sorted(subject.emails)],
-        ).fetchall()
-        for oid, _mail in rows:
-            subject.order_ids.add(oid)
-    # Devices the subject logged in on (shared devices too: the person's own events go).
+    # Devices the subject logged in on (shared devices too: the person's own events go),
+    # and devices whose events reference one of the subject's orders (a guest's device).
     if table_exists(con, "raw", "analytics_events"):
+        order_ref = _event_order_ref(con)
         rows = con.execute(
-            """
-            select distinct anonymous_id from raw.analytics_events
+            f"""
+            select distinct anonymous_id, json_extract_string(traits, '$.phone')
+            from raw.analytics_events
             where anonymous_id is not null and (
                 list_contains(?, user_id)
-                or list_contains(?, lower(trim(json_extract_string(traits, '$.email')))))
+                or list_contains(?, lower(trim(json_extract_string(traits, '$.email'))))
+                or list_contains(?, {order_ref}))
             """,
-            [sorted(subject.contact_ids), sorted(subject.emails)],
+            [sorted(subject.contact_ids), sorted(subject.emails), sorted(subject.order_ids)],
         ).fetchall()
-        subject.anonymous_ids |= {a for (a,) in rows}
+        subject.anonymous_ids |= {a for a, _ in rows}
+        subject.phones |= {p.strip() for _, p in rows if p and p.strip()}
+    # The E.164 forms staging made of those phones (the marts' phone_hash is over them).
+    if table_exists(con, "staging", "stg_crm__contacts") and "phone_e164" in _columns(
+        con, "staging", "stg_crm__contacts"
+    ):
+        rows = con.execute(
+            "select distinct phone_e164 from staging.stg_crm__contacts "
+            "where phone_e164 is not null and list_contains(?, trim(contact_id))",
+            [sorted(subject.contact_ids)],
+        ).fetchall()
+        subject.phones |= {p for (p,) in rows}
     return subject
+
+
+def _event_order_ref(con: duckdb.DuckDBPyConnection) -> str:
+    """SQL for the order an event references (Order Completed's ``properties.order_id``)."""
+    if "properties" in _columns(con, "raw", "analytics_events"):
+        return "json_extract_string(properties, '$.order_id')"
+    return "cast(null as varchar)"
 
 
 def _delete_raw(con: duckdb.DuckDBPyConnection, subject: Subject) -> dict[str, int]:
@@ -212,13 +250,16 @@ def _delete_raw(con: duckdb.DuckDBPyConnection, subject: Subject) -> dict[str, i
         ),
         "raw.analytics_events": (
             "list_contains($anons, anonymous_id) or list_contains($contacts, user_id) "
-            "or list_contains($emails, lower(trim(json_extract_string(traits, '$.email'))))"
+            "or list_contains($emails, lower(trim(json_extract_string(traits, '$.email')))) "
+            "or list_contains($orders, {order_ref})"
         ),
     }
     for table, predicate in statements.items():
         schema, name = table.split(".")
         if not table_exists(con, schema, name):
             continue
+        if "{order_ref}" in predicate:
+            predicate = predicate.replace("{order_ref}", _event_order_ref(con))
         used = {k: v for k, v in params.items() if f"${k}" in predicate}
         (n,) = con.execute(f"select count(*) from {table} where {predicate}", used).fetchone()
         if n:
@@ -230,7 +271,7 @@ def _delete_raw(con: duckdb.DuckDBPyConnection, subject: Subject) -> dict[str, i
 def _delete_quarantine(con: duckdb.DuckDBPyConnection, subject: Subject) -> int:
     """Quarantined raw records may hold the person's data too."""
     needles = sorted(subject.contact_ids | subject.emails | subject.order_ids)
-    needles += sorted(subject.anonymous_ids)
+    needles += sorted(subject.anonymous_ids) + sorted(subject.phones)
     if not needles or not table_exists(con, "audit", "quarantine"):
         return 0
     # Whole-token matches so contact "C1" does not erase "C10"'s rows.
@@ -260,6 +301,7 @@ def _sweep_modelled_layers(
 ) -> dict[str, int]:
     deleted: dict[str, int] = {}
     email_hashes = sorted(keyed_hash(e, key) for e in subject.emails)
+    phone_hashes = sorted(keyed_hash(p, key) for p in subject.phones)
     tables = con.execute(
         "select table_schema, table_name from information_schema.tables "
         "where table_type = 'BASE TABLE' and list_contains(?, table_schema)",
@@ -280,6 +322,9 @@ def _sweep_modelled_layers(
         if "email_hash" in cols and email_hashes:
             clauses.append("list_contains(?, email_hash)")
             params.append(email_hashes)
+        if "phone_hash" in cols and phone_hashes:
+            clauses.append("list_contains(?, phone_hash)")
+            params.append(phone_hashes)
         if not clauses:
             continue
         predicate = " or ".join(clauses)
@@ -298,40 +343,75 @@ def ensure_erasure_tables(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(ddl)
 
 
-def suppressed_row_reason(
-    con: duckdb.DuckDBPyConnection, identifiers: dict[str, str | None], key: str
-) -> str | None:
-    """Reason to quarantine a newly landed row of an erased person, else None.
-
-    ``identifiers`` maps identifier kind (contact_id, email, anonymous_id,
-    order_id) to the row's value. The raw record must not be kept: callers
-    store the quarantine row with ``raw_record`` null.
-    """
-    for kind, value in identifiers.items():
-        if kind == "email":
-            value = normalise_email(value)
-        if not value:
-            continue
-        row = con.execute(
-            "select request_id from audit.erasure_suppression "
-            "where identifier_type = ? and identifier_hash = ? limit 1",
-            [kind, suppression_hash(value.strip(), key)],
-        ).fetchone()
-        if row:
-            return f"erased subject (erasure request {row[0]}): record not kept"
-    return None
-
-
 def suppression_hashes(con: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
-    """All suppressed identifier hashes by kind, for set-based filtering at load."""
+    """All suppressed identifier hashes (privacy.keyed_hash) by kind, for set-based
+    filtering at load."""
     if not table_exists(con, "audit", "erasure_suppression"):
         return {}
+    has_scheme = "hash_scheme" in _columns(con, "audit", "erasure_suppression")
     out: dict[str, set[str]] = {}
     for kind, digest in con.execute(
         "select identifier_type, identifier_hash from audit.erasure_suppression"
+        + (" where hash_scheme = 'hmac-sha256'" if has_scheme else " where false")
     ).fetchall():
         out.setdefault(kind, set()).add(digest)
     return out
+
+
+def legacy_suppression_count(con: duckdb.DuckDBPyConnection) -> int:
+    """Suppression rows written with the retired sha256(key || 0x1f || value) digest."""
+    if not table_exists(con, "audit", "erasure_suppression"):
+        return 0
+    if "hash_scheme" not in _columns(con, "audit", "erasure_suppression"):
+        (n,) = con.execute("select count(*) from audit.erasure_suppression").fetchone()
+        return n
+    (n,) = con.execute(
+        "select count(*) from audit.erasure_suppression where hash_scheme is null"
+    ).fetchone()
+    return n
+
+
+def rewrite_database(db: Path) -> None:
+    """Copy ``db`` into a fresh file and swap it in: no freed block keeps erased values.
+
+    DuckDB reuses freed blocks but does not zero them, so deleted rows stay readable in
+    the file (``grep -a``) until overwritten; ``checkpoint`` does not help. ``COPY FROM
+    DATABASE`` writes only live data into a new file; ``os.replace`` swaps it in
+    atomically (a crash leaves either the old or the new file, plus a stray ``.rewrite``
+    file the next rewrite replaces).
+    """
+    tmp = db.with_name(db.name + ".rewrite")
+    for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(f"attach {_sql_literal(str(db))} as old_db (read_only)")
+        con.execute(f"attach {_sql_literal(str(tmp))} as new_db")
+        con.execute("copy from database old_db to new_db")
+        con.execute("detach new_db")
+        con.execute("detach old_db")
+    finally:
+        con.close()
+    os.replace(tmp, db)
+    db.with_name(db.name + ".wal").unlink(missing_ok=True)
+
+
+def _sql_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def drop_models(models_dir: Path) -> int:
+    """Delete the fitted model files: they were trained on the erased person's rows."""
+    if not models_dir.is_dir():
+        return 0
+    n = 0
+    for entry in models_dir.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+        n += 1
+    return n
 
 
 def apply_erasure_requests(
@@ -345,6 +425,15 @@ def apply_erasure_requests(
         if not table_exists(con, "raw", "erasure_requests"):
             return summary
         key = settings.pii_key()
+        verify_key(con, key)
+        legacy = legacy_suppression_count(con)
+        if legacy:
+            log.error(
+                "audit.erasure_suppression has %d rows hashed with the retired "
+                "sha256(key || 0x1f || value) digest; ingest no longer matches them. The "
+                "people of those requests (audit.erasure_log) must be erased again.",
+                legacy,
+            )
         pending = con.execute(
             """
             select request_id, contact_id, email, requested_at
@@ -362,9 +451,16 @@ def apply_erasure_requests(
         for request_id, contact_id, email, requested_at in pending:
             email = normalise_email(email)
             contact_id = contact_id.strip() if contact_id else None
-            if not (contact_id or email):
-                continue  # ingestion quarantines such rows; nothing to erase
             now = datetime.now(UTC)
+            if not (contact_id or email):
+                # Ingest never loads such a row; if one got here, say so loudly and record
+                # it, rather than leave it pending forever.
+                log.error("erasure %s has no contact_id or email: escalate", request_id)
+                con.execute(
+                    "insert into audit.erasure_log values (?, ?, ?, ?, 0, 0, ?)",
+                    [request_id, requested_at, now, "", json.dumps({"escalated": "no identifier"})],
+                )
+                continue
             con.execute("begin transaction")
             try:
                 subject = _expand_subject(con, contact_id, email)
@@ -374,14 +470,16 @@ def apply_erasure_requests(
                     deleted["audit.quarantine"] = q
                 deleted.update(_sweep_modelled_layers(con, subject, key))
                 suppress = [
-                    (kind, suppression_hash(value, key), request_id, now)
-                    for kind, values in subject.by_kind().items()
-                    if kind != "customer_id"
+                    (kind, keyed_hash(value, key), request_id, now, HASH_SCHEME)
+                    for kind, values in subject.suppression_values().items()
                     for value in sorted(values)
                 ]
                 if suppress:
                     con.executemany(
-                        "insert into audit.erasure_suppression values (?, ?, ?, ?)", suppress
+                        "insert into audit.erasure_suppression (identifier_type, "
+                        "identifier_hash, request_id, suppressed_at, hash_scheme) "
+                        "values (?, ?, ?, ?, ?)",
+                        suppress,
                     )
                 con.execute(
                     "update raw.erasure_requests set contact_id = null, email = null "
@@ -411,6 +509,12 @@ def apply_erasure_requests(
             summary.request_ids.append(request_id)
             log.info("erasure %s: %d rows deleted in %d tables", request_id, total, len(deleted))
         if summary.requests_processed:
-            # Rewrite storage so deleted rows do not linger in free blocks.
             con.execute("checkpoint")
+    if summary.requests_processed:
+        rewrite_database(settings.warehouse_db)
+        summary.database_rewritten = True
+        summary.models_dropped = drop_models(settings.models_dir)
+        log.info(
+            "erasure: database file rewritten, %d model file(s) dropped", summary.models_dropped
+        )
     return summary

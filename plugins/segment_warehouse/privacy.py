@@ -10,6 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from segment_warehouse.config import ConfigError
+
+if TYPE_CHECKING:
+    import duckdb
 
 
 def keyed_hash(value: str, key: str) -> str:
@@ -40,3 +48,54 @@ def keyed_hash_macro_sql(name: str, key: str) -> str:
         f"create or replace temp macro {name}(value) as "
         f"sha256(unhex('{outer}') || unhex(sha256(unhex('{inner}') || encode(value))))"
     )
+
+
+_PHONE_KEY_DIGITS = 10
+_FINGERPRINT_MESSAGE = "segment-warehouse pii key fingerprint v1"
+
+
+def phone_key(value: str | None) -> str | None:
+    """The form of a phone number the erasure suppression list hashes: its last 10 digits.
+
+    Delivered phones come in every format (``+14155550100``, ``(415) 555-0100``, ``0044
+    20.7946.0958``); the trailing national digits agree across them where the prefixes
+    do not. Fewer than 6 digits is no phone number.
+    """
+    if not value:
+        return None
+    digits = re.sub(r"[^0-9]", "", value)
+    return digits[-_PHONE_KEY_DIGITS:] if len(digits) >= 6 else None
+
+
+def key_fingerprint(key: str) -> str:
+    """An HMAC of a constant under ``key``: identifies the key, reveals nothing of it."""
+    return keyed_hash(_FINGERPRINT_MESSAGE, key)
+
+
+class PiiKeyMismatch(ConfigError):
+    """SEGMENTS_PII_KEY differs from the key the warehouse's hashes were made with."""
+
+
+def verify_key(con: duckdb.DuckDBPyConnection, key: str) -> None:
+    """Record the key's fingerprint on first use; refuse a different key afterwards.
+
+    Every published hash and the erasure suppression list depend on the key: with a new
+    key an erased person delivered again would no longer be recognised. Needs
+    ``audit.pii_key_fingerprint`` (``warehouse.ensure_schemas``).
+    """
+    fingerprint = key_fingerprint(key)
+    row = con.execute(
+        "select fingerprint from audit.pii_key_fingerprint order by recorded_at limit 1"
+    ).fetchone()
+    if row is None:
+        con.execute(
+            "insert into audit.pii_key_fingerprint values (?, ?)", [fingerprint, datetime.now(UTC)]
+        )
+        return
+    if row[0] != fingerprint:
+        raise PiiKeyMismatch(
+            "SEGMENTS_PII_KEY is not the key this warehouse was built with (its fingerprint "
+            "in audit.pii_key_fingerprint differs). Every pseudonymised hash and the erasure "
+            "suppression list depend on it, so the run stops: restore the original key. "
+            "(Changing keys deliberately needs a rebuild from an empty warehouse.)"
+        )

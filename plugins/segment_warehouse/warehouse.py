@@ -33,7 +33,8 @@ AUDIT_DDL: tuple[str, ...] = (
         source_file varchar not null,      -- path relative to the landing dir
         sha256 varchar not null,
         file_bytes bigint,
-        status varchar not null,           -- loaded | duplicate | file_quarantined
+        status varchar not null,           -- loaded | duplicate | file_quarantined | refused
+                                           -- | changed_after_load
         duplicate_of varchar,              -- source_file already loaded with the same sha256
         rows_in_file bigint not null,
         rows_loaded bigint not null,
@@ -48,6 +49,19 @@ AUDIT_DDL: tuple[str, ...] = (
     # The file's mtime when it was hashed: with file_bytes, lets later runs skip
     # re-hashing files that are already loaded and unchanged.
     "alter table audit.load_manifest add column if not exists file_mtime_ns bigint",
+    # Physical lines of the decompressed file, reconciled with rows_in_file (a quoted CSV
+    # record may span several lines; the reader checks every line is accounted for).
+    "alter table audit.load_manifest add column if not exists physical_lines bigint",
+    # Why a file was refused, quarantined whole or flagged as changed after loading.
+    "alter table audit.load_manifest add column if not exists reason varchar",
+    # The fingerprint (an HMAC of a constant, never the key) of SEGMENTS_PII_KEY the
+    # warehouse's hashes were made with: a different key is refused (privacy.verify_key).
+    """
+    create table if not exists audit.pii_key_fingerprint (
+        fingerprint varchar not null,
+        recorded_at timestamptz not null
+    )
+    """,
     """
     create table if not exists audit.quarantine (
         batch_id varchar not null,

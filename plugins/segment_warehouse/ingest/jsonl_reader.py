@@ -1,0 +1,242 @@
+"""JSONL sources: never row by row in Python.
+
+The decompressed bytes are split into lines with numpy, wrapped zero-copy as an Arrow
+string array (Arrow validates UTF-8), and validated/extracted in DuckDB with
+``json_valid``/``from_json``. DuckDB's JSON reader is lenient where the contract (RFC 8259)
+is not - it accepts trailing commas and ``NaN``/``Infinity`` - so lines that could hold
+those (a cheap substring/regex pre-filter) are re-checked by Python's strict parser, and
+quarantined when it rejects them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from segment_warehouse.ingest import files
+from segment_warehouse.ingest.checks import (
+    json_id_value,
+    jsonl_checks,
+    jsonl_raw_columns,
+    jsonl_struct,
+    sql_str,
+)
+from segment_warehouse.ingest.csv_reader import batched, check_quarantine_bound
+from segment_warehouse.ingest.files import display_name
+from segment_warehouse.ingest.manifest import insert_quarantine
+from segment_warehouse.ingest.results import Counts, FileContext, FileRejected
+from segment_warehouse.ingest.specs import ANALYTICS_FIELDS, ANALYTICS_ID_FIELDS
+
+log = logging.getLogger("segment_warehouse.ingest")
+_T = TypeVar("_T")
+
+# Decompressed bytes per chunk: bounds memory on large files while keeping DuckDB batches
+# big enough to be efficient.
+JSONL_CHUNK_BYTES = 64 << 20
+# Extra (ignored) JSON fields are looked for on the first lines of each file only: the
+# contract just asks for them to be ignored and noted, and scanning every line's keys
+# costs almost as much as the raw insert.
+EXTRA_FIELD_SAMPLE_LINES = 2_000
+# Lines DuckDB accepts but strict JSON may not: a comma before a closing bracket, or the
+# non-standard number literals.
+_LENIENT_SQL = (
+    "(contains(line, 'NaN') or contains(line, 'Infinity') "
+    "or regexp_matches(line, ',[ \\t\\r\\n]*[\\]}]'))"
+)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def strict_json_error(line: str) -> str | None:
+    """Why Python's strict parser (no NaN/Infinity) rejects ``line``, else None."""
+    try:
+        json.loads(line, parse_constant=_reject_constant)
+    except RecursionError:
+        return "invalid JSON: nested too deeply"
+    except ValueError as exc:
+        return f"invalid JSON: {exc}"
+    return None
+
+
+def json_error(line: str) -> str:
+    """Python's parser explains what is wrong; DuckDB's json_valid only says no."""
+    return strict_json_error(line) or "invalid JSON (rejected by DuckDB's JSON parser)"
+
+
+def load_jsonl(con: duckdb.DuckDBPyConnection, ctx: FileContext) -> Counts:
+    counts = Counts()
+    blank = 0
+    extra_fields: set[str] = set()
+    failed: list[tuple[int, str, str]] = []
+    known = ", ".join(sql_str(f) for f, _, _ in ANALYTICS_FIELDS)
+    struct = jsonl_struct()
+    checks = jsonl_checks(ctx.suppress_erased)
+    ids = ", ".join(f"{json_id_value(f)} as _id_{f}" for f in ANALYTICS_ID_FIELDS)
+    raw_cols = jsonl_raw_columns()
+    # Decompression and line splitting run in a background thread (zlib, numpy and
+    # DuckDB all release the GIL), overlapping with DuckDB's work on the previous chunk.
+    for chunk in prefetched(lambda: jsonl_chunks(ctx.path)):
+        n = chunk.num_rows
+        first_line = counts.rows_in_file + 1
+        con.register("_ingest_chunk", chunk)
+        try:
+            # from_json parses each line once into the typed struct (try(): NULL for
+            # malformed lines instead of an error). The stage keeps no line text, the
+            # few failing lines are joined back from the chunk.
+            con.execute(
+                f"""create or replace temp table _ingest_stage as
+                    with s as (
+                        select _line_number, line,
+                               try(from_json(line, '{struct}')) as _j
+                        from _ingest_chunk
+                    ), t as (
+                        select *, {ids} from s
+                    )
+                    select _line_number, _j, {", ".join(f"_id_{f}" for f in ANALYTICS_ID_FIELDS)},
+                           {checks} as _reason,
+                           _j is not null and {_LENIENT_SQL} as _lenient
+                    from t"""
+            )
+            _strict_recheck(con)
+            (n_failed,) = con.execute(
+                "select count(*) from _ingest_stage where _reason is not null"
+            ).fetchone() or (0,)
+            check_quarantine_bound(len(failed) + n_failed)
+            con.execute(
+                f"""insert into {ctx.spec.table}
+                    select {raw_cols}, ?, _line_number, ?, ? from _ingest_stage
+                    where _reason is null""",
+                [ctx.rel, ctx.loaded_at, ctx.batch_id],
+            )
+            chunk_failed = (
+                con.execute(
+                    """select s._line_number, s._reason, rtrim(c.line, chr(13) || chr(10))
+                       from _ingest_stage s join _ingest_chunk c using (_line_number)
+                       where s._reason is not null order by s._line_number"""
+                ).fetchall()
+                if n_failed
+                else []
+            )
+            if first_line <= EXTRA_FIELD_SAMPLE_LINES:
+                extra_fields.update(
+                    r[0]
+                    for r in con.execute(
+                        f"""select distinct k from (
+                              select unnest(try(json_keys(line))) as k from _ingest_chunk
+                              where _line_number <= {EXTRA_FIELD_SAMPLE_LINES:d}
+                            ) where k not in ({known})"""
+                    ).fetchall()
+                )
+            con.execute("drop table _ingest_stage")
+        finally:
+            con.unregister("_ingest_chunk")
+        failed.extend(chunk_failed)
+        blank += sum(1 for f in chunk_failed if f[1] == "blank line")
+        counts.rows_loaded += n - len(chunk_failed)
+        counts.rows_in_file += n
+    counts.physical_lines = counts.rows_in_file
+    if counts.rows_in_file == blank:
+        raise FileRejected("empty file" if blank == 0 else "empty file (only blank lines)")
+    if extra_fields:
+        log.warning(
+            "%s: %s has extra fields, ignored: %s",
+            ctx.spec.name,
+            display_name(ctx.rel),
+            display_name(repr(sorted(extra_fields))),
+        )
+        counts.notes.append(f"ignored extra fields: {', '.join(sorted(extra_fields))}")
+    insert_quarantine(
+        con,
+        ctx,
+        [
+            (number, json_error(raw) if reason == "invalid JSON" else reason, raw)
+            for number, reason, raw in failed
+        ],
+    )
+    counts.rows_quarantined = len(failed)
+    return counts
+
+
+def _strict_recheck(con: duckdb.DuckDBPyConnection) -> None:
+    """Quarantine lines DuckDB parsed but strict JSON rejects (trailing comma, NaN)."""
+    candidates = con.execute(
+        """select s._line_number, c.line from _ingest_stage s
+           join _ingest_chunk c using (_line_number)
+           where s._reason is null and s._lenient"""
+    ).fetchall()
+    rejected = [
+        (reason, number)
+        for number, line in candidates
+        if (reason := strict_json_error(line)) is not None
+    ]
+    if rejected:
+        con.executemany("update _ingest_stage set _reason = ? where _line_number = ?", rejected)
+
+
+def jsonl_chunks(path: Path) -> Iterator[pa.Table]:
+    """Arrow tables (_line_number, line) over the decompressed file, chunk by chunk."""
+    next_line = 1
+    with files.open_bytes(path) as fh:
+        for chunk in files.iter_line_chunks(fh, JSONL_CHUNK_BYTES):
+            lines = files.split_lines(chunk)
+            try:
+                lines.validate(full=True)  # Arrow checks UTF-8 here
+            except pa.ArrowInvalid:
+                raise FileRejected(files.utf8_error_line(path)) from None
+            n = len(lines)
+            numbers = pa.array(np.arange(next_line, next_line + n, dtype=np.int64))
+            next_line += n
+            yield batched(pa.table({"_line_number": numbers, "line": lines}))
+
+
+def prefetched(make_iter: Callable[[], Iterator[_T]], depth: int = 1) -> Iterator[_T]:
+    """Run ``make_iter()`` in a thread, ``depth`` items ahead; its errors re-raise here.
+
+    Closing the consumer early (an exception in the loop body) stops and joins the
+    producer, so no thread or open file outlives the call.
+    """
+    slots: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in make_iter():
+                if not put(("item", item)):
+                    return
+            put(("end", None))
+        except BaseException as exc:
+            put(("error", exc))
+
+    worker = threading.Thread(target=produce, name="ingest-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = slots.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        worker.join()
