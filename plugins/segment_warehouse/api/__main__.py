@@ -19,7 +19,9 @@ def main(argv: list[str] | None = None) -> None:
         "--access-log", action="store_true", help="log every request (off: it costs latency)"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
+    )
     # One process: the index lives in memory once; uvloop + httptools are the
     # fast event loop and HTTP parser uvicorn picks when installed.
     uvicorn.run(

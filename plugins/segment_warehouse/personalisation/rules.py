@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -345,22 +346,26 @@ def compile_audience(audience: str, where: str) -> tuple[str, tuple[str, ...]]:
     return rendered, tuple(columns)
 
 
+_BIND_LOCK = threading.Lock()
 _BIND_CON: duckdb.DuckDBPyConnection | None = None
 
 
 def _bind_check(sql: str, where: str) -> None:
     """Bind the expression over an empty audience relation; it must be boolean."""
     global _BIND_CON
-    if _BIND_CON is None:
-        con = duckdb.connect()
-        cols = ", ".join(f'"{name}" {kind}' for name, kind in AUDIENCE_COLUMNS.items())
-        con.execute(f"create table audience ({cols})")
-        _BIND_CON = con
-    try:
-        described = _BIND_CON.execute(f"describe select ({sql}) as matches from audience").fetchall()
-    except duckdb.Error as exc:
-        message = str(exc).splitlines()[0]
-        raise RulesError(f"{where}: audience cannot be evaluated: {message}") from exc
+    with _BIND_LOCK:  # one small in-memory connection, reused: opening one costs ~ms
+        if _BIND_CON is None:
+            con = duckdb.connect()
+            cols = ", ".join(f'"{name}" {kind}' for name, kind in AUDIENCE_COLUMNS.items())
+            con.execute(f"create table audience ({cols})")
+            _BIND_CON = con
+        try:
+            described = _BIND_CON.execute(
+                f"describe select ({sql}) as matches from audience"
+            ).fetchall()
+        except duckdb.Error as exc:
+            message = str(exc).splitlines()[0]
+            raise RulesError(f"{where}: audience cannot be evaluated: {message}") from exc
     kind = described[0][1]
     if kind != "BOOLEAN":
         raise RulesError(f"{where}: audience must be a true/false condition, it yields {kind}")
@@ -377,7 +382,7 @@ def parse_rules(text: str | bytes, path: Path | str = "<rules>") -> RuleSet:
     path = Path(path)
     name = path.name
     try:
-        doc = yaml.load(data.decode("utf-8"), Loader=_StrictLoader)  # noqa: S506 - strict SafeLoader
+        doc = yaml.load(data.decode("utf-8"), Loader=_StrictLoader)
     except RulesError as exc:
         raise RulesError(f"{name}: {exc}") from None
     except UnicodeDecodeError as exc:
