@@ -326,3 +326,44 @@ def test_forced_rerun_on_same_data_reproduces_assignments(
         after["current"][["customer_id", "segment_id", "segment_name"]]
     )
     assert after["history"]["valid_to"].isna().all()  # nobody moved: nothing closed
+
+
+def test_customers_without_behaviour_skip_reclustering_and_keep_segments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Contacts but no orders or sessions: every customer looks the same. A
+    deterministic condition: said plainly, no exception to retry, segments kept."""
+    _env(monkeypatch, tmp_path)
+    df = make_customer_features(600, seed=5)
+    _write(df)
+    first = recluster(as_of="2026-01-05")
+    before = _tables()
+
+    flat = df.copy()
+    for name in FEATURE_NAMES:
+        flat[name] = 0.0
+    flat["tenure_days"] = 30.0  # contacts created the same day, nothing since
+    _write(flat)
+    skipped = recluster(as_of="2026-01-12")
+    assert skipped.created is False
+    assert skipped.skipped_reason is not None
+    assert "0 have orders" in skipped.skipped_reason
+    assert "0 have sessions" in skipped.skipped_reason
+    assert skipped.run_id == first.run_id  # the previous segments stay current
+    after = _tables()
+    for name in ("runs", "current", "history"):
+        pd.testing.assert_frame_equal(after[name], before[name])
+
+
+def test_nothing_to_cluster_on_a_fresh_warehouse_is_a_skip_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _env(monkeypatch, tmp_path)
+    flat = make_customer_features(50, seed=6)
+    for name in FEATURE_NAMES:
+        flat[name] = 0.0
+    _write(flat)
+    result = recluster(as_of="2026-01-05")
+    assert result.created is False and result.run_id is None
+    assert result.skipped_reason and "distinct" in result.skipped_reason
+    assert _query("select count(*) n from segments.customer_segments")["n"].item() == 0

@@ -6,7 +6,7 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,21 +40,57 @@ PROJECTION_SAMPLE = 4_000  # rows kept in the model file for the report's 2-D pl
 class ReclusterResult:
     """What the Airflow task returns (XCom): the run that is now current."""
 
-    run_id: str
-    created: bool  # False: inputs unchanged, the existing latest run was returned
-    as_of_date: str
-    algorithm: str
-    k: int
+    # None only when skipped on a warehouse without any previous run.
+    run_id: str | None
+    created: bool  # False: inputs unchanged or skipped; the existing latest run was returned
+    as_of_date: str | None
+    algorithm: str | None
+    k: int | None
     silhouette: float | None
     inertia: float | None
     n_profiled: int
     n_excluded: int
     ari_vs_previous: float | None
     changed_share: float | None
-    input_fingerprint: str
-    model_path: str
+    input_fingerprint: str | None
+    model_path: str | None
     report_path: str | None
     duration_seconds: float
+    # Set when there was nothing to cluster (see clustering.model.NotEnoughToCluster):
+    # what is missing. Nothing was written; publishing segments can be skipped.
+    skipped_reason: str | None = None
+
+
+def _skipped(
+    con: Any, prev: Any, reason: str, *, n: int, n_excluded: int, report: Path, t0: float
+) -> ReclusterResult:
+    log.warning("reclustering skipped, previous segments kept: %s", reason)
+    if prev is not None:
+        result = _result(store.run_row(con, prev.run_id), created=False, report=report, t0=t0)
+        return replace(result, skipped_reason=reason)
+    return ReclusterResult(
+        run_id=None, created=False, as_of_date=None, algorithm=None, k=None, silhouette=None,
+        inertia=None, n_profiled=n, n_excluded=n_excluded, ari_vs_previous=None,
+        changed_share=None, input_fingerprint=None, model_path=None, report_path=None,
+        duration_seconds=round(time.perf_counter() - t0, 3), skipped_reason=reason,
+    )  # fmt: skip
+
+
+def _nothing_to_cluster(prep: Any) -> str | None:
+    """What is missing when the profiled customers cannot form two segments, else None."""
+    distinct = len(np.unique(prep.transformed, axis=0)) if len(prep.transformed) else 0
+    if distinct >= mdl.MIN_DISTINCT:
+        return None
+    col = {name: j for j, name in enumerate(FEATURE_NAMES)}
+    raw = prep.transformed
+    buyers = int((raw[:, col["frequency"]] > 0).sum()) if len(raw) else 0
+    active = int((raw[:, col["sessions_90d"]] > 0).sum()) if len(raw) else 0
+    return (
+        f"nothing to cluster yet: {len(raw)} profiled customers ({prep.n_excluded} excluded: "
+        f"no consent) have {distinct} distinct feature vector(s), {mdl.MIN_DISTINCT} are "
+        f"needed for 2 segments; {buyers} have orders and {active} have sessions in the "
+        "last 90 days. Load order (transactions/) and event (analytics/) files, then recluster."
+    )
 
 
 def _result(
@@ -156,6 +192,11 @@ def recluster(
         del df
         n = len(prep.customer_ids)
         log.info("profiling %d customers (%d excluded: no consent)", n, prep.n_excluded)
+        index = settings.segment_reports_dir / "index.html"
+        reason = _nothing_to_cluster(prep)
+        if reason is not None:
+            return _skipped(con, prev, reason, n=n, n_excluded=prep.n_excluded, report=index,
+                            t0=t0)  # fmt: skip
         scaler = fit_scaler(prep.transformed)
         X = scaler.transform(prep.transformed)
         features = feature_records(scaler)
@@ -168,14 +209,18 @@ def recluster(
             if prev_centroids
             else None
         )
-        k, candidates = mdl.select_k(
-            X[sample_idx],
-            prep.customer_ids[sample_idx],
-            settings.recluster_k_min,
-            settings.recluster_k_max,
-            prev.k if prev else None,
-            prev_init,
-        )
+        try:
+            k, candidates = mdl.select_k(
+                X[sample_idx],
+                prep.customer_ids[sample_idx],
+                settings.recluster_k_min,
+                settings.recluster_k_max,
+                prev.k if prev else None,
+                prev_init,
+            )
+        except mdl.NotEnoughToCluster as exc:  # the sample can be flatter than the whole
+            return _skipped(con, prev, f"nothing to cluster yet: {exc}", n=n,
+                            n_excluded=prep.n_excluded, report=index, t0=t0)  # fmt: skip
         init = prev_init if prev_init is not None and len(prev_init) == k else None
         lap("select_k")
         fit = mdl.fit_clusters(

@@ -58,6 +58,18 @@ def stable_sample(customer_ids: np.ndarray, n: int) -> np.ndarray:
     return np.sort(idx)
 
 
+# Two segments need three distinct points (k <= distinct - 1, see select_k).
+MIN_DISTINCT = 3
+
+
+class NotEnoughToCluster(ValueError):
+    """The data cannot be split into segments yet (too few distinct customers).
+
+    Deterministic: the same data gives the same answer, so the caller skips the
+    run and keeps the previous segments instead of failing (and retrying).
+    """
+
+
 def _n_distinct(X: np.ndarray) -> int:
     return len(np.unique(X, axis=0))
 
@@ -81,7 +93,10 @@ def select_k(
     """
     k_max = min(k_max, len(X_sample) - 1, _n_distinct(X_sample) - 1)
     if k_max < 2:
-        raise ValueError(f"not enough distinct customers ({len(X_sample)}) to cluster")
+        raise NotEnoughToCluster(
+            f"{len(X_sample)} sampled customers have {_n_distinct(X_sample)} distinct feature "
+            f"vector(s); at least {MIN_DISTINCT} are needed for 2 segments"
+        )
     k_min = min(k_min, k_max)
     sil_idx = stable_sample(sample_ids, SILHOUETTE_SAMPLE)
     candidates: list[dict[str, Any]] = []
