@@ -5,6 +5,12 @@ test`` runs, for both DAGs in one process) against a local AIRFLOW_HOME with
 SQLite metadata. Airflow's own output goes to a log file; the terminal shows one
 line per task and a summary, so the user can read what happened.
 
+Run and task states come from Airflow itself (the DagRun and TaskInstance
+results :mod:`segment_warehouse.airflow_runner` sends on a separate channel),
+never from log text, which task output such as file names could imitate. One
+run at a time per AIRFLOW_HOME and per warehouse: a second one stops at once
+with "another run is in progress" (an flock on a file in each).
+
     python -m segment_warehouse.cli run  [--date YYYY-MM-DD]
     python -m segment_warehouse.cli demo [--customers N] [--seed S]
 """
@@ -12,22 +18,72 @@ line per task and a summary, so the user can read what happened.
 from __future__ import annotations
 
 import argparse
+import fcntl
+import json
 import os
-import re
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import IO, Any
 
 from segment_warehouse.config import REPO_ROOT, Settings, get_settings
 
 DAG_IDS: tuple[str, ...] = ("segment_pipeline", "recluster_segments")
-_TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(\S+)")
-_TASK_STATE = re.compile(r"new_state=(\w+)")
-_TASK_END = re.compile(r"\[DAG TEST\] end task task_id=(\S+)")
-# The exception line of a failed task, e.g. "segment_warehouse.x.DbtBuildError: ..."
-_EXCEPTION = re.compile(r"^[\w.]*(Error|Exception|Failed)\b.*: ")
+LOCK_FILE = ".segments_run.lock"
+# Exit status when another run holds the lock (EX_TEMPFAIL: try again later).
+EXIT_RUN_IN_PROGRESS = 75
+# Lines of a failed task's error shown in the terminal (the full one is in the log).
+ERROR_LINES = 8
+
+
+def printable(text: object) -> str:
+    """``text`` on one terminal line: control characters (newlines, escape
+    sequences) are shown escaped, so a name can never fake another line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+class RunInProgress(RuntimeError):
+    """Another run holds the lock of this AIRFLOW_HOME or warehouse."""
+
+
+@contextmanager
+def run_lock(*directories: Path) -> Iterator[None]:
+    """Hold an exclusive flock on ``<dir>/.segments_run.lock`` in each directory.
+
+    Two runs in one AIRFLOW_HOME collide in Airflow's SQLite metadata database,
+    two on one warehouse in DuckDB's single-writer file. The lock is released when
+    the process ends, however it ends, so a crashed run never blocks the next.
+    """
+    handles: list[IO[str]] = []
+    try:
+        for directory in directories:
+            directory.mkdir(parents=True, exist_ok=True)
+            path = directory / LOCK_FILE
+            fh = path.open("a+")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "unknown process"
+                fh.close()
+                raise RunInProgress(
+                    f"another run is in progress ({printable(holder)}; lock {path}). "
+                    "Wait for it to finish, or use another AIRFLOW_HOME and "
+                    "SEGMENTS_WAREHOUSE_DIR."
+                ) from None
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()} since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC\n")
+            fh.flush()
+            handles.append(fh)
+        yield
+    finally:
+        for fh in handles:
+            fh.close()  # releases the flock
 
 
 def airflow_env(base: dict[str, str] | None = None) -> dict[str, str]:
@@ -89,8 +145,62 @@ def init_airflow(env: dict[str, str], log_file: Path) -> None:
     marker.write_text(stamp)
 
 
-_DAG_START = re.compile(r"^\[segments\] running dag_id=(\S+)")
-_DAG_DONE = re.compile(r"^\[segments\] finished dag_id=(\S+) state=(\w+)")
+def _runner_command(logical_date: str, dag_ids: tuple[str, ...], events_fd: int) -> list[str]:
+    return [
+        sys.executable, "-m", "segment_warehouse.airflow_runner",
+        "--events-fd", str(events_fd), logical_date, *dag_ids,
+    ]  # fmt: skip
+
+
+def _print_error(error: str | None) -> None:
+    lines = [line for line in (error or "").strip().splitlines() if line.strip()]
+    for line in lines[:ERROR_LINES]:
+        print(f"      | {printable(line)[:300]}", flush=True)
+
+
+class _Progress:
+    """Terminal lines from the runner's events (states as Airflow recorded them)."""
+
+    def __init__(self, logical_date: str) -> None:
+        self.logical_date = logical_date
+        self.dag_started = time.monotonic()
+        self.task_started: dict[str, float] = {}
+        self.shown: set[str] = set()
+        self.finished: dict[str, str] = {}  # dag_id -> DagRun state
+
+    def handle(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        dag_id = printable(event.get("dag_id"))
+        task = printable(event.get("task_id"))
+        if kind == "dag_started":
+            self.dag_started = time.monotonic()
+            self.shown.clear()
+            print(f"▶ {dag_id} (logical date {self.logical_date})", flush=True)
+        elif kind == "task_started":
+            self.task_started[task] = time.monotonic()
+        elif kind == "task_finished":
+            took = time.monotonic() - self.task_started.get(task, time.monotonic())
+            state = printable(event.get("state"))
+            if state == "success":
+                print(f"  ✓ {task:<22} {took:6.1f}s", flush=True)
+            elif state == "skipped":
+                print(f"  - {task:<22} skipped", flush=True)
+            else:
+                print(f"  ✗ {task:<22} {state}", flush=True)
+                _print_error(event.get("error"))
+            self.shown.add(task)
+        elif kind == "dag_finished":
+            for ti in event.get("tasks") or []:
+                name = printable(ti.get("task_id"))
+                if name not in self.shown:  # never ran: upstream_failed, skipped, ...
+                    print(f"  - {name:<22} {printable(ti.get('state'))}", flush=True)
+            for note in event.get("notes") or []:
+                print(f"  note: {printable(note)}", flush=True)
+            state = str(event.get("state"))
+            self.finished[str(event.get("dag_id"))] = state
+            verdict = "succeeded" if state == "success" else f"FAILED ({printable(state)})"
+            took = time.monotonic() - self.dag_started
+            print(f"  {dag_id} {verdict} in {took:.1f}s", flush=True)
 
 
 def run_dags(
@@ -99,65 +209,38 @@ def run_dags(
     """Run the DAGs in order through Airflow's test runner; echo one line per task.
 
     All DAGs run in one process (:mod:`segment_warehouse.airflow_runner`, the
-    same ``DAG.test()`` that ``airflow dags test`` calls). Returns the ids of
-    DAGs that did not succeed (the runner stops at the first one).
+    same ``DAG.test()`` that ``airflow dags test`` calls); its output goes to
+    ``log_file`` only. Returns the ids of DAGs that did not succeed (the runner
+    stops at the first one), from the DagRun states the runner reports.
     """
-    args = [sys.executable, "-m", "segment_warehouse.airflow_runner", logical_date, *dag_ids]
-    started = time.monotonic()
-    task_started: dict[str, float] = {}
-    failed_dags: list[str] = []
-    finished: set[str] = set()
-    dag_id: str | None = None
-    current: str | None = None
-    state_ok = True
-    last_error: list[str] = []
+    read_fd, write_fd = os.pipe()
+    args = _runner_command(logical_date, dag_ids, write_fd)
+    progress = _Progress(logical_date)
     with log_file.open("a") as log:
         log.write(f"\n$ {' '.join(args)}\n")
-        proc = subprocess.Popen(
-            args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-            if m := _DAG_START.match(line):
-                dag_id, started = m.group(1), time.monotonic()
-                print(f"▶ {dag_id} (logical date {logical_date})", flush=True)
-                continue
-            if m := _DAG_DONE.match(line):
-                ok = m.group(2) == "success"
-                finished.add(m.group(1))
-                if not ok:
-                    failed_dags.append(m.group(1))
-                verdict = "succeeded" if ok else "FAILED"
-                print(f"  {m.group(1)} {verdict} in {time.monotonic() - started:.1f}s", flush=True)
-                continue
-            if _EXCEPTION.match(line):
-                last_error = [line.rstrip()]
-                continue
-            if last_error and line.lstrip().startswith("- ") and len(last_error) < 8:
-                last_error.append(line.rstrip())
-            if m := _TASK_START.search(line):
-                current = m.group(1)
-                task_started[current] = time.monotonic()
-                state_ok = True
-            elif (m := _TASK_STATE.search(line)) and current:
-                state_ok = m.group(1) == "success"
-                if m.group(1) in {"failed", "up_for_retry", "upstream_failed"}:
-                    print(f"  ✗ {current:<22} {m.group(1)}", flush=True)
-                    if m.group(1) == "failed":
-                        for err in last_error:
-                            print(f"      {err[:300]}", flush=True)
-            elif (m := _TASK_END.search(line)) and state_ok:
-                name = m.group(1)
-                took = time.monotonic() - task_started.get(name, time.monotonic())
-                print(f"  ✓ {name:<22} {took:6.1f}s", flush=True)
-        rc = proc.wait()
-    if rc != 0 and not failed_dags:
-        # the runner died before reporting (e.g. a DAG failed to import)
-        failed_dags = [d for d in dag_ids if d not in finished][:1] or [dag_id or "?"]
-        for err in last_error:
-            print(f"      {err[:300]}", flush=True)
-    return failed_dags
+        log.flush()
+        try:
+            proc = subprocess.Popen(
+                args, env=env, stdout=log, stderr=subprocess.STDOUT, pass_fds=(write_fd,)
+            )
+        finally:
+            os.close(write_fd)  # the runner holds the only write end now
+    with os.fdopen(read_fd, encoding="utf-8", errors="replace") as events:
+        for line in events:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue  # not an event (the channel carries nothing else)
+            if isinstance(event, dict):
+                progress.handle(event)
+    rc = proc.wait()
+    failed = [d for d in dag_ids if d in progress.finished and progress.finished[d] != "success"]
+    if not failed and (rc != 0 or any(d not in progress.finished for d in dag_ids)):
+        # the runner died before reporting a DAG (e.g. a DAG failed to import)
+        missing = [d for d in dag_ids if d not in progress.finished]
+        failed = missing[:1] or [dag_ids[-1]]
+        print(f"  {failed[0]} did not finish (runner exit {rc})", flush=True)
+    return failed
 
 
 def print_summary(settings: Settings) -> None:
@@ -180,12 +263,12 @@ def print_summary(settings: Settings) -> None:
                     print(f"  {table:<30} (missing)")
         finally:
             con.close()
-    print(f"  analytics snapshot : {settings.analytics_db}")
-    print(f"  working warehouse  : {settings.warehouse_db}")
+    print(f"  analytics snapshot : {printable(settings.analytics_db)}")
+    print(f"  working warehouse  : {printable(settings.warehouse_db)}")
     print("    (audit.quarantine, audit.load_manifest, audit.validation_results)")
-    print(f"  validation report  : {settings.validation_reports_dir / 'index.html'}")
-    print(f"  segment report     : {settings.segment_reports_dir / 'index.html'}")
-    print(f"  dbt docs (lineage) : {settings.dbt_docs_dir / 'static_index.html'}")
+    print(f"  validation report  : {printable(settings.validation_reports_dir / 'index.html')}")
+    print(f"  segment report     : {printable(settings.segment_reports_dir / 'index.html')}")
+    print(f"  dbt docs (lineage) : {printable(settings.dbt_docs_dir / 'static_index.html')}")
 
 
 def ensure_local_pii_key(env: dict[str, str], settings: Settings) -> None:
@@ -209,21 +292,46 @@ def ensure_local_pii_key(env: dict[str, str], settings: Settings) -> None:
     env["SEGMENTS_PII_KEY"] = key_file.read_text().strip()
 
 
-def run_pipeline(logical_date: str | None = None, dag_ids: tuple[str, ...] = DAG_IDS) -> int:
+def _checked_date(value: str | None) -> str | None:
+    """The logical date as YYYY-MM-DD (default today, UTC); None when invalid."""
+    if not value:
+        return datetime.now(UTC).date().isoformat()
+    try:
+        return date.fromisoformat(value).isoformat() if len(value) == 10 else None
+    except ValueError:
+        return None
+
+
+def run_pipeline(
+    logical_date: str | None = None, dag_ids: tuple[str, ...] = DAG_IDS, *, lock: bool = True
+) -> int:
+    """Run the DAGs once; 0 when all succeeded. ``lock``: take the run lock here
+    (False when the caller already holds it)."""
     settings = get_settings()
     settings.ensure_dirs()
-    logical_date = logical_date or datetime.now(UTC).date().isoformat()
+    day = _checked_date(logical_date)
+    if day is None:
+        print(f"--date must be YYYY-MM-DD, got {printable(logical_date)}", file=sys.stderr)
+        return 2
     env = airflow_env()
+    if lock:
+        try:
+            with run_lock(Path(env["AIRFLOW_HOME"]), settings.warehouse_dir):
+                return run_pipeline(day, dag_ids, lock=False)
+        except RunInProgress as exc:
+            print(exc, file=sys.stderr)
+            return EXIT_RUN_IN_PROGRESS
     ensure_local_pii_key(env, settings)
     log_dir = Path(env["AIRFLOW_HOME"]) / "run_logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     log_file = log_dir / f"run-{datetime.now(UTC):%Y%m%dT%H%M%S}.log"
-    print(f"Airflow home {env['AIRFLOW_HOME']}; full log: {log_file}", flush=True)
+    print(f"Airflow home {printable(env['AIRFLOW_HOME'])}; full log: {printable(log_file)}",
+          flush=True)  # fmt: skip
     init_airflow(env, log_file)
-    failed = run_dags(dag_ids, logical_date, env, log_file)
+    failed = run_dags(dag_ids, day, env, log_file)
     if failed:
         print(f"\n{failed[0]} failed; the previous snapshot was left in place.")
-        print(f"See the log for details: {log_file}")
+        print(f"See the log for details: {printable(log_file)}")
         return 1
     print_summary(settings)
     return 0
@@ -242,15 +350,29 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "demo":
         os.environ.setdefault("SEGMENTS_DEMO_MODE", "1")
-        settings = get_settings()
-        if not any(settings.landing_dir.glob("*/*")):
-            from segment_warehouse.generator import generate
+    settings = get_settings()
+    env = airflow_env()
+    try:
+        # one lock around generation and run: a second demo must not write the
+        # landing zone while the first one loads it
+        with run_lock(Path(env["AIRFLOW_HOME"]), settings.warehouse_dir):
+            if args.command == "demo":
+                _ensure_demo_landing_zone(settings, customers=args.customers, seed=args.seed)
+            return run_pipeline(args.date, lock=False)
+    except RunInProgress as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_RUN_IN_PROGRESS
 
-            print(f"Generating a sample landing zone in {settings.landing_dir} ...", flush=True)
-            generate(settings.landing_dir, customers=args.customers, seed=args.seed)
-        else:
-            print(f"Landing zone {settings.landing_dir} is not empty; using it as is.")
-    return run_pipeline(args.date)
+
+def _ensure_demo_landing_zone(settings: Settings, *, customers: int, seed: int) -> None:
+    landing = printable(settings.landing_dir)
+    if not any(settings.landing_dir.glob("*/*")):
+        from segment_warehouse.generator import generate
+
+        print(f"Generating a sample landing zone in {landing} ...", flush=True)
+        generate(settings.landing_dir, customers=customers, seed=seed)
+    else:
+        print(f"Landing zone {landing} is not empty; using it as is.")
 
 
 if __name__ == "__main__":
