@@ -1,9 +1,15 @@
-"""recluster_segments: customer_features -> segments.* -> validation -> snapshot.
+"""recluster_segments: profiles -> segments, predictions, content decisions -> snapshot.
 
-    recluster -> validate_segments -> publish_snapshot      (pool: duckdb_writer)
+    recluster -> predict -> decide -> measure_experiments -> validate_segments
+      -> publish_snapshot -> export_audiences -> check_content_rules
+                                                        (pool: duckdb_writer)
 
 Runs weekly (Monday 03:00 UTC) and whenever segment_pipeline refreshes the
-customer_profiles Asset. Reclustering is a no-op when its inputs are unchanged.
+customer_profiles Asset. Asset-triggered runs have no logical date: their
+as-of date is the last dbt build's. Reclustering is a no-op when its inputs
+are unchanged, and a skip (previous segments kept) when there is nothing to
+cluster yet. An invalid content-rules file keeps the previous decisions and
+fails the run at the end, after segments and predictions are published.
 """
 
 from __future__ import annotations
@@ -13,6 +19,9 @@ from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
 from segment_warehouse import tasks
 from segment_warehouse.tasks import PROFILES_ASSET_URI
+
+# Validated before every publish of this DAG (expectations/<suite>.json).
+SUITES = ["segments", "predictions", "personalisation", "experiments"]
 
 
 def _schedule() -> AssetOrTimeSchedule:
@@ -31,24 +40,55 @@ def _schedule() -> AssetOrTimeSchedule:
     catchup=False,
     max_active_runs=1,
     default_args=tasks.DEFAULT_ARGS,
-    tags=["segments", "ml"],
+    tags=["segments", "ml", "personalisation"],
     doc_md=__doc__,
 )
 def recluster_segments() -> None:
     @task
     def recluster(run_id: str | None = None, ds: str | None = None):
-        return tasks.recluster(run_id=run_id, as_of_date=ds)
+        return tasks.recluster_or_skip(run_id, tasks.as_of_date(ds))
+
+    @task
+    def predict(run_id: str | None = None, ds: str | None = None):
+        return tasks.predict(run_id, tasks.as_of_date(ds))
+
+    # A rejected rules file is reported by check_content_rules, not retried here.
+    @task(retries=0)
+    def decide(run_id: str | None = None, ds: str | None = None):
+        return tasks.decide(run_id, tasks.as_of_date(ds))
+
+    @task
+    def measure_experiments(run_id: str | None = None, ds: str | None = None):
+        return tasks.measure_experiments(run_id, tasks.as_of_date(ds))
 
     @task(retries=0)
     def validate_segments(run_id: str | None = None):
-        return tasks.validate(["segments"], run_id)
+        return tasks.validate(SUITES, run_id)
 
     @task
     def publish_snapshot(run_id: str | None = None):
-        # Only segments changed: current marts are carried over from the snapshot.
-        return tasks.publish(run_id, refresh=["segments"])
+        # Marts are carried over from the snapshot while they are current.
+        return tasks.publish(run_id, refresh=["segments", "personalisation"])
 
-    recluster() >> validate_segments() >> publish_snapshot()
+    @task
+    def export_audiences(run_id: str | None = None):
+        return tasks.export_audiences(run_id)
+
+    @task(retries=0)
+    def check_content_rules(decide_result: dict | None = None):
+        return tasks.check_content_rules(decide_result)
+
+    decided = decide()
+    (
+        recluster()
+        >> predict()
+        >> decided
+        >> measure_experiments()
+        >> validate_segments()
+        >> publish_snapshot()
+        >> export_audiences()
+        >> check_content_rules(decided)
+    )
 
 
 recluster_segments()

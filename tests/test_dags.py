@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 
@@ -48,8 +49,20 @@ def test_recluster_shape(dagbag) -> None:
     dag = dagbag.dags["recluster_segments"]
     assert dag.max_active_runs == 1
     tasks = {t.task_id: t for t in dag.tasks}
-    assert tasks["validate_segments"].upstream_task_ids == {"recluster"}
-    assert tasks["publish_snapshot"].upstream_task_ids == {"validate_segments"}
+    flow = [
+        "recluster",
+        "predict",
+        "decide",
+        "measure_experiments",
+        "validate_segments",
+        "publish_snapshot",
+        "export_audiences",
+    ]
+    for upstream, downstream in itertools.pairwise(flow):
+        assert tasks[downstream].upstream_task_ids == {upstream}
+    # the rules check reads decide's result and runs last
+    assert tasks["check_content_rules"].upstream_task_ids == {"decide", "export_audiences"}
+    assert tasks["decide"].retries == tasks["validate_segments"].retries == 0
     assert "customer_profiles" in str(dag.timetable.asset_condition)
     assert {t.pool for t in dag.tasks} == {"duckdb_writer"}
 

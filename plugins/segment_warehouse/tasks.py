@@ -265,3 +265,77 @@ def publish(run_id: str, refresh: list[str] | None = None) -> dict[str, Any]:
 
     result = publish_snapshot(run_id=run_id, refresh=refresh)
     return {"path": str(result.path), "tables": result.tables}
+
+
+def as_of_date(ds: str | None) -> str:
+    """The run's as-of date; Asset-triggered runs have no ``ds`` (see state.resolve_as_of_date)."""
+    from segment_warehouse.state import resolve_as_of_date
+
+    return resolve_as_of_date(ds)
+
+
+def recluster_or_skip(run_id: str, as_of_date: str) -> dict[str, Any]:
+    """Recluster; when there is nothing to cluster yet, skip the rest of the DAG.
+
+    A skip keeps the previous segments, predictions and decisions published and
+    leaves the DAG run successful: nothing is wrong, the warehouse only lacks
+    behaviour to cluster (the reason says what is missing).
+    """
+    result = recluster(run_id, as_of_date)
+    if result.get("skipped_reason"):
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException(f"reclustering skipped: {result['skipped_reason']}")
+    return result
+
+
+@measured("predict")
+def predict(run_id: str, as_of_date: str) -> dict[str, Any]:
+    from segment_warehouse.predictions import predict as predict_customers
+
+    return _plain(predict_customers(run_id=run_id, as_of=as_of_date))
+
+
+@measured("decide")
+def decide(run_id: str, as_of_date: str) -> dict[str, Any]:
+    """Content decisions; an invalid rules file keeps the previous decisions.
+
+    The run goes on (segments and predictions still publish) and
+    :func:`check_content_rules` fails it at the end with the rules error, so
+    the content team sees it once, clearly, and nothing half-decided is
+    published.
+    """
+    from segment_warehouse.personalisation import RulesError
+    from segment_warehouse.personalisation import decide as decide_content
+
+    try:
+        return _plain(decide_content(run_id=run_id, as_of=as_of_date))
+    except RulesError as exc:
+        log.error("content rules rejected, previous decisions kept: %s", exc)
+        return {"rules_rejected": str(exc)}
+
+
+@measured("measure_experiments")
+def measure_experiments(run_id: str, as_of_date: str) -> dict[str, Any]:
+    from segment_warehouse.experiments import measure
+
+    return _plain(measure(run_id=run_id, as_of=as_of_date))
+
+
+@measured("export_audiences")
+def export_audiences(run_id: str) -> dict[str, Any]:
+    from segment_warehouse.personalisation import export_audiences as export
+
+    return _plain(export(run_id=run_id))
+
+
+def check_content_rules(decide_result: dict[str, Any] | None) -> dict[str, Any]:
+    """Fail the run (without retries) when decide rejected the rules file."""
+    rejected = (decide_result or {}).get("rules_rejected")
+    if rejected:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(
+            f"content rules rejected; the previously published decisions stay in place:\n{rejected}"
+        )
+    return {"rules": "accepted"}
