@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt
 from segment_warehouse.config import Settings, get_settings
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px auto;max-width:1100px;
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px auto;max-width:1200px;
 color:#222;padding:0 16px}
 h1{margin-bottom:4px} h2{margin-top:36px;border-bottom:1px solid #ddd;padding-bottom:4px}
 .muted{color:#666} table{border-collapse:collapse;margin:8px 0;font-size:13px;width:100%}
@@ -34,7 +34,7 @@ th{background:#f6f6f6} .warn{background:#fff3cd;border:1px solid #e0c36c;padding
 border-radius:4px;margin:8px 0} .ok{color:#1b7f3b} .bad{color:#b3261e}
 .good{color:#1b7f3b;font-weight:600} .worse{color:#b3261e;font-weight:600}
 dl{display:grid;grid-template-columns:max-content auto;gap:2px 12px;font-size:13px}
-dt{color:#666} dd{margin:0}
+dt{color:#666} dd{margin:0} .nw{white-space:nowrap}
 """
 
 
@@ -50,6 +50,15 @@ def _pct(value: float | None, signed: bool = True) -> str:
 
 def _num(value: float | None, spec: str = "{:,.2f}") -> str:
     return "–" if value is None else spec.format(value)
+
+
+def _interval_cell(estimate: float | None, low: float | None, high: float | None) -> str:
+    if estimate is None or low is None or high is None:
+        return "–"
+    return (
+        f"<span class='nw'>{_pct(estimate)}</span><br>"
+        f"<span class='muted nw'>{_pct(low)} to {_pct(high)}</span>"
+    )
 
 
 def _png(fig: Any) -> str:
@@ -169,18 +178,8 @@ def _experiment_section(exp: dict[str, Any], rows: list[dict[str, Any]]) -> list
                 else f"<span class='ok'>{srm:.2g} ✓</span>"
             )
         )
-        lift = (
-            "–"
-            if t["lift"] is None
-            else (f"{_pct(t['lift'])} ({_pct(t['lift_ci_low'])} to {_pct(t['lift_ci_high'])})")
-        )
-        cuped = (
-            "–"
-            if t["cuped_lift"] is None
-            else (
-                f"{_pct(t['cuped_lift'])} ({_pct(t['cuped_ci_low'])} to {_pct(t['cuped_ci_high'])})"
-            )
-        )
+        lift = _interval_cell(t["lift"], t["lift_ci_low"], t["lift_ci_high"])
+        cuped = _interval_cell(t["cuped_lift"], t["cuped_ci_low"], t["cuped_ci_high"])
         if t["decision_basis"] == "cuped":
             cuped = f"<b>{cuped}</b>"
         out.append(

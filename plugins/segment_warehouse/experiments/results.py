@@ -226,6 +226,7 @@ def _verdict(
     decision: stats.LiftEstimate,
     p_adjusted: float | None,
     srm_fail: bool,
+    cuped: bool = False,
 ) -> str:
     prefix = "sample ratio mismatch - do not trust this split; " if srm_fail else ""
     if (
@@ -241,6 +242,8 @@ def _verdict(
             f"with a closed window{open_note})"
         )
     interval = f"95 % CI {_pct(decision.ci_low)} to {_pct(decision.ci_high)}"
+    if cuped:
+        interval += ", CUPED-adjusted"
     if p_adjusted is not None and p_adjusted < stats.ALPHA:
         word = "better" if decision.lift > 0 else "worse"
         return f"{prefix}treatment {word} by {abs(decision.lift) * 100:.1f} % ({interval})"
@@ -378,6 +381,7 @@ def _experiment_rows(
             decision=decision if decision is not None else stats.relative_lift([], []),
             p_adjusted=p_adj,
             srm_fail=bool(treatment["srm_warning"]),
+            cuped=treatment["decision_basis"] == "cuped",
         )
         control["verdict"] = treatment["verdict"] = verdict
         out.extend(rows)
