@@ -223,3 +223,19 @@ def test_publish_during_load_no_error_no_mixed_answer(env: Settings, server: int
     # uvicorn closes keep-alive connections idle for more than 5 s.)
     final = Client(server).get("/v1/decisions?customer_id=v1&slot=home_hero")[1]
     assert final["content_id"] == "hero_vip_b"
+
+
+def test_fast_path_and_fastapi_route_agree(published: Settings) -> None:
+    from fastapi.testclient import TestClient
+
+    from segment_warehouse.api import create_app
+
+    fast, plain = TestClient(create_app(published)), TestClient(create_app(published,
+                                                                           fast_path=False))
+    for query in ("customer_id=v1&slot=home_hero", "anonymous_id=anon-v1&slot=email_banner",
+                  "customer_id=nobody&slot=home_hero", "customer_id=v1&slot=nope",
+                  "customer_id=v1", "slot=home_hero", "customer_id=v%31&slot=home_hero"):
+        a, b = fast.get(f"/v1/decisions?{query}"), plain.get(f"/v1/decisions?{query}")
+        assert (a.status_code, a.json()) == (b.status_code, b.json()), query
+        assert a.headers.get("x-snapshot") == b.headers.get("x-snapshot")
+    assert fast.get("/v1/decisions?customer_id=v%31&slot=home_hero").json()["rule_id"] == "vip"
