@@ -190,3 +190,133 @@ def test_redelivered_files_do_not_bring_the_person_back(segments_env: Path, all_
         ]
         assert all(r[3] is None for r in rows)  # the content is not kept
         assert "alice" not in all_table_text(con)
+
+
+# --------------------------------------------------------------------------- issue 15
+def _land(root: Path, rel: str, text: str) -> None:
+    path = root / "landing" / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def _erase_alice_with_loader_tables(segments_env: Path) -> None:
+    with warehouse() as con:
+        _build(con)
+    apply_erasure_requests()
+    with warehouse() as con:  # let the loader create the real raw tables
+        con.execute("drop table raw.crm_contacts; drop table raw.analytics_events")
+
+
+def test_malformed_rows_and_phone_of_an_erased_person_keep_nothing(
+    segments_env: Path, all_table_text, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from segment_warehouse import ingest
+
+    monkeypatch.setattr(ingest.loader, "DEFAULT_SETTLE_SECONDS", 0.0)
+    _erase_alice_with_loader_tables(segments_env)
+    _land(
+        segments_env,
+        "crm/late.csv",
+        "contact_id,email,phone,first_name,updated_at\n"
+        "C50,alice@example.com,+14155550100,Alice,2026-11-10T00:00:00Z,extra\n"  # 2: malformed
+        "C51,new@example.com,(415) 555-0100,Alice,2026-11-10T00:00:00Z\n"  # 3: erased phone
+        "C52,carol@example.com,+442079460958,Carol,2026-11-10T00:00:00Z,x\n"  # 4: not erased
+        "C53,dave@example.com,,Dave,2026-11-10T00:00:00Z\n",
+    )
+    _land(
+        segments_env,
+        "analytics/late.jsonl",
+        '{"messageId": "z1", "traits": {"email": "alice@example.com"}, oops\n'
+        '{"messageId": "z2", "type": "page", "timestamp": "2026-11-10T00:00:00Z"}\n',
+    )
+    crm = ingest.load_source("crm")
+    analytics = ingest.load_source("analytics")
+    assert (crm.rows_loaded, crm.rows_quarantined) == (1, 3)
+    assert (analytics.rows_loaded, analytics.rows_quarantined) == (1, 1)
+    with warehouse(read_only=True) as con:
+        rows = con.execute(
+            "select source, line_number, reason, raw_record from audit.quarantine "
+            "where source_file like '%late%' order by source, line_number"
+        ).fetchall()
+        text = all_table_text(con)
+    assert [(r[0], r[1], r[2] == ingest.ERASED_REASON, r[3] is None) for r in rows] == [
+        ("analytics", 1, True, True),
+        ("crm", 2, True, True),
+        ("crm", 3, True, True),
+        ("crm", 4, False, False),  # someone else's malformed row keeps its content
+    ]
+    assert "alice" not in text and "555-0100" not in text and "4155550100" not in text
+
+
+def test_guest_erasure_leaves_no_history_and_no_device_events(segments_env: Path) -> None:
+    with warehouse() as con:
+        _build(con)
+        con.execute("delete from raw.erasure_requests")
+        con.execute(
+            "insert into raw.erasure_requests values "
+            "('RG', null, 'guest@example.com', 'not a date')"
+        )
+        con.execute("insert into raw.transactions_orders values ('O9', null, ' Guest@Example.com')")
+        con.execute("insert into marts.identity_map values ('transactions', 'O9', 'cus_g')")
+        con.execute("insert into segments.segment_membership_history values ('cus_g', 3)")
+        con.execute(
+            "create table raw.events_props as select * from (values "
+            "('m9', 'anon-g', '{\"order_id\": \"O9\"}'), ('m10', 'anon-g', '{}'), "
+            "('m11', 'anon-x', '{\"order_id\": \"O3\"}')) t(message_id, anonymous_id, properties)"
+        )
+        con.execute("alter table raw.analytics_events add column properties varchar")
+        con.execute(
+            "insert into raw.analytics_events select message_id, anonymous_id, null, '{}', "
+            "properties from raw.events_props"
+        )
+        con.execute("drop table raw.events_props")
+    summary = apply_erasure_requests()
+    assert summary.request_ids == ["RG"]  # an unparseable requested_at is still executed
+    with warehouse(read_only=True) as con:
+        assert con.execute(
+            "select count(*) from segments.segment_membership_history where customer_id = 'cus_g'"
+        ).fetchone() == (0,)
+        events = con.execute("select message_id from raw.analytics_events order by 1").fetchall()
+        assert ("m9",) not in events and ("m10",) not in events and ("m11",) in events
+        assert con.execute(
+            "select count(*) from raw.transactions_orders where order_id = 'O9'"
+        ).fetchone() == (0,)
+
+
+def test_erased_values_leave_no_freed_pages_and_no_models(segments_env: Path) -> None:
+    from segment_warehouse.config import get_settings
+
+    settings = get_settings()
+    with warehouse() as con:
+        _build(con)
+        # Enough rows that the person's values are written to data blocks, not only the WAL.
+        con.execute(
+            "insert into raw.crm_contacts select 'X' || i, 'filler' || i || '@example.com', "
+            "null from range(20000) t(i)"
+        )
+        con.execute("checkpoint")
+    assert b"alice@example.com" in settings.warehouse_db.read_bytes().lower()
+    settings.models_dir.mkdir(parents=True, exist_ok=True)
+    (settings.models_dir / "kmeans_run1.joblib").write_bytes(b"model that saw alice")
+    summary = apply_erasure_requests()
+    assert summary.database_rewritten and summary.models_dropped == 1
+    data = settings.warehouse_db.read_bytes().lower()
+    assert b"alice@example.com" not in data  # what `grep -a` would find
+    assert not list(settings.models_dir.iterdir())
+    with warehouse(read_only=True) as con:  # the rewritten file is a whole warehouse
+        assert con.execute("select count(*) from raw.crm_contacts").fetchone() == (20001,)
+        assert con.execute("select count(*) from audit.erasure_log").fetchone() == (1,)
+
+
+def test_a_changed_pii_key_is_refused(segments_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from segment_warehouse.privacy import PiiKeyMismatch
+
+    with warehouse() as con:
+        _build(con)
+    apply_erasure_requests()
+    monkeypatch.setenv("SEGMENTS_PII_KEY", "another-secret")
+    with pytest.raises(PiiKeyMismatch, match="not the key this warehouse was built with"):
+        apply_erasure_requests()
+    with warehouse(read_only=True) as con:
+        stored = con.execute("select fingerprint from audit.pii_key_fingerprint").fetchall()
+    assert len(stored) == 1 and "test-secret" not in stored[0][0]

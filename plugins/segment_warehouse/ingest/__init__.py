@@ -68,14 +68,12 @@ line numbers with embedded newlines) and checked set-based in DuckDB.
 from __future__ import annotations
 
 from segment_warehouse.ingest.checks import AMOUNT_MAX, TIMESTAMP_MAX, TIMESTAMP_MIN
-from segment_warehouse.ingest.csv_reader import (
-    CSV_FAST_PATH_MAX_BYTES,
-    MAX_QUARANTINE_ROWS_PER_FILE,
-)
+from segment_warehouse.ingest.csv_reader import CSV_FAST_PATH_MAX_BYTES
 from segment_warehouse.ingest.files import (
     MAX_COMPRESSION_RATIO,
     MAX_DECOMPRESSED_BYTES,
     MAX_LINE_BYTES,
+    MAX_QUARANTINE_ROWS_PER_FILE,
     display_name,
 )
 from segment_warehouse.ingest.jsonl_reader import EXTRA_FIELD_SAMPLE_LINES, JSONL_CHUNK_BYTES

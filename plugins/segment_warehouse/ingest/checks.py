@@ -48,10 +48,15 @@ def bad_timestamp(expr: str) -> str:
 
 
 def out_of_range_timestamp(expr: str) -> str:
-    """True for a parseable timestamp outside the bound (evaluated after bad_timestamp)."""
+    """True for a parseable timestamp outside the bound (evaluated after bad_timestamp).
+
+    Compares the date as written (it starts with ``YYYY-MM-DD``, bad_timestamp checked
+    that): a string comparison, where a second timestamp cast per value cost a tenth of
+    the load.
+    """
     return (
-        f"not (try_cast({expr} as timestamptz) >= timestamptz '{TIMESTAMP_MIN} 00:00:00+00' "
-        f"and try_cast({expr} as timestamptz) < timestamptz '{TIMESTAMP_MAX} 00:00:00+00')"
+        f"not (left(ltrim({expr}), 10) >= '{TIMESTAMP_MIN}' "
+        f"and left(ltrim({expr}), 10) < '{TIMESTAMP_MAX}')"
     )
 
 
@@ -147,9 +152,16 @@ def csv_checks(
 
 
 def json_id_value(field: str, j: str = "_j") -> str:
-    """VARCHAR of an identifier read as JSON: a string as is, an integer as its text."""
+    """VARCHAR of an identifier read as JSON: a string as is, an integer as its text.
+
+    A string without escapes is unquoted by slicing; only escaped ones are parsed again.
+    """
     v = f'{j}."{field}"'
-    return f"(case when left({v}, 1) = '\"' then {v} ->> '$' else {v}::varchar end)"
+    return (
+        f"(case when left({v}, 1) <> '\"' then {v}::varchar "
+        f"when contains({v}, '\\') then {v} ->> '$' "
+        f"else ({v}::varchar)[2:-2] end)"
+    )
 
 
 def jsonl_checks(suppress_erased: bool, j: str = "_j") -> str:
@@ -170,7 +182,7 @@ def jsonl_checks(suppress_erased: bool, j: str = "_j") -> str:
         for f in ANALYTICS_ID_FIELDS
     )
     object_checks = "\n".join(
-        f"""        when {j}."{f}" is not null and json_type({j}."{f}") not in ('OBJECT', 'NULL')
+        f"""        when {j}."{f}" is not null and left({j}."{f}", 1) <> '{{'
             then 'invalid {f}: expected an object, got ' || lower(json_type({j}."{f}"))"""
         for f in ANALYTICS_OBJECT_FIELDS
     )

@@ -40,9 +40,6 @@ ARROW_BATCH_ROWS = 16_384
 CSV_FLUSH_ROWS = 200_000
 CSV_FAST_PATH_MAX_BYTES = 256 << 20
 SUSPECT_FIELD_LINES = 3
-# Above this many quarantined rows a file is quarantined whole: a flood of bad lines (4 MiB
-# of newlines is 4 M rows) would otherwise fill the audit table and memory.
-MAX_QUARANTINE_ROWS_PER_FILE = 100_000
 
 Bad = tuple[int, int, str]  # first line, last line, reason
 
@@ -57,9 +54,9 @@ def batched(table: pa.Table) -> pa.Table:
 
 
 def check_quarantine_bound(n: int) -> None:
-    if n > MAX_QUARANTINE_ROWS_PER_FILE:
+    if n > files.MAX_QUARANTINE_ROWS_PER_FILE:
         raise FileRejected(
-            f"more than {MAX_QUARANTINE_ROWS_PER_FILE} rows break the contract: "
+            f"more than {files.MAX_QUARANTINE_ROWS_PER_FILE} rows break the contract: "
             "the file is quarantined whole"
         )
 
@@ -145,7 +142,9 @@ def flush_columns(
                 from _ingest_chunk"""
         )
     finally:
-        con.unregister("_ingest_chunk")
+        # Keep the original error if the transaction is already aborted.
+        with contextlib.suppress(duckdb.Error):
+            con.unregister("_ingest_chunk")
     generated = dict(spec.generated)
     select_cols = ", ".join(
         generated[c].format(rel=sql_str(ctx.rel)) if c in generated else col(c)

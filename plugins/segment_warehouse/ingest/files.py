@@ -35,6 +35,9 @@ MAX_DECOMPRESSED_BYTES = 8 << 30
 MAX_COMPRESSION_RATIO = 200
 RATIO_FLOOR_BYTES = 64 << 20
 MAX_LINE_BYTES = 16 << 20
+# Above this many quarantined rows a file is quarantined whole: a flood of bad lines (4 MiB
+# of newlines is 4 M rows) would otherwise fill the audit table and memory.
+MAX_QUARANTINE_ROWS_PER_FILE = 100_000
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\\]")
 
@@ -199,7 +202,17 @@ def iter_line_chunks(stream: IO[bytes], chunk_bytes: int) -> Iterator[bytes]:
 
 def split_lines(chunk: bytes) -> pa.LargeStringArray:
     """Zero-copy Arrow view of the lines in ``chunk`` (each keeps its newline)."""
-    newlines = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
+    is_newline = np.frombuffer(chunk, dtype=np.uint8) == 10
+    count = int(np.count_nonzero(is_newline))
+    # A newline flood (lines of under 4 bytes on average, more of them than a file may
+    # quarantine) is refused before its line index is built: 64 MiB of newlines would
+    # need half a GiB of offsets.
+    if count > MAX_QUARANTINE_ROWS_PER_FILE and count * 4 > len(chunk):
+        raise FileRejected(
+            f"newline flood: more than {MAX_QUARANTINE_ROWS_PER_FILE} lines averaging under "
+            "4 bytes; the file is quarantined whole"
+        )
+    newlines = np.flatnonzero(is_newline)
     offsets = np.empty(len(newlines) + 2, dtype=np.int64)
     offsets[0] = 0
     offsets[1 : len(newlines) + 1] = newlines + 1

@@ -2,14 +2,17 @@
 
 The decompressed bytes are split into lines with numpy, wrapped zero-copy as an Arrow
 string array (Arrow validates UTF-8), and validated/extracted in DuckDB with
-``json_valid``/``from_json``. DuckDB's JSON reader is lenient where the contract (RFC 8259)
-is not - it accepts trailing commas and ``NaN``/``Infinity`` - so lines that could hold
-those (a cheap substring/regex pre-filter) are re-checked by Python's strict parser, and
-quarantined when it rejects them.
+``json_valid``/``from_json``. DuckDB's JSON reader is lenient where RFC 8259 is not: it
+accepts ``NaN``/``Infinity`` (not numbers any consumer can sum) and trailing commas. Lines
+holding ``NaN`` or ``Infinity`` (a substring pre-filter) are re-checked by Python's parser
+and quarantined when the literal is a value, not text. A trailing comma is a documented
+coercion: the object reads as if it were absent (the values are unambiguous), which saves
+a regex over every line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -46,32 +49,38 @@ JSONL_CHUNK_BYTES = 64 << 20
 # contract just asks for them to be ignored and noted, and scanning every line's keys
 # costs almost as much as the raw insert.
 EXTRA_FIELD_SAMPLE_LINES = 2_000
-# Lines DuckDB accepts but strict JSON may not: a comma before a closing bracket, or the
-# non-standard number literals.
-_LENIENT_SQL = (
-    "(contains(line, 'NaN') or contains(line, 'Infinity') "
-    "or regexp_matches(line, ',[ \\t\\r\\n]*[\\]}]'))"
-)
+# Lines that may hold the non-standard number literals DuckDB accepts.
+_LENIENT_SQL = "(contains(line, 'NaN') or contains(line, 'Infinity'))"
+
+
+class _NonFiniteNumber(ValueError):
+    pass
 
 
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+    raise _NonFiniteNumber(f"{name} is not a JSON number")
 
 
-def strict_json_error(line: str) -> str | None:
-    """Why Python's strict parser (no NaN/Infinity) rejects ``line``, else None."""
+def non_finite_error(line: str) -> str | None:
+    """The reason to quarantine a line DuckDB parsed that holds NaN/Infinity as a value."""
+    try:
+        json.loads(line, parse_constant=_reject_constant)
+    except _NonFiniteNumber as exc:
+        return f"invalid JSON: {exc}"
+    except (ValueError, RecursionError):
+        return None  # something else Python rejects but DuckDB accepts (trailing comma)
+    return None
+
+
+def json_error(line: str) -> str:
+    """Python's parser explains what is wrong; DuckDB's json_valid only says no."""
     try:
         json.loads(line, parse_constant=_reject_constant)
     except RecursionError:
         return "invalid JSON: nested too deeply"
     except ValueError as exc:
         return f"invalid JSON: {exc}"
-    return None
-
-
-def json_error(line: str) -> str:
-    """Python's parser explains what is wrong; DuckDB's json_valid only says no."""
-    return strict_json_error(line) or "invalid JSON (rejected by DuckDB's JSON parser)"
+    return "invalid JSON (rejected by DuckDB's JSON parser)"
 
 
 def load_jsonl(con: duckdb.DuckDBPyConnection, ctx: FileContext) -> Counts:
@@ -140,7 +149,9 @@ def load_jsonl(con: duckdb.DuckDBPyConnection, ctx: FileContext) -> Counts:
                 )
             con.execute("drop table _ingest_stage")
         finally:
-            con.unregister("_ingest_chunk")
+            # Keep the original error if the transaction is already aborted.
+            with contextlib.suppress(duckdb.Error):
+                con.unregister("_ingest_chunk")
         failed.extend(chunk_failed)
         blank += sum(1 for f in chunk_failed if f[1] == "blank line")
         counts.rows_loaded += n - len(chunk_failed)
@@ -169,7 +180,7 @@ def load_jsonl(con: duckdb.DuckDBPyConnection, ctx: FileContext) -> Counts:
 
 
 def _strict_recheck(con: duckdb.DuckDBPyConnection) -> None:
-    """Quarantine lines DuckDB parsed but strict JSON rejects (trailing comma, NaN)."""
+    """Quarantine lines DuckDB parsed that hold NaN/Infinity values."""
     candidates = con.execute(
         """select s._line_number, c.line from _ingest_stage s
            join _ingest_chunk c using (_line_number)
@@ -178,7 +189,7 @@ def _strict_recheck(con: duckdb.DuckDBPyConnection) -> None:
     rejected = [
         (reason, number)
         for number, line in candidates
-        if (reason := strict_json_error(line)) is not None
+        if (reason := non_finite_error(line)) is not None
     ]
     if rejected:
         con.executemany("update _ingest_stage set _reason = ? where _line_number = ?", rejected)

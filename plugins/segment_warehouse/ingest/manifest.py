@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 
@@ -116,7 +117,9 @@ def insert_quarantine(
             [ctx.batch_id, ctx.spec.name, ctx.rel, ctx.loaded_at],
         )
     finally:
-        con.unregister("_ingest_quarantine")
+        # Keep the original error if the transaction is already aborted.
+        with contextlib.suppress(duckdb.Error):
+            con.unregister("_ingest_quarantine")
 
 
 def discard_file_rows(con: duckdb.DuckDBPyConnection, ctx: FileContext) -> None:

@@ -35,6 +35,28 @@ blocked as (
 
 ),
 
+{#-
+    Free text can carry PII (#15): a page URL `...?utm_medium=email&email=<address>`,
+    a referrer with a phone, a campaign name with an address. URLs, referrers and
+    campaign fields are scrubbed here, before anything downstream (sessions, marts,
+    the published snapshot) sees them: email addresses (also %40-encoded) become
+    [email], international phone numbers (+ or %2B and 7+ digits) become [phone], and
+    the values of email/phone-named URL parameters become [redacted]. The regexes
+    only run on values that contain one of their trigger characters.
+-#}
+{%- macro scrub_pii(expr) -%}
+    {%- set email_re = "[A-Za-z0-9._%+-]+(@|%40)[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*\\.[A-Za-z]{2,}" -%}
+    {%- set phone_re = "(\\+|%2[bB])[0-9][0-9 .()%-]{5,}[0-9]" -%}
+    {%- set param_re = "([?&;#](?i:e-?mail|email_address|phone|phone_number|tel|mobile|msisdn)=)[^&#;]*" -%}
+    {%- set trigger_re = "@|%40|\\+|%2[bB]|(?i:mail|phone|tel|mobile|msisdn)=" -%}
+    case when regexp_matches({{ expr }}, '{{ trigger_re }}') then
+        regexp_replace(regexp_replace(regexp_replace(
+            {{ expr }}, '{{ param_re }}', '\1[redacted]', 'g'),
+            '{{ email_re }}', '[email]', 'g'),
+            '{{ phone_re }}', '[phone]', 'g')
+    else {{ expr }} end
+{%- endmacro %}
+
 -- Each JSON document is parsed once (multi-path extraction), and the parsed
 -- rows are materialised: the bot and phone lookups below read them again.
 extracted as (
@@ -61,12 +83,12 @@ parsed as materialized (
         {{ to_utc_timestamp('timestamp') }} as event_ts,
         lower(context_values[1]) as device_type,
         context_values[2] as user_agent,
-        context_values[3] as page_url,
-        context_values[4] as page_referrer,
-        context_values[5] as campaign_source,
-        context_values[6] as campaign_medium,
-        context_values[7] as campaign_name,
-        {{ clean_lower("trait_values[1]") }} as trait_email,
+        {{ scrub_pii('context_values[3]') }} as page_url,
+        {{ scrub_pii('context_values[4]') }} as page_referrer,
+        {{ scrub_pii('context_values[5]') }} as campaign_source,
+        {{ scrub_pii('context_values[6]') }} as campaign_medium,
+        {{ scrub_pii('context_values[7]') }} as campaign_name,
+        {{ clean_email("trait_values[1]") }} as trait_email,
         {{ clean_text("trait_values[2]") }} as trait_phone_raw,
         _source_file,
         _line_number,
