@@ -213,14 +213,3 @@ def test_prune_keeps_newest_run_folders(tmp_path: Path) -> None:
     assert sorted(p.name for p in pruned) == ["run0", "run1", "run2"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run3", "run4"]
 
-
-def test_operator_wraps_validate_layer(fixture_settings: Settings) -> None:
-    from segment_warehouse.validation.operator import GreatExpectationsValidationOperator
-
-    op = GreatExpectationsValidationOperator(
-        task_id="validate_segments", layers="segments", validation_run_id="run_op"
-    )
-    summary = op.execute(context={})
-    assert summary["success"] is True
-    assert summary["suites"]["segments"]["critical_failed"] == 0
-    assert json.dumps(summary)  # XCom-serialisable
