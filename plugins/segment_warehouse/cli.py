@@ -166,6 +166,7 @@ class _Progress:
         self.dag_started = time.monotonic()
         self.task_started: dict[str, float] = {}
         self.shown: set[str] = set()
+        self.last_error: dict[str, str | None] = {}
         self.finished: dict[str, str] = {}  # dag_id -> DagRun state
 
     def handle(self, event: dict[str, Any]) -> None:
@@ -187,7 +188,12 @@ class _Progress:
                 print(f"  - {task:<22} skipped", flush=True)
             else:
                 print(f"  ✗ {task:<22} {state}", flush=True)
-                _print_error(event.get("error"))
+                error = event.get("error")
+                if error and error == self.last_error.get(task):
+                    print("      | (the same error as the previous attempt)", flush=True)
+                else:
+                    _print_error(error)
+                self.last_error[task] = error
             self.shown.add(task)
         elif kind == "dag_finished":
             for ti in event.get("tasks") or []:
