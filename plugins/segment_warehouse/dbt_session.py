@@ -1,10 +1,11 @@
 """Several dbt commands in ONE dbt process, sharing one parsed manifest.
 
 ``dbt_runner`` starts this module as a subprocess (dbt's global state stays out
-of the Airflow worker). Each dbt CLI start costs ~1.5 s of imports plus a full
-project parse (~2.5–4 s; ``--vars`` change every day, which defeats partial
-parsing), so ``build`` followed by ``docs generate`` in one process saves a
-whole start-up. Uses dbt's documented programmatic entry point, ``dbtRunner``.
+of the Airflow worker). Each dbt CLI start costs ~1.5 s of imports plus a
+project parse (partial parsing keeps it short: the daily as-of date arrives as
+the SEGMENTS_AS_OF_DATE environment variable, not a var), so ``build`` followed
+by ``docs generate`` in one process saves a whole start-up. Uses dbt's
+documented programmatic entry point, ``dbtRunner``.
 
     python -m segment_warehouse.dbt_session SPEC.json
 
