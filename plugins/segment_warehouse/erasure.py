@@ -445,9 +445,10 @@ def apply_erasure_requests(
         if pending:
             # marts are about to change: the published snapshot's marts no longer count
             # as current, so the next publish copies them again (without the subject).
-            from segment_warehouse.publish import renew_marts_generation
+            # On this connection: audit.pipeline_state, the one owner of run state.
+            from segment_warehouse import state
 
-            renew_marts_generation(settings)
+            state.renew_marts_generation(con, run_id=run_id)
         for request_id, contact_id, email, requested_at in pending:
             email = normalise_email(email)
             contact_id = contact_id.strip() if contact_id else None
