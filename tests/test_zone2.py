@@ -291,7 +291,9 @@ def test_evaluate_zone_scores_a_perfect_snapshot_perfectly(zone: Path, tmp_path:
     assert r["over_merge"]["twins"]["merged"] == 0
     assert r["over_merge"]["placeholder_email"]["merged_pairs"] == 0
     assert r["segments"]["ari_vs_persona"] == 1.0
-    assert r["segments"]["segmented_with_consent_false"] == 0
+    assert r["segments"]["segmented_person_consent_false"] == 0
+    assert r["segments"]["segmented_with_latest_consent_false"] == 0
+    assert r["segments"]["ari_home_customers"] == 1.0
     assert r["predictions"]["roc_auc"] == 1.0
     # the perfect map still sends no bot and no shared device anywhere
     assert r["stitching"]["bots_mapped"] == 0

@@ -172,13 +172,22 @@ def evaluate(zone: Path, snapshot: Path, *, future: bool = False) -> dict[str, A
         s["persona"] = pmeta.persona.reindex(s.person_id).to_numpy()
         s["consent"] = pmeta.marketing_consent.reindex(s.person_id).to_numpy()
         table = pd.crosstab(s.persona, s.segment_name)
+        homes = s[s.customer_id.isin(set(home.to_numpy()))]
         out["segments"] = {
             "customers_segmented": len(segs),
             "matched_to_a_person": len(s),
             "ari_vs_persona": round(float(adjusted_rand_score(s.persona, s.segment_id)), 4),
             "nmi_vs_persona": round(float(normalized_mutual_info_score(s.persona, s.segment_id)),
                                     4),
-            "segmented_with_consent_false": int((s.consent == "false").sum()),
+            # identity-independent view: each person's main customer only
+            "ari_home_customers": round(float(adjusted_rand_score(homes.persona,
+                                                                  homes.segment_id)), 4)
+            if len(homes) else None,
+            # the consent the pipeline could know: the latest CRM record merged into the
+            # customer says false
+            "segmented_with_latest_consent_false": _consent_violations(segs, crm),
+            # the person's consent is false (their latest record may sit in another customer)
+            "segmented_person_consent_false": int((s.consent == "false").sum()),
             "crosstab": {str(k): {str(c): int(v) for c, v in row.items() if v}
                          for k, row in table.iterrows()},
         }
@@ -189,6 +198,14 @@ def evaluate(zone: Path, snapshot: Path, *, future: bool = False) -> dict[str, A
     if future:
         out["predictions"] = _predictions(zone, preds, majority)
     return out
+
+
+def _consent_violations(segs: pd.DataFrame, crm: pd.DataFrame) -> int | None:
+    if "consent_at" not in crm.columns:
+        return None  # a truth written before records carried their consent
+    latest = crm.sort_values("consent_at", kind="stable").drop_duplicates("cid", keep="last")
+    false_cids = set(latest[latest.consent == "false"].cid)
+    return int(segs.customer_id.isin(false_cids).sum())
 
 
 def _home_customer(crm: pd.DataFrame, tx: pd.DataFrame) -> pd.Series:
@@ -315,8 +332,12 @@ def print_table(r: dict[str, Any]) -> None:
     if r.get("segments"):
         rows += [("segment ARI vs persona", _fmt(r["segments"]["ari_vs_persona"])),
                  ("segment NMI vs persona", _fmt(r["segments"]["nmi_vs_persona"])),
-                 ("segmented with consent false", str(r["segments"]
-                                                      ["segmented_with_consent_false"]))]
+                 ("segment ARI, home customers only", _fmt(r["segments"]
+                                                           ["ari_home_customers"])),
+                 ("segmented, latest merged consent false",
+                  str(r["segments"]["segmented_with_latest_consent_false"])),
+                 ("segmented, person's consent false",
+                  str(r["segments"]["segmented_person_consent_false"]))]
     if r.get("predictions"):
         pr = r["predictions"]
         rows += [("purchase_probability_30d ROC AUC", _fmt(pr["roc_auc"])),

@@ -66,6 +66,10 @@ class ZoneConfig:
     placeholder_email_share: float = 0.02
     placeholder_phone_share: float = 0.015
     guest_share: float = 0.25
+    # how a person types their email at a guest checkout; one habit per person
+    guest_email_habits: dict[str, float] = field(default_factory=lambda: {
+        "exact": 0.55, "case_space": 0.30, "plus_tag": 0.08, "gmail_dots": 0.07,
+    })
     login_prob: float = 0.35
     shared_device_prob: float = 0.5
     bot_share: float = 0.02
@@ -91,6 +95,8 @@ PROFILES: dict[str, dict[str, object]] = {
         "placeholder_email_share": 0.05,
         "placeholder_phone_share": 0.04,
         "guest_share": 0.35,
+        "guest_email_habits": {"exact": 0.40, "case_space": 0.30, "plus_tag": 0.15,
+                               "gmail_dots": 0.15},
         "login_prob": 0.30,
         "shared_device_prob": 0.7,
         "bot_share": 0.04,

@@ -53,18 +53,18 @@ def _day_of(rng: np.random.Generator, lo: date, hi: date, weekend_share: float, 
     return out
 
 
-def _guest_email(rng: np.random.Generator, email: str) -> tuple[str, str]:
+def _guest_email(rng: np.random.Generator, email: str, habit: str) -> tuple[str, str]:
+    """The checkout email as this person tends to type it (most of the time)."""
     gmail = email.endswith("@gmail.com")
-    draw = rng.random()
-    if gmail and draw < 0.3:
-        return render.gmail_dots(rng, email), "gmail_dots"
-    if gmail and draw < 0.4:
-        return render.plus_tag(rng, render.gmail_dots(rng, email)), "gmail_dots_tag"
-    if draw < 0.55:
-        return render.plus_tag(rng, email), "plus_tag"
-    if draw < 0.75:
+    if rng.random() < 0.2 or habit == "exact" or (habit == "gmail_dots" and not gmail):
+        return email, "exact"
+    if habit == "case_space":
         return render.case_space_variant(rng, email), "case_space"
-    return email, "exact"
+    if habit == "gmail_dots":
+        return render.gmail_dots(rng, email), "gmail_dots"
+    if gmail and rng.random() < 0.3:
+        return render.plus_tag(rng, render.gmail_dots(rng, email)), "gmail_dots_tag"
+    return render.plus_tag(rng, email), "plus_tag"
 
 
 class OrderIds:
@@ -126,7 +126,7 @@ def _order(cfg: ZoneConfig, rng: np.random.Generator, p: Person, recs: list[CrmR
             email, kind = rec.email_true, "exact"
     else:
         source = p.emails[int(rng.integers(len(p.emails)))] if p.emails else p.email
-        email, kind = _guest_email(rng, source)
+        email, kind = _guest_email(rng, source, p.email_habit)
     currency = nm.CURRENCY[p.country]
     if rng.random() < 0.04:
         # cross-border shopping in another store currency

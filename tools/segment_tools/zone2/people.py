@@ -37,6 +37,7 @@ class Person:
     sessions_per_day: float
     events_per_session: float
     has_crm: bool
+    email_habit: str  # exact | case_space | plus_tag | gmail_dots (at guest checkouts)
     consent: str  # 'true' | 'false' | '' (unknown): the latest value the CRM holds
     household_id: str = ""
     twin_of: str = ""
@@ -123,6 +124,9 @@ def make_persons(cfg: ZoneConfig, rng: np.random.Generator) -> tuple[list[Person
     age_days = rng.integers(18 * 365, 80 * 365, n)
     has_crm = rng.random(n) < cfg.crm_share
     consent_draw = rng.random(n)
+    habit_names = list(cfg.guest_email_habits)
+    hw = np.array([cfg.guest_email_habits[h] for h in habit_names])
+    habits = rng.choice(len(habit_names), size=n, p=hw / hw.sum())
     book = EmailBook(rng)
     persons: list[Person] = []
     for i in range(n):
@@ -157,7 +161,7 @@ def make_persons(cfg: ZoneConfig, rng: np.random.Generator) -> tuple[list[Person
             device_mix=pa.device_mix, weekend_share=pa.weekend_share,
             sessions_per_day=pa.sessions_per_month / 30.0,
             events_per_session=pa.events_per_session,
-            has_crm=bool(has_crm[i]), consent=consent,
+            has_crm=bool(has_crm[i]), email_habit=habit_names[int(habits[i])], consent=consent,
         ))
         persons[-1].emails.append(persons[-1].email)
     _plant_families(cfg, rng, persons, book)

@@ -62,9 +62,14 @@ def gmail_dots(rng: np.random.Generator, email: str) -> str:
     return f"{out}@{dom}" if out != local else f"{bare}@{dom}"
 
 
+PLUS_TAGS = ("shop", "orders", "promo", "2026", "sale", "x")
+
+
 def plus_tag(rng: np.random.Generator, email: str) -> str:
+    """local+tag@domain; a person mostly reuses one tag (picked from the address)."""
     local, _, dom = email.partition("@")
-    tag = ["shop", "orders", "promo", "2026", "sale", "x"][int(rng.integers(6))]
+    k = sum(email.encode()) % len(PLUS_TAGS) if rng.random() < 0.8 else int(rng.integers(6))
+    tag = PLUS_TAGS[k]
     return f"{local}+{tag}@{dom}"
 
 

@@ -16,13 +16,13 @@ from segment_tools.zone2.people import Person
 
 PERSON_HEADER = ("person_id", "persona", "household_id", "twin_of", "relation", "country",
                  "gender", "first_name", "last_name", "birth_date", "email", "phone_e164",
-                 "marketing_consent", "has_crm", "n_crm_records", "n_orders",
+                 "marketing_consent", "has_crm", "n_crm_records", "email_habit", "n_orders",
                  "completed_orders", "rate_per_day", "future_rate_per_day", "active_at_as_of",
                  "last_active")
 RECORD_HEADER = ("source", "source_id", "person_id", "is_primary", "dup_kind", "shares_email",
                  "shares_phone", "placeholder_email", "placeholder_phone", "is_bot",
                  "is_shared_device", "shared_by", "linkable", "device_type", "email_kind",
-                 "status")
+                 "status", "consent", "consent_at")
 
 
 def _norm_email(e: str) -> str:
@@ -43,7 +43,7 @@ def write_truth(cfg: ZoneConfig, d: Path, persons: list[Person], records: list[C
         person_rows.append([
             p.person_id, p.persona, p.household_id, p.twin_of, p.relation, p.country, p.gender,
             p.first_name, p.last_name, p.birth_date.isoformat(), p.email, p.phone_e164,
-            p.consent, int(p.has_crm), len(recs_by_person.get(p.person_id, [])),
+            p.consent, int(p.has_crm), len(recs_by_person.get(p.person_id, [])), p.email_habit,
             n_orders[p.person_id], completed[p.person_id], f"{p.rate_per_day:.6f}",
             f"{p.future_rate_per_day:.6f}", int((cfg.as_of - p.last_active).days <= 45),
             p.last_active.isoformat(),
@@ -57,17 +57,21 @@ def write_truth(cfg: ZoneConfig, d: Path, persons: list[Person], records: list[C
             shares_email = any(r.email_true and _norm_email(o.email_true) ==
                                _norm_email(r.email_true) for o in others)
             shares_phone = any(r.phone_e164 and o.phone_e164 == r.phone_e164 for o in others)
+            consent, at = r.consent, r.updated_at
+            for ts, change in r.updates:
+                consent, at = change.get("consent", consent), ts
             rows.append(["crm", r.contact_id, pid, int(r.is_primary), "|".join(r.dup_kind),
                          int(shares_email), int(shares_phone), r.placeholder_email,
-                         r.placeholder_phone, 0, 0, "", "", "", "", ""])
+                         r.placeholder_phone, 0, 0, "", "", "", "", "", consent,
+                         at.isoformat()])
     for o in hist:
         rows.append(["transactions", o.order_id, o.person_id, "", "", "", "", "", "", 0, 0, "",
                      "", o.channel, "logged_in" if o.contact_id else f"guest_{o.email_kind}",
-                     o.final_status])
+                     o.final_status, "", ""])
     for dev in devices:
         rows.append(["analytics", dev.anonymous_id, dev.person_id, "", "", "", "", "", "",
                      int(dev.is_bot), int(bool(dev.shared_by)), "|".join(dev.shared_by),
-                     "|".join(sorted(dev.linked_by)), dev.kind, "", ""])
+                     "|".join(sorted(dev.linked_by)), dev.kind, "", "", "", ""])
     render.write_csv(d / "records.csv", RECORD_HEADER, rows, crlf=False)
 
     if cfg.holdout_days:
