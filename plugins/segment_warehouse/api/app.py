@@ -56,13 +56,14 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def _sorted_bytes(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(sorted fixed-width byte strings, permutation that sorts ``values``)."""
-    encoded = np.array([v.encode("utf-8") for v in values], dtype=np.bytes_)
-    if encoded.dtype.itemsize == 0:  # no rows: keep a valid 1-byte dtype
-        encoded = encoded.astype("S1")
-    order = np.argsort(encoded, kind="stable")
-    return encoded[order], order
+def _as_bytes(values: np.ndarray) -> np.ndarray:
+    """Object array of ``str`` -> fixed-width UTF-8 byte strings (numpy ``S``)."""
+    if values.size == 0:
+        return np.array([], dtype="S1")
+    try:
+        return values.astype(np.bytes_)  # vectorised, ASCII only
+    except UnicodeEncodeError:
+        return np.asarray([v.encode("utf-8") for v in values], dtype=np.bytes_)
 
 
 def _find(keys: np.ndarray, key: str) -> int:
@@ -89,14 +90,14 @@ class Snapshot:
     customer_keys: np.ndarray  # sorted S<n>
     codes: np.ndarray  # int32 [customers, slots]; -1 = default
     anonymous_keys: np.ndarray  # sorted S<n>
-    anonymous_customer: tuple[str, ...]  # customer_id per anonymous_keys position
+    anonymous_customer: np.ndarray  # object array: customer_id per anonymous_keys position
 
     def answer(self, slot: str, customer_id: str | None, anonymous_id: str | None) -> bytes:
         s = self.slot_index[slot]
         cid = customer_id
         if anonymous_id is not None:
             j = _find(self.anonymous_keys, anonymous_id)
-            cid = self.anonymous_customer[j] if j >= 0 else None
+            cid = str(self.anonymous_customer[j]) if j >= 0 else None
         tail = self.default_tails[s]
         if cid is not None:
             i = _find(self.customer_keys, cid)
@@ -123,13 +124,19 @@ def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bo
 
 
 def load_snapshot(path: Path) -> Snapshot:
-    """Read the decision index out of a published snapshot file."""
+    """Read the decision index out of a published snapshot file.
+
+    DuckDB numbers the distinct decisions; numpy sorts the ids and fills the
+    code matrix in a few vectorised steps (no per-row Python work, which would
+    dominate at millions of rows).
+    """
     try:
         before = os.stat(path)
     except FileNotFoundError as exc:
         raise SnapshotError(f"no published snapshot at {path}") from exc
     con = duckdb.connect(str(path), read_only=True)
     try:
+        con.execute("set enable_progress_bar = false")
         for schema, table in (
             ("personalisation", "content_slots"),
             ("personalisation", "content_decisions"),
@@ -147,42 +154,51 @@ def load_snapshot(path: Path) -> Snapshot:
             "from personalisation.content_slots order by position"
         ).fetchall()
         slot_index = {s: i for i, (s, _, _) in enumerate(slots)}
-        combos = con.execute(
+        con.execute(
             """
-            select distinct slot_id, content_id, rule_id, experiment_id, variant
-            from personalisation.content_decisions
-            order by all
+            create temp table combos as
+            select row_number() over (
+                       order by slot_id, content_id, rule_id, experiment_id, variant
+                   )::integer - 1 as code, *
+            from (select distinct slot_id, content_id, rule_id, experiment_id, variant
+                  from personalisation.content_decisions)
             """
         ).fetchall()
-        code_of = {c: i for i, c in enumerate(combos)}
+        combos = con.execute(
+            "select slot_id, content_id, rule_id, experiment_id, variant from combos order by code"
+        ).fetchall()
         rows = con.execute(
-            "select customer_id, slot_id, content_id, rule_id, experiment_id, variant "
-            "from personalisation.content_decisions"
+            """
+            select d.customer_id, s.position - min(s.position) over ()
+                       as slot_position, c.code
+            from personalisation.content_decisions d
+            join personalisation.content_slots s using (slot_id)
+            join combos c
+              on c.slot_id = d.slot_id and c.content_id = d.content_id
+             and c.rule_id is not distinct from d.rule_id
+             and c.experiment_id is not distinct from d.experiment_id
+             and c.variant is not distinct from d.variant
+            """
         ).fetchnumpy()
         anon: dict[str, np.ndarray] = {"source_id": np.array([]), "customer_id": np.array([])}
         if _table_exists(con, "marts", "identity_map"):
             anon = con.execute(
                 "select source_id, customer_id from marts.identity_map "
-                "where source = 'analytics' and source_id is not null"
+                "where source = 'analytics' and source_id is not null and source_id <> ''"
             ).fetchnumpy()
     finally:
         con.close()
 
-    customers = rows["customer_id"].tolist()
-    unique = sorted(set(customers))
-    customer_keys, _ = _sorted_bytes(unique)
-    position = {c: i for i, c in enumerate(unique)}
-    codes = np.full((len(unique), len(slots)), -1, dtype=np.int32)
-    columns = [rows[k].tolist() for k in ("slot_id", "content_id", "rule_id", "experiment_id",
-                                          "variant")]
-    for cid, *combo in zip(customers, *columns, strict=True):
-        slot_i = slot_index.get(combo[0])
-        if slot_i is not None:
-            codes[position[cid], slot_i] = code_of[tuple(combo)]
-    del position
-    anonymous_ids = [str(a) for a in anon["source_id"].tolist()]
-    anonymous_keys, order = _sorted_bytes(anonymous_ids)
-    anon_customers = anon["customer_id"].tolist()
+    customer_keys, inverse = np.unique(_as_bytes(rows["customer_id"]), return_inverse=True)
+    codes = np.full((customer_keys.size, len(slots)), -1, dtype=np.int32)
+    # slot positions are dense 0..n-1 (content_slots is written in file order)
+    codes[inverse.reshape(-1), np.asarray(rows["slot_position"], dtype=np.int64)] = np.asarray(
+        rows["code"], dtype=np.int32
+    )
+    anonymous_raw = _as_bytes(anon["source_id"])
+    order = np.argsort(anonymous_raw, kind="stable")
+    anonymous_keys = anonymous_raw[order]
+    anon_customers = np.asarray(anon["customer_id"], dtype=object)[order]
     after = os.stat(path)
     key = (after.st_dev, after.st_ino, after.st_mtime_ns)
     if (before.st_ino, before.st_mtime_ns) != (after.st_ino, after.st_mtime_ns):
@@ -201,7 +217,7 @@ def load_snapshot(path: Path) -> Snapshot:
             "published_at": label,
             "run_id": info.get("run_id"),
             "rules_version": slots[0][2] if slots else None,
-            "customers": len(unique),
+            "customers": int(customer_keys.size),
             "slots": list(slot_index),
         },
         slot_index=slot_index,
@@ -210,7 +226,7 @@ def load_snapshot(path: Path) -> Snapshot:
         customer_keys=customer_keys,
         codes=codes,
         anonymous_keys=anonymous_keys,
-        anonymous_customer=tuple(str(anon_customers[i]) for i in order),
+        anonymous_customer=anon_customers,
     )
 
 

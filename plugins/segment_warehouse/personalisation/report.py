@@ -30,7 +30,8 @@ code{background:#f0f4f8;padding:0 .25rem;border-radius:3px;font-size:.9em}
 .bar{display:inline-block;height:.7rem;background:#3e7bfa;border-radius:2px;vertical-align:middle}
 .bar.default{background:#9aa5b1}.bar.control{background:#f0b429}
 .tag{display:inline-block;padding:0 .4rem;border-radius:8px;font-size:.8em;background:#e3f8ff}
-.tag.control{background:#fff3c4}.tag.default{background:#e4e7eb}.muted{color:#7b8794}
+.tag.control{background:#fff3c4}table.rules td:nth-child(4){max-width:260px;
+overflow-wrap:anywhere}.tag.default{background:#e4e7eb}.muted{color:#7b8794}
 """
 
 
@@ -140,7 +141,7 @@ def render(con: duckdb.DuckDBPyConnection) -> str:
         "the same slot won.</p>"
     )
     parts.append(
-        "<table><tr><th>rule</th><th>slot</th><th>priority</th><th>audience</th>"
+        "<table class='rules'><tr><th>rule</th><th>slot</th><th>priority</th><th>audience</th>"
         "<th>matched</th><th>decided</th><th>shadowed</th><th>mostly shadowed by</th></tr>"
     )
     for rule in rules:
