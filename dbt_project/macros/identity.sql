@@ -1,0 +1,70 @@
+{#-
+    Normalisation shared by identity resolution (staging emails, the
+    identifier graph and the probabilistic matcher's input).
+    plugins/segment_warehouse/identity/features.py holds the same rules for
+    the matcher's Python entry points; tests/test_identity_normalisation.py
+    checks that the two agree.
+-#}
+
+{#- Name text -> comparison key: lower case, letters of any script only,
+    accents stripped, letters strip_accents leaves alone spelled out, and the
+    German umlaut transliterations (ue/oe/ae) collapsed so that Müller, Muller
+    and Mueller, Jürgen and Juergen, José and Jose share one key. Null when no
+    letter is left. Only used to compare, never shown. -#}
+{% macro fold_name(column) -%}
+    nullif(
+        replace(replace(replace(
+            regexp_replace(
+                strip_accents(
+                    replace(replace(replace(replace(replace(replace(replace(
+                        lower({{ column }}),
+                        'ß', 'ss'), 'ø', 'o'), 'ł', 'l'), 'æ', 'ae'), 'œ', 'oe'), 'đ', 'd'), 'þ', 'th')
+                ),
+                '[^\p{L}]', '', 'g'
+            ),
+        'ue', 'u'), 'oe', 'o'), 'ae', 'a'),
+        ''
+    )
+{%- endmacro %}
+
+{#- A trimmed, lower-case email -> the mailbox it delivers to, where the
+    provider documents it: Gmail ignores dots in the local part and treats
+    googlemail.com as gmail.com; Gmail, Outlook/Hotmail/Live, iCloud, Proton
+    and Fastmail deliver local+anything to local. Other domains are left as
+    they are (a dot or a plus may be significant there). -#}
+{% macro email_mailbox(email) -%}
+    case
+        when regexp_full_match({{ email }}, '[^@]+@(gmail|googlemail)\.com')
+            then replace(split_part(split_part({{ email }}, '@', 1), '+', 1), '.', '') || '@gmail.com'
+        when regexp_full_match(
+            {{ email }},
+            '[^@]+@((outlook|hotmail|live|msn)\.[a-z]{2,3}(\.[a-z]{2})?|icloud\.com|me\.com|mac\.com|protonmail\.com|proton\.me|pm\.me|fastmail\.com|fastmail\.fm)'
+        )
+            then split_part(split_part({{ email }}, '@', 1), '+', 1) || '@' || split_part({{ email }}, '@', 2)
+        else {{ email }}
+    end
+{%- endmacro %}
+
+{#- Raw email text -> trimmed, lower-case mailbox (null if empty). -#}
+{% macro clean_email(column) -%}
+    {{ email_mailbox(clean_lower(column)) }}
+{%- endmacro %}
+
+{#- Two known birth dates that cannot be one person's: not equal, not the
+    same date with day and month swapped, and more than one typed character
+    (or one swap of neighbours) apart. `l` / `r` are relation aliases with
+    birth_date (date) columns. -#}
+{% macro birth_dates_conflict(l, r) -%}
+    coalesce(
+        {{ l }}.birth_date <> {{ r }}.birth_date
+        and not (
+            year({{ l }}.birth_date) = year({{ r }}.birth_date)
+            and day({{ l }}.birth_date) = month({{ r }}.birth_date)
+            and month({{ l }}.birth_date) = day({{ r }}.birth_date)
+        )
+        and damerau_levenshtein(
+            strftime({{ l }}.birth_date, '%Y%m%d'), strftime({{ r }}.birth_date, '%Y%m%d')
+        ) > 1,
+        false
+    )
+{%- endmacro %}
