@@ -8,6 +8,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import pandas as pd
 import pytest
 
 from segment_warehouse.config import get_settings
@@ -86,6 +87,14 @@ def _order(
         "insert into marts.fct_orders values (?, ?, cast(? as timestamp), ?, ?, ?)",
         [oid, cid, ts, status, status == "completed", amount],
     )
+
+
+def _bulk(con: duckdb.DuckDBPyConnection, table: str, rows: list[tuple]) -> None:
+    # one Arrow-backed insert: row-by-row executemany is slow in DuckDB
+    if not rows:
+        return
+    frame = pd.DataFrame(rows)  # noqa: F841 - read by DuckDB's replacement scan
+    con.execute(f"insert into {table} select * from frame")
 
 
 def _results(path: Path) -> dict[tuple[str, str, str], dict]:
@@ -170,17 +179,21 @@ def test_window_edges_closing_rule_and_completed_only(wh: duckdb.DuckDBPyConnect
 def test_pre_period_feeds_cuped_not_conversions(wh: duckdb.DuckDBPyConnection) -> None:
     _experiment(wh, "e1", window=7)
     rng = np.random.default_rng(3)
+    assignments, orders = [], []
     for i in range(600):
         cid = f"c{i:04d}"
         variant = "treatment" if i % 2 else "control"
-        _assign(wh, "e1", cid, variant, "2026-12-01")
+        assignments.append(("e1", cid, variant, date(2026, 12, 1), "Loyal"))
         # habitual buyers buy before and after: a covariate CUPED can use
         habitual = rng.random() < 0.3
-        if habitual:
-            _order(wh, cid, "2026-11-28 12:00:00")  # in the 7 pre-period days
+        if habitual:  # in the 7 pre-period days
+            orders.append((f"pre-{cid}", cid, datetime(2026, 11, 28, 12), "completed", True, 50.0))
         if rng.random() < (0.6 if habitual else 0.1):
-            _order(wh, cid, "2026-12-04 12:00:00")
-        _order(wh, cid, "2026-11-01 12:00:00")  # outside both windows: ignored
+            orders.append((f"in-{cid}", cid, datetime(2026, 12, 4, 12), "completed", True, 50.0))
+        # outside both windows: ignored
+        orders.append((f"old-{cid}", cid, datetime(2026, 11, 1, 12), "completed", True, 50.0))
+    _bulk(wh, "personalisation.experiment_assignments", assignments)
+    _bulk(wh, "marts.fct_orders", orders)
     rows = _run(wh)["rows"]
     t = rows[("e1", "all", "treatment")]
     assert t["customers"] == 300
@@ -210,10 +223,8 @@ def _population(
         if rng.random() < p:
             ts = datetime(2026, 11, 21, 8) + timedelta(hours=int(rng.integers(0, 24 * 10)))
             orders.append((f"o-{cid}", cid, ts, "completed", True, float(rng.gamma(2, 30))))
-    con.executemany(
-        "insert into personalisation.experiment_assignments values (?, ?, ?, ?, ?)", assignments
-    )
-    con.executemany("insert into marts.fct_orders values (?, ?, ?, ?, ?, ?)", orders)
+    _bulk(con, "personalisation.experiment_assignments", assignments)
+    _bulk(con, "marts.fct_orders", orders)
 
 
 def _decision_p(row: dict) -> float:

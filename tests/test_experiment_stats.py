@@ -18,16 +18,29 @@ REPS = 2000
 COVERAGE_RANGE = (0.935, 0.965)
 
 
-def test_delta_method_matches_hand_computation() -> None:
-    # p_t = 0.12, p_c = 0.10, n = 1000 each, Bernoulli variances p(1-p):
-    # Var = .1056/(1000*.01) + .0144*.09/(1000*.0001) = .01056 + .01296
+def test_katz_log_interval_of_a_risk_ratio() -> None:
+    # p_t = 0.12, p_c = 0.10, n = 1000 each, Bernoulli variances p(1-p).
+    # Katz et al. (1978): SE(log RR) = sqrt((1-p_t)/(n p_t) + (1-p_c)/(n p_c))
+    #                                = sqrt(0.88/120 + 0.9/100) = 0.127802
     est = stats.relative_lift_from_moments(0.12, 0.1056, 1000, 0.10, 0.09, 1000)
-    se = math.sqrt(0.01056 + 0.01296)
+    se_log = math.sqrt(0.88 / 120 + 0.9 / 100)
+    assert se_log == pytest.approx(0.127802, abs=1e-6)
     assert est.lift == pytest.approx(0.2)
-    assert est.se == pytest.approx(se)
-    assert est.ci_low == pytest.approx(0.2 - 1.959964 * se, abs=1e-6)
-    assert est.ci_high == pytest.approx(0.2 + 1.959964 * se, abs=1e-6)
-    assert est.p_value == pytest.approx(0.19219, abs=1e-4)
+    assert est.ci_low == pytest.approx(math.exp(math.log(1.2) - 1.959964 * se_log) - 1, abs=1e-6)
+    assert est.ci_high == pytest.approx(math.exp(math.log(1.2) + 1.959964 * se_log) - 1, abs=1e-6)
+    assert est.ci_low == pytest.approx(-0.065896, abs=1e-5)
+    assert est.ci_high == pytest.approx(0.541581, abs=1e-5)
+    z = math.log(1.2) / se_log  # 1.42658
+    assert est.p_value == pytest.approx(math.erfc(z / math.sqrt(2)))
+    assert est.p_value == pytest.approx(0.15370, abs=1e-4)
+    assert est.se == pytest.approx(1.2 * se_log)
+
+
+def test_ratio_scale_fallback_when_treatment_mean_is_zero() -> None:
+    # log undefined: ratio-scale delta method, Var = var_t/(n_t mc^2) (var_t = 0 here)
+    est = stats.relative_lift_from_moments(0.0, 0.0, 500, 0.1, 0.09, 500)
+    assert est.lift == pytest.approx(-1.0)
+    assert est.p_value == 0.0
 
 
 def test_p_value_and_interval_agree() -> None:
@@ -64,6 +77,21 @@ def _coverage(p_c: float, lift: float, n: int, seed: int) -> float:
         est = stats.relative_lift(t, c)
         hits += est.ci_low <= lift <= est.ci_high
     return hits / REPS
+
+
+def test_aa_small_counts_calibrated_in_both_tails() -> None:
+    # ~15 conversions per arm: a ratio-scale Wald test rejects far too often in
+    # the "treatment worse" tail; the log-scale test keeps each tail near 2.5 %
+    rng = np.random.default_rng(10)
+    low = high = 0
+    for _ in range(REPS):
+        est = stats.relative_lift(rng.binomial(1, 0.05, 300), rng.binomial(1, 0.05, 300))
+        if est.ci_high is not None and est.ci_high < 0:
+            low += 1
+        if est.ci_low is not None and est.ci_low > 0:
+            high += 1
+    assert low / REPS <= 0.035 and high / REPS <= 0.035
+    assert (low + high) / REPS <= 0.06
 
 
 def test_aa_interval_covers_zero_95_percent() -> None:

@@ -54,22 +54,45 @@ def relative_lift_from_moments(
     *,
     alpha: float = ALPHA,
 ) -> LiftEstimate:
-    """Delta-method interval for ``mean_t / mean_c - 1`` from per-arm moments.
+    """Delta-method interval for the relative lift ``mean_t / mean_c - 1``.
 
-    With independent arms, ``Var(mt/mc) ~= var_t/(n_t mc^2) + mt^2 var_c/(n_c mc^4)``
-    (first-order Taylor expansion of the ratio). The p-value is the two-sided
-    Wald test of ``lift = 0`` with the same standard error, so "the interval
-    excludes 0" and "p < alpha" always agree.
+    The delta method is applied on the log scale:
+    ``Var(log(mt/mc)) ~= var_t/(n_t mt^2) + var_c/(n_c mc^2)`` (independent
+    arms), the interval ``exp(log(mt/mc) +- z se) - 1`` and the p-value the
+    two-sided Wald test of ``log(mt/mc) = 0``, so "the interval excludes 0" and
+    "p < alpha" always agree. For 0/1 metrics this is the Katz log interval of
+    a risk ratio. The log scale matters: on the ratio scale the estimate's
+    standard error grows with the estimate itself, which skews the Wald
+    statistic (a high control rate by chance gives a small, "confident"
+    negative lift) and over-rejects for arms with a few dozen conversions.
+    When an arm mean is 0 the log is undefined and the ratio-scale delta
+    method ``var_t/(n_t mc^2) + mt^2 var_c/(n_c mc^4)`` is used instead.
     """
-    if n_t < 2 or n_c < 2 or mean_c == 0:
+    if n_t < 2 or n_c < 2 or mean_c <= 0:
         return LiftEstimate(float(mean_t), float(mean_c), None, None, None, None, None)
     ratio = mean_t / mean_c
-    var_ratio = var_t / (n_t * mean_c**2) + (mean_t**2) * var_c / (n_c * mean_c**4)
-    se = math.sqrt(max(var_ratio, 0.0))
     lift = ratio - 1.0
-    z = sps.norm.ppf(1 - alpha / 2)
-    # se == 0: every customer has the same value within each arm
-    p = (1.0 if lift == 0 else 0.0) if se == 0 else float(2 * sps.norm.sf(abs(lift) / se))
+    z = float(sps.norm.ppf(1 - alpha / 2))
+    if mean_t > 0:
+        se_log = math.sqrt(max(var_t / (n_t * mean_t**2) + var_c / (n_c * mean_c**2), 0.0))
+        log_ratio = math.log(ratio)
+        # se_log == 0: every customer has the same value within each arm
+        p = (
+            (1.0 if log_ratio == 0 else 0.0)
+            if se_log == 0
+            else float(2 * sps.norm.sf(abs(log_ratio) / se_log))
+        )
+        return LiftEstimate(
+            mean_treatment=float(mean_t),
+            mean_control=float(mean_c),
+            lift=float(lift),
+            se=float(ratio * se_log),  # delta method back on the ratio scale
+            ci_low=float(math.exp(log_ratio - z * se_log) - 1.0),
+            ci_high=float(math.exp(log_ratio + z * se_log) - 1.0),
+            p_value=p,
+        )
+    se = math.sqrt(max(var_t / (n_t * mean_c**2), 0.0))
+    p = 0.0 if se == 0 else float(2 * sps.norm.sf(abs(lift) / se))
     return LiftEstimate(
         mean_treatment=float(mean_t),
         mean_control=float(mean_c),
