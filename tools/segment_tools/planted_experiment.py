@@ -109,25 +109,21 @@ def _assignments(settings: Settings) -> list[tuple[Any, ...]]:
         con.close()
 
 
-def write_orders(
-    settings: Settings,
-    start: dt.date,
-    *,
-    lift: float,
-    window_days: int,
-    seed: int,
-    base_rate: float,
-    habit_bump: float,
-) -> tuple[Path, dict[str, int]]:
-    """Deliver the planted orders as one transactions CSV; deterministic for a seed."""
+def assigned_people(settings: Settings, start: dt.date, window_days: int) -> list[tuple[Any, ...]]:
+    """(customer_id, contact_id, planted variant, null variant, pre-period orders,
+    planted segment, null segment) of everyone assigned at ``start``."""
     con = duckdb.connect(str(settings.warehouse_db), read_only=True)
     try:
-        people = con.execute(
+        return con.execute(
             """
             with assigned as (
                 select customer_id,
                        max(case when experiment_id = ? then variant end) as planted_variant,
-                       max(case when experiment_id = ? then variant end) as null_variant
+                       max(case when experiment_id = ? then variant end) as null_variant,
+                       max(case when experiment_id = ? then segment_name_at_assignment end)
+                           as planted_segment,
+                       max(case when experiment_id = ? then segment_name_at_assignment end)
+                           as null_segment
                 from personalisation.experiment_assignments
                 where experiment_id in (?, ?) and assigned_at = ?
                 group by customer_id
@@ -144,16 +140,44 @@ def write_orders(
                 group by customer_id
             )
             select a.customer_id, c.contact_id, a.planted_variant, a.null_variant,
-                   coalesce(p.pre_orders, 0)
+                   coalesce(p.pre_orders, 0), a.planted_segment, a.null_segment
             from assigned a
             join contact c using (customer_id)
             left join pre p using (customer_id)
             order by a.customer_id
             """,
-            [PLANTED, NULL, PLANTED, NULL, start, start, window_days, start],
+            [PLANTED, NULL, PLANTED, NULL, PLANTED, NULL, start, start, window_days, start],
         ).fetchall()
     finally:
         con.close()
+
+
+def conversion_probability(
+    pre_orders: int,
+    planted_variant: str | None,
+    *,
+    lift: float,
+    base_rate: float,
+    habit_bump: float,
+) -> float:
+    """The planted truth: pre-period buyers convert more; only the planted treatment
+    arm is multiplied by 1 + lift; the null experiment's variant plays no part."""
+    p = base_rate + (habit_bump if pre_orders > 0 else 0.0)
+    return p * (1.0 + lift) if planted_variant == "treatment" else p
+
+
+def write_orders(
+    settings: Settings,
+    start: dt.date,
+    people: list[tuple[Any, ...]],
+    *,
+    lift: float,
+    window_days: int,
+    seed: int,
+    base_rate: float,
+    habit_bump: float,
+) -> tuple[Path, dict[str, int]]:
+    """Deliver the planted orders as one transactions CSV; deterministic for a seed."""
     rng = np.random.default_rng(seed)
     rows: list[list[str]] = []
     counts = {"customers": len(people), "converters": 0, "decoy_refunds": 0, "decoy_late": 0}
@@ -167,10 +191,10 @@ def write_orders(
         amount = f"{rng.gamma(2.0, 35.0) + 5:.2f}"
         rows.append([oid, contact_id, "", stamp, status, "USD", amount, "0.00", "1", "web", stamp])
 
-    for _cid, contact_id, planted_variant, null_variant, pre_orders in people:
-        p = base_rate + (habit_bump if pre_orders > 0 else 0.0)
-        if planted_variant == "treatment":
-            p *= 1.0 + lift
+    for _cid, contact_id, planted_variant, null_variant, pre_orders, *_segments in people:
+        p = conversion_probability(
+            pre_orders, planted_variant, lift=lift, base_rate=base_rate, habit_bump=habit_bump
+        )
         if rng.random() < p:
             counts["converters"] += 1
             order(contact_id, int(rng.integers(1, window_days + 1)), "completed", "conv1")
@@ -206,6 +230,64 @@ def write_orders(
         writer.writerows(rows)
     counts["orders_written"] = len(rows)
     return target, counts
+
+
+def redraw_rates(
+    people: list[tuple[Any, ...]],
+    *,
+    lift: float,
+    base_rate: float,
+    habit_bump: float,
+    redraws: int,
+    seed: int,
+) -> dict[str, float]:
+    """Monte-Carlo over the same assignments: redraw who converts ``redraws`` times
+    and read each draw out with the product's statistics (unadjusted lift, Holm
+    across segments). How often the published checks would pass by design."""
+    from segment_warehouse.experiments import stats
+
+    rng = np.random.default_rng(seed + 1_000_003)
+    p = np.array(
+        [
+            conversion_probability(
+                r[4], r[2], lift=lift, base_rate=base_rate, habit_bump=habit_bump
+            )
+            for r in people
+        ]
+    )
+    arms = {
+        exp: (
+            np.array([r[col] == "treatment" for r in people]),
+            np.array([r[seg] or "(no segment)" for r in people]),
+        )
+        for exp, col, seg in ((PLANTED, 2, 5), (NULL, 3, 6))
+    }
+    covered = detected = null_all = null_any = 0
+    for _ in range(redraws):
+        conv = (rng.random(p.size) < p).astype(float)
+        for exp, (treated, segment) in arms.items():
+            overall = stats.relative_lift(conv[treated], conv[~treated])
+            seg_ps = []
+            for name in sorted(set(segment)):
+                mask = segment == name
+                seg_ps.append(
+                    stats.relative_lift(conv[mask & treated], conv[mask & ~treated]).p_value
+                )
+            adjusted = [q for q in stats.holm_adjust(seg_ps) if q is not None]
+            if exp == PLANTED:
+                covered += overall.ci_low is not None and overall.ci_low <= lift <= overall.ci_high
+                detected += overall.p_value is not None and overall.p_value < stats.ALPHA
+            else:
+                all_hit = overall.p_value is not None and overall.p_value < stats.ALPHA
+                null_all += all_hit
+                null_any += all_hit or any(q < stats.ALPHA for q in adjusted)
+    return {
+        "redraws": redraws,
+        "planted_ci_covers_truth": covered / redraws,
+        "planted_effect_detected": detected / redraws,
+        "null_all_false_positive": null_all / redraws,
+        "null_any_slice_false_positive": null_any / redraws,
+    }
 
 
 def _published_results(settings: Settings) -> list[dict[str, Any]]:
@@ -258,9 +340,11 @@ def main(argv: list[str] | None = None) -> int:
         _run_pipeline(start, env)
     decided_start = decide(run_id=f"planted-{start}", as_of=start.isoformat(), settings=settings)
     at_start = _assignments(settings)
+    people = assigned_people(settings, start, WINDOW_DAYS)
     orders_file, counts = write_orders(
         settings,
         start,
+        people,
         lift=args.lift,
         window_days=WINDOW_DAYS,
         seed=args.seed,
@@ -334,6 +418,14 @@ def main(argv: list[str] | None = None) -> int:
         },
         "null": {"control": pick(by_key[(NULL, "all", "control")]), "treatment": pick(null)},
         "report": measured.report_path,
+        "monte_carlo": redraw_rates(
+            people,
+            lift=args.lift,
+            base_rate=args.base_rate,
+            habit_bump=args.habit_bump,
+            redraws=args.redraws,
+            seed=args.seed,
+        ),
         "checks": checks,
     }
     print(json.dumps(summary, indent=2, default=str))
