@@ -54,6 +54,9 @@ LAYER_SUITES: dict[str, str] = {
     "staging": "staging",
     "marts": "marts",
     "segments": "segments",
+    "predictions": "predictions",
+    "personalisation": "personalisation",
+    "experiments": "experiments",
 }
 
 
