@@ -333,7 +333,15 @@ def _runs_section(
         return rel if rel and (reports_dir / rel).exists() else None
 
     def suite_order(name: str) -> int:
-        order = ["raw_contract", "staging", "marts", "segments"]
+        order = [
+            "raw_contract",
+            "staging",
+            "marts",
+            "segments",
+            "predictions",
+            "personalisation",
+            "experiments",
+        ]
         return order.index(name) if name in order else len(order)
 
     # Latest state per suite: suites are validated by different DAGs
