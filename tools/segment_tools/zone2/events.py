@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -56,6 +57,15 @@ class Device:
     shared_by: list[str] = field(default_factory=list)
     linked_by: set[str] = field(default_factory=set)  # login | identify_email | identify_phone
     n_events: int = 0
+    ctx: str = ""  # the JSON members of `context` that never change for this device
+
+    def __post_init__(self) -> None:
+        ctx = f'"userAgent":{json.dumps(self.ua)},"ip":"{self.ip}"'
+        if self.kind in ("desktop", "mobile", "tablet"):
+            ctx += f',"device":{{"type":"{self.kind}"}}'
+        elif self.kind == "app":
+            ctx += ',"device":{"type":"%s"}' % ("ios" if "iOS" in self.ua else "android")
+        self.ctx = ctx
 
 
 def _anon_id(rng: np.random.Generator) -> str:
@@ -69,80 +79,85 @@ def _ip(rng: np.random.Generator, bot: bool = False) -> str:
 
 
 class EventBuilder:
-    """Collects events as (timestamp, device, dict) rows; ids are assigned at the end."""
+    """Collects events as pre-rendered JSON bodies (everything but messageId and timestamp).
+
+    Events are written as strings built here rather than dicts passed through
+    json.dumps: every value is either a fixed ASCII token or escaped once (user
+    agents per device, traits per identify call), and rendering dominated the run time.
+    """
 
     def __init__(self, rng: np.random.Generator) -> None:
         self.rng = rng
         self.fr = render.FastRandom(rng)
-        self.rows: list[tuple[datetime, Device, dict[str, object]]] = []
+        self.ts: list[float] = []  # epoch seconds, UTC
+        self.app: list[bool] = []
+        self.body: list[str] = []
 
-    def add(self, ts: datetime, dev: Device, etype: str, *, event: str | None = None,
-            user_id: str | None = None, properties: dict[str, object] | None = None,
+    def add(self, ts: float, dev: Device, etype: str, *, event: str | None = None,
+            user_id: str | None = None, properties: str = "{}",
             traits: dict[str, object] | None = None, url: str = "/", referrer: str = "",
-            campaign: dict[str, str] | None = None) -> None:
-        ctx: dict[str, object] = {"userAgent": dev.ua, "ip": dev.ip,
-                                  "page": {"url": SHOP + url, "referrer": referrer}}
-        if dev.kind in ("desktop", "mobile", "tablet"):
-            ctx["device"] = {"type": dev.kind}
-        elif dev.kind == "app":
-            ctx["device"] = {"type": "ios" if "iOS" in dev.ua else "android"}
-        if campaign:
-            ctx["campaign"] = campaign
-        e: dict[str, object] = {"type": etype, "anonymousId": dev.anonymous_id}
-        if user_id is not None:
-            e["userId"] = user_id
-        elif self.fr.random() < 0.5:
-            e["userId"] = None  # some SDKs send an explicit null, others omit it
+            campaign: str | None = None) -> None:
+        parts = [f'"type":"{etype}"']
         if event is not None:
-            e["event"] = event
-        e["context"] = ctx
-        e["properties"] = properties or {}
+            parts.append(f'"event":"{event}"')
+        parts.append(f'"anonymousId":"{dev.anonymous_id}"')
+        if user_id is not None:
+            parts.append(f'"userId":"{user_id}"')
+        elif self.fr.random() < 0.5:
+            parts.append('"userId":null')  # some SDKs send an explicit null, others omit it
+        camp = f',"campaign":{campaign}' if campaign else ""
+        parts.append(f'"context":{{{dev.ctx},"page":{{"url":"{SHOP}{url}",'
+                     f'"referrer":"{referrer}"}}{camp}}}')
+        parts.append(f'"properties":{properties}')
         if traits:
-            e["traits"] = traits
+            parts.append(f'"traits":{json.dumps(traits, ensure_ascii=False)}')
         dev.n_events += 1
-        self.rows.append((ts, dev, e))
+        self.ts.append(ts)
+        self.app.append(dev.kind == "app")
+        self.body.append(",".join(parts))
 
 
 def _session(b: EventBuilder, rng: np.random.Generator, dev: Device, start: datetime,
              n_events: int, *, user_id: str | None, identify_traits: dict[str, object] | None,
              order: Order | None) -> None:
     fr = b.fr
-    ts = start
+    ts = start.timestamp()
     campaign = None
-    ref = ["", "https://www.google.com/", "https://www.facebook.com/", "https://t.co/"][
+    ref = ("", "https://www.google.com/", "https://www.facebook.com/", "https://t.co/")[
         fr.integers(0, 4)]
     if fr.random() < 0.2:
-        campaign = {"source": "newsletter", "medium": "email",
-                    "name": ["black_friday", "winter_sale", "new_in"][fr.integers(0, 3)]}
+        name = ("black_friday", "winter_sale", "new_in")[fr.integers(0, 3)]
+        campaign = f'{{"source":"newsletter","medium":"email","name":"{name}"}}'
     b.add(ts, dev, "page", url="/", referrer=ref, campaign=campaign,
-          properties={"path": "/", "title": "Home"})
+          properties='{"path":"/","title":"Home"}')
     if identify_traits is not None or user_id is not None:
-        ts += timedelta(seconds=fr.integers(5, 90))
+        ts += fr.integers(5, 90)
         b.add(ts, dev, "identify", user_id=user_id, traits=identify_traits or {})
     cat = CATEGORIES[fr.integers(0, len(CATEGORIES))]
     for _ in range(max(0, n_events - 1)):
-        ts += timedelta(seconds=fr.integers(8, 240))
+        ts += fr.integers(8, 240) + fr.random()
         sku = f"sku-{fr.integers(1000, 9999)}"
         draw = fr.random()
         if draw < 0.45:
             b.add(ts, dev, "page", user_id=user_id, url=f"/c/{cat}",
-                  properties={"path": f"/c/{cat}", "title": cat.title()})
+                  properties=f'{{"path":"/c/{cat}","title":"{cat.title()}"}}')
         elif draw < 0.85:
             b.add(ts, dev, "track", event="Product Viewed", user_id=user_id, url=f"/p/{sku}",
-                  properties={"product_id": sku, "category": cat,
-                              "price": round(fr.uniform(5, 250), 2)})
+                  properties=f'{{"product_id":"{sku}","category":"{cat}",'
+                             f'"price":{fr.uniform(5, 250):.2f}}}')
         else:
             b.add(ts, dev, "track", event="Product Added", user_id=user_id, url=f"/p/{sku}",
-                  properties={"product_id": sku, "quantity": 1})
+                  properties=f'{{"product_id":"{sku}","quantity":1}}')
     if order is not None:
-        ts = max(ts, order.order_ts - timedelta(minutes=fr.integers(2, 9)))
+        placed = order.order_ts.timestamp()
+        ts = max(ts, placed - 60 * fr.integers(2, 9))
         b.add(ts, dev, "track", event="Checkout Started", user_id=user_id, url="/checkout",
-              properties={"value": order.total, "currency": order.currency})
-        b.add(order.order_ts, dev, "track", event="Order Completed", user_id=user_id,
+              properties=f'{{"value":{order.total:.2f},"currency":"{order.currency}"}}')
+        b.add(placed, dev, "track", event="Order Completed", user_id=user_id,
               url="/checkout/thank-you",
-              properties={"order_id": order.order_id, "revenue": order.total,
-                          "total": order.total, "discount": order.discount,
-                          "currency": order.currency})
+              properties=f'{{"order_id":"{order.order_id}","revenue":{order.total:.2f},'
+                         f'"total":{order.total:.2f},"discount":{order.discount:.2f},'
+                         f'"currency":"{order.currency}"}}')
 
 
 def _traits(rng: np.random.Generator, rec: CrmRecord | None, email: str, phone: str,
@@ -269,16 +284,16 @@ def _bots(cfg: ZoneConfig, rng: np.random.Generator, b: EventBuilder, lo: dateti
         dev = Device(_anon_id(rng), "", "bot", BOT_UAS[int(rng.integers(len(BOT_UAS)))],
                      _ip(rng, bot=True), is_bot=True)
         for _s in range(1 + int(rng.integers(0, 4))):
-            ts = lo + timedelta(seconds=float(rng.uniform(0, span - 7200)))
+            ts = lo.timestamp() + float(rng.uniform(0, span - 7200))
             fr = b.fr
             for _e in range(fr.integers(10, 60)):
-                ts += timedelta(seconds=fr.integers(1, 20))
+                ts += fr.integers(1, 20) + fr.random()
                 cat = CATEGORIES[fr.integers(0, len(CATEGORIES))]
                 if fr.random() < 0.7:
-                    b.add(ts, dev, "page", url=f"/c/{cat}", properties={"path": f"/c/{cat}"})
+                    b.add(ts, dev, "page", url=f"/c/{cat}", properties=f'{{"path":"/c/{cat}"}}')
                 else:
                     sku = f"sku-{fr.integers(1000, 9999)}"
                     b.add(ts, dev, "track", event="Product Viewed", url=f"/p/{sku}",
-                          properties={"product_id": sku, "category": cat})
+                          properties=f'{{"product_id":"{sku}","category":"{cat}"}}')
         out.append(dev)
     return out

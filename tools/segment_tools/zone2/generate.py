@@ -145,38 +145,46 @@ def _write_orders(rng: np.random.Generator, d: Path, orders: list[Order],
 
 def _write_events(cfg: ZoneConfig, rng: np.random.Generator, d: Path,
                   builder: EventBuilder) -> tuple[int, int]:
-    rows = sorted(builder.rows, key=lambda x: x[0])
-    n = len(rows)
+    """Weekly files per stream (web gzip, app plain); a few events delivered again later."""
+    ts = np.asarray(builder.ts, dtype=np.float64)
+    n = len(ts)
+    order = np.argsort(ts, kind="stable")
     hi = rng.integers(0, 2**63, size=n, dtype=np.int64)
     lo = rng.integers(0, 2**63, size=n, dtype=np.int64)
-    files: dict[str, list[dict[str, object]]] = defaultdict(list)
+    app = np.asarray(builder.app, dtype=bool)
     # one timestamp style per stream, as one SDK writes one style
-    for i, (ts, dev, e) in enumerate(rows):
-        app = dev.kind == "app"
-        y, w, _ = ts.isocalendar()
-        e["messageId"] = f"{int(hi[i]):016x}{int(lo[i]):016x}" if not app else (
-            f"app-{int(hi[i]):x}")
-        if app:
-            e["timestamp"] = ts.isoformat(timespec="milliseconds")
-            files[f"app_events_{y}-W{w:02d}.jsonl"].append(e)
+    stamps = np.datetime_as_string((ts * 1000).astype(np.int64).astype("datetime64[ms]"),
+                                   unit="ms")
+    days = np.floor(ts / 86400).astype(np.int64)
+    monday = (days - (days + 3) % 7).astype("datetime64[D]")  # 1970-01-01 was a Thursday
+    week = np.datetime_as_string(monday, unit="D")
+    redeliver = (rng.random(n) < cfg.redelivery_share).tolist()
+    # plain lists: indexing numpy arrays one scalar at a time is the slow part otherwise
+    hi_l, lo_l, app_l = hi.tolist(), lo.tolist(), app.tolist()
+    stamps_l, week_l = stamps.tolist(), week.tolist()
+    files: dict[str, list[str]] = defaultdict(list)
+    late: list[tuple[str, str]] = []
+    body = builder.body
+    for i in order.tolist():
+        if app_l[i]:
+            name = f"app_events_{week_l[i]}.jsonl"
+            head = f'{{"messageId":"app-{hi_l[i]:x}","timestamp":"{stamps_l[i]}+00:00",'
         else:
-            e["timestamp"] = ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
-            files[f"web_{y}-W{w:02d}.jsonl.gz"].append(e)
+            name = f"web_{week_l[i]}.jsonl.gz"
+            head = f'{{"messageId":"{hi_l[i]:016x}{lo_l[i]:016x}","timestamp":"{stamps_l[i]}Z",'
+        line = head + body[i] + "}"
+        files[name].append(line)
+        if redeliver[i]:
+            late.append((name, line))
     names = sorted(files)
     # redelivery: the SDK retries and the same messageId shows up again in a later file
-    redeliver = rng.random(n) < cfg.redelivery_share
-    index_of = {name: k for k, name in enumerate(names)}
-    extra: dict[str, list[dict[str, object]]] = defaultdict(list)
-    for i, (ts, dev, e) in enumerate(rows):
-        if not redeliver[i]:
-            continue
-        y, w, _ = ts.isocalendar()
-        own = f"app_events_{y}-W{w:02d}.jsonl" if dev.kind == "app" else (
-            f"web_{y}-W{w:02d}.jsonl.gz")
-        same_stream = [nm for nm in names[index_of[own] + 1:] if nm[:3] == own[:3]]
-        extra[same_stream[0] if same_stream else own].append(e)
+    for own, line in late:
+        k = names.index(own)
+        later = [nm for nm in names[k + 1:] if nm[:3] == own[:3]]
+        files[later[0] if later else own].append(line)
     total = 0
     for name in names:
-        events = files[name] + extra.get(name, [])
-        total += render.write_jsonl(d / name, events)
+        lines = files[name]
+        render.write_bytes(d / name, ("\n".join(lines) + "\n").encode("utf-8"))
+        total += len(lines)
     return total, len(names)
