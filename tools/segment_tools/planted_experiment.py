@@ -51,6 +51,7 @@ from segment_warehouse.config import Settings, get_settings
 PLANTED = "planted_lift"
 NULL = "null_effect"
 WINDOW_DAYS = 14
+SHARES = {PLANTED: 0.5, NULL: 0.3}  # control shares written into the rules file
 
 
 def bucket(experiment_id: str, customer_id: str) -> float:
@@ -74,7 +75,7 @@ rules:
     content: hero_planted
     experiment:
       id: {PLANTED}
-      control_share: 0.5
+      control_share: {SHARES[PLANTED]}
       start: {start.isoformat()}
       window_days: {window_days}
   - id: null_everyone
@@ -84,7 +85,7 @@ rules:
     content: banner_null
     experiment:
       id: {NULL}
-      control_share: 0.3
+      control_share: {SHARES[NULL]}
       start: {start.isoformat()}
       window_days: {window_days}
 """
@@ -317,6 +318,12 @@ def main(argv: list[str] | None = None) -> int:
         help="extra conversion probability for pre-period buyers",
     )
     parser.add_argument(
+        "--redraws",
+        type=int,
+        default=200,
+        help="Monte-Carlo redraws of the conversions over the same assignments",
+    )
+    parser.add_argument(
         "--skip-base-run", action="store_true", help="the warehouse is already built as of --start"
     )
     args = parser.parse_args(argv)
@@ -378,6 +385,10 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "no SRM in any slice": not any(r["srm_warning"] for r in published),
         "start assignments unchanged": start_set <= set(at_end),
+        "assignments follow the sha256 bucketing rule": all(
+            (bucket(eid, cid) < SHARES[eid]) == (variant == "control")
+            for eid, cid, variant, *_rest in at_end
+        ),
         "every start customer measured": sum(
             r["customers"] for r in published if r["segment"] == "all"
         )
