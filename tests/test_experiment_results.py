@@ -336,6 +336,12 @@ def test_bad_inputs_are_rejected(wh: duckdb.DuckDBPyConnection) -> None:
     con.close()
     with pytest.raises(ExperimentDataError, match="window_days"):
         measure(run_id="t", as_of=AS_OF)
+    con = connect(settings=get_settings())
+    con.execute("update personalisation.experiments set window_days = 14")
+    _experiment(con, "e1")
+    con.close()
+    with pytest.raises(ExperimentDataError, match="more than one row for e1"):
+        measure(run_id="t", as_of=AS_OF)
 
 
 def test_page_escapes_names(wh: duckdb.DuckDBPyConnection) -> None:

@@ -166,6 +166,12 @@ def _segment_label(raw: Any) -> str:
 
 
 def _check_inputs(con: duckdb.DuckDBPyConnection, experiments: list[dict[str, Any]]) -> None:
+    ids = [exp["experiment_id"] for exp in experiments]
+    duplicates = sorted({str(i) for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ExperimentDataError(
+            f"personalisation.experiments has more than one row for {', '.join(duplicates)}"
+        )
     for exp in experiments:
         eid = exp["experiment_id"]
         window = exp["window_days"]
