@@ -239,3 +239,16 @@ def test_fast_path_and_fastapi_route_agree(published: Settings) -> None:
         assert (a.status_code, a.json()) == (b.status_code, b.json()), query
         assert a.headers.get("x-snapshot") == b.headers.get("x-snapshot")
     assert fast.get("/v1/decisions?customer_id=v%31&slot=home_hero").json()["rule_id"] == "vip"
+
+
+def test_index_lookup_is_exact() -> None:
+    import numpy as np
+
+    from segment_warehouse.api.app import _as_bytes, _find
+
+    keys = np.sort(_as_bytes(np.array(["ab", "a", "é-1", "cus_1"], dtype=object)))
+    for key in ("ab", "a", "é-1", "cus_1"):
+        assert keys[_find(keys, key)].decode() == key
+    for key in ("abc", "", "a\x00", "cus_", "é", "x" * 100):
+        assert _find(keys, key) == -1
+    assert _find(np.array([], dtype="S1"), "a") == -1
