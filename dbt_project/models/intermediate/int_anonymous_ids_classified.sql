@@ -7,9 +7,12 @@
     )
 }}
 
--- One row per anonymous id with the guards identity resolution needs:
--- bot (any crawler user agent), shared device (logged in as more than one
--- contact, or identified with more than one non-placeholder email).
+-- One row per anonymous id with what identity resolution needs: bot (any
+-- crawler user agent), and every contact it logged in as and every real
+-- email it identified with. Whether it is a shared device is decided after
+-- contact resolution (int_identity_components): only when those logins and
+-- emails belong to more than one person. A person with two CRM records who
+-- logs in with each on one phone is still one person.
 -- Incremental: only anonymous ids with newly loaded events are re-aggregated
 -- (over all their events) and replaced.
 
@@ -31,12 +34,16 @@ classified as (
         bool_or(is_bot) as is_bot,
         count(distinct user_id) as distinct_user_ids,
         min(user_id) as user_id,
+        list(distinct user_id order by user_id) filter (where user_id is not null) as user_ids,
         count(distinct trait_email) filter (
             where event_type = 'identify' and not is_placeholder_email
         ) as distinct_trait_emails,
         min(trait_email) filter (
             where event_type = 'identify' and not is_placeholder_email
         ) as trait_email,
+        list(distinct trait_email order by trait_email) filter (
+            where event_type = 'identify' and not is_placeholder_email and trait_email is not null
+        ) as trait_emails,
         count(*) as events_count,
         min(event_ts) as first_event_at,
         max(event_ts) as last_event_at,
@@ -51,6 +58,10 @@ final as (
 
     select
         *,
+        -- more than one identity seen: a candidate only; resolution decides
+        distinct_user_ids > 1 or distinct_trait_emails > 1 as has_several_identities,
+        -- kept for readers of the old column; the verdict after resolution is
+        -- int_identities_resolved.is_shared_device
         distinct_user_ids > 1 or distinct_trait_emails > 1 as is_shared_device
     from classified
 

@@ -12,6 +12,9 @@
       customer has many) are not merged: each contact stays its own customer,
       an order goes to its contact_id (else stays alone), anonymous ids in it
       resolve to nobody. They are listed in int_identity_components_oversized.
+    * is_shared_device: an anonymous id whose logins / identify emails
+      resolved to more than one person (int_identity_components); it is a
+      component of its own and resolves to nobody.
 -#}
 
 with
@@ -39,6 +42,7 @@ nodes as (
     select
         components.node,
         components.component_id,
+        components.is_shared_device,
         case left(components.node, 2)
             when 'c:' then 'contact'
             when 'e:' then 'email'
@@ -94,6 +98,7 @@ anchored as (
         nodes.node_type,
         nodes.source_id,
         nodes.is_crm_contact,
+        nodes.is_shared_device,
         nodes.component_id,
         component_stats.identifier_nodes_count,
         component_stats.identifier_nodes_count > {{ var('max_component_size') }} as is_oversized,
@@ -121,6 +126,7 @@ final as (
         node_type,
         source_id,
         is_crm_contact,
+        is_shared_device,
         component_id,
         identifier_nodes_count as component_size,
         is_oversized,

@@ -9,9 +9,20 @@ couple of seconds for ~10 M nodes / edges at 1 M customers, with no iteration
 count to tune. Node keys are turned into integers by a DuckDB hash aggregate
 and joins (also linear, on every core), so no Python loop touches a row.
 
-Output: one row per node (node, component_id). component_id is only a label
-for this build; the stable customer_id is derived from the component's
-members in int_identities_resolved.
+Two passes. Device edges (device_login / device_identify) are candidates:
+the first pass resolves the backbone (contacts, emails, orders, phones,
+probabilistic matches) without them; an anonymous id then keeps its device
+edges only when all its logins and identify emails land in one person (a
+component holding a CRM contact; components of emails and guest orders only
+join that person, and at most one of those when no contact is reached), else
+it is a shared device and keeps none. The second pass adds the
+kept device edges. So a person with two CRM records who logs in with both on
+one phone keeps the phone, and a device never merges two people.
+
+Output: one row per node (node, component_id, is_shared_device - true only
+for anonymous ids whose logins / emails resolve to more than one person).
+component_id is only a label for this build; the stable customer_id is derived
+from the component's members in int_identities_resolved.
 """
 
 from __future__ import annotations
@@ -35,24 +46,58 @@ _ENCODE_NODES = """
         select dst_node from _identity_edges
     )
 """
-_ENCODE_EDGES = """
+_ENCODE_BACKBONE_EDGES = """
     select src.node_index as src_index, dst.node_index as dst_index
     from _identity_edges as edges
     inner join _identity_nodes as src on edges.src_node = src.node
     inner join _identity_nodes as dst on edges.dst_node = dst.node
+    where edges.edge_type not in ('device_login', 'device_identify')
 """
 
 
-def model(dbt: Any, session: Any) -> Any:
-    dbt.config(materialized="table")
+_DEVICE_EDGE_TYPES = "('device_login', 'device_identify')"
 
-    dbt.ref("int_identity_edges").create_view("_identity_edges", replace=True)
-    session.execute(_ENCODE_NODES)
-    (n_nodes,) = session.execute("select count(*) from _identity_nodes").fetchone()
-    encoded = session.execute(_ENCODE_EDGES).fetchnumpy()
-    src = np.asarray(encoded["src_index"], dtype=np.int64)
-    dst = np.asarray(encoded["dst_index"], dtype=np.int64)
+# Per anonymous id, how many distinct first-pass components its candidate
+# device edges reach, and how many of those hold a person (a contact).
+_DEVICE_VERDICTS = f"""
+    create or replace temp table _identity_device_verdicts as
+    with person_components as (
+        select labels.component_id
+        from _identity_nodes as nodes
+        inner join _identity_first_pass as labels on nodes.node_index = labels.node_index
+        where left(nodes.node, 2) = 'c:'
+        group by labels.component_id
+    ),
+    reached as (
+        select
+            edges.src_node as anonymous_node,
+            labels.component_id,
+            labels.component_id in (select component_id from person_components) as is_person
+        from _identity_edges as edges
+        inner join _identity_nodes as dst on edges.dst_node = dst.node
+        inner join _identity_first_pass as labels on dst.node_index = labels.node_index
+        where edges.edge_type in {_DEVICE_EDGE_TYPES}
+    )
+    select
+        anonymous_node,
+        count(distinct component_id) filter (where is_person) as persons_reached,
+        count(distinct component_id) as components_reached
+    from reached
+    group by anonymous_node
+"""
+_KEPT_DEVICE_EDGES = f"""
+    select src.node_index as src_index, dst.node_index as dst_index
+    from _identity_edges as edges
+    inner join _identity_device_verdicts as verdicts on edges.src_node = verdicts.anonymous_node
+    inner join _identity_nodes as src on edges.src_node = src.node
+    inner join _identity_nodes as dst on edges.dst_node = dst.node
+    where edges.edge_type in {_DEVICE_EDGE_TYPES}
+        and verdicts.persons_reached <= 1
+        and (verdicts.persons_reached = 1 or verdicts.components_reached <= 1)
+"""
 
+
+def _components(n_nodes: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     graph = coo_matrix(
         (np.ones(len(src), dtype=np.int8), (src, dst)), shape=(n_nodes, n_nodes)
     ).tocsr()
@@ -61,19 +106,57 @@ def model(dbt: Any, session: Any) -> Any:
     _, labels = connected_components(
         graph, directed=True, connection="weak", return_labels=True
     )
+    return labels.astype(np.int64)
+
+
+def _index_pairs(session: Any, sql: str) -> tuple[np.ndarray, np.ndarray]:
+    encoded = session.execute(sql).fetchnumpy()
+    return (
+        np.asarray(encoded["src_index"], dtype=np.int64),
+        np.asarray(encoded["dst_index"], dtype=np.int64),
+    )
+
+
+def model(dbt: Any, session: Any) -> Any:
+    dbt.config(materialized="table")
+
+    dbt.ref("int_identity_edges").create_view("_identity_edges", replace=True)
+    session.execute(_ENCODE_NODES)
+    (n_nodes,) = session.execute("select count(*) from _identity_nodes").fetchone()
+    node_index = np.arange(n_nodes, dtype=np.int64)
+
+    src, dst = _index_pairs(session, _ENCODE_BACKBONE_EDGES)
+    first_pass = _components(n_nodes, src, dst)
+    session.register(
+        "_identity_first_pass",
+        pa.table({"node_index": pa.array(node_index), "component_id": pa.array(first_pass)}),
+    )
+    session.execute(_DEVICE_VERDICTS)
+
+    device_src, device_dst = _index_pairs(session, _KEPT_DEVICE_EDGES)
+    labels = _components(
+        n_nodes, np.concatenate([src, device_src]), np.concatenate([dst, device_dst])
+    )
+    session.unregister("_identity_first_pass")
 
     component_labels = pa.table(
-        {
-            "node_index": pa.array(np.arange(n_nodes, dtype=np.int64)),
-            "component_id": pa.array(labels.astype(np.int64)),
-        }
+        {"node_index": pa.array(node_index), "component_id": pa.array(labels)}
     )
     session.register("_identity_component_labels", component_labels)
     return session.sql(
         """
-        select nodes.node, labels.component_id
+        select
+            nodes.node,
+            labels.component_id,
+            coalesce(
+                verdicts.persons_reached > 1
+                or (verdicts.persons_reached = 0 and verdicts.components_reached > 1),
+                false
+            ) as is_shared_device
         from _identity_nodes as nodes
         inner join _identity_component_labels as labels
             on nodes.node_index = labels.node_index
+        left join _identity_device_verdicts as verdicts
+            on nodes.node = verdicts.anonymous_node
         """
     )

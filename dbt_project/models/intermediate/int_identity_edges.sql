@@ -1,17 +1,26 @@
 {#-
     Identifier graph. Node keys are typed so ids of different systems never
-    collide: c:<contact_id>, e:<normalised email>, o:<order_id>, a:<anonymous_id>.
+    collide: c:<contact_id>, e:<mailbox>, o:<order_id>, a:<anonymous_id>.
     Every CRM contact and every order also gets a self edge so that isolated
     records still become (single-node) components.
 
-    Guards against over-merging:
-      * placeholder / blocked emails and phones never create edges;
-      * bot anonymous ids and shared devices (>1 logged-in contact or
-        >1 identify email) create no edges;
-      * a shared phone links two contacts only when the normalised first+last
-        name or the birth date also agree (households share landlines). Those
-        links are stars to the smallest contact of the group, not cliques, so
-        the edge count stays linear in the number of contacts.
+    Backbone (deterministic identifiers plus guarded probabilistic matches):
+      * contact-email, order-contact, order-email. Emails are mailboxes
+        (staging folds gmail dots / +tags where the provider does);
+        placeholders - seed blocked_identifiers or found in the data
+        (int_identifier_placeholders) - never create edges;
+      * phone_match: two contacts on one real phone only when the first names
+        are compatible (equal or nickname forms), the birth dates do not
+        conflict (a father and son share name and landline, not birth date),
+        and the last names or the birth dates agree (twins share phone,
+        surname and birth date, not first name);
+      * probabilistic: Splink matches that passed the guards
+        (int_contact_matches, decision = 'merged').
+      A pair in seed identity_blocked_pairs gets neither contact-contact edge.
+
+    Device candidates (device_login, device_identify): every login contact and
+    identify email of a non-bot anonymous id. int_identity_components keeps
+    them only when they all resolve to one person (else: shared device).
 -#}
 
 with
@@ -31,7 +40,26 @@ orders as (
 anonymous_ids as (
 
     select * from {{ ref('int_anonymous_ids_classified') }}
-    where not is_bot and not is_shared_device
+    where not is_bot
+
+),
+
+placeholder_emails as (
+
+    select value from {{ ref('int_identifier_placeholders') }} where identifier_type = 'email'
+
+),
+
+features as (
+
+    select * from {{ ref('int_contacts_match_features') }}
+
+),
+
+blocked_pairs as (
+
+    select least(contact_id_a, contact_id_b) as contact_id_l, greatest(contact_id_a, contact_id_b) as contact_id_r
+    from {{ ref('identity_blocked_pairs') }}
 
 ),
 
@@ -54,6 +82,7 @@ contact_emails as (
     select 'c:' || contact_id as src_node, 'e:' || email as dst_node, 'contact_email' as edge_type
     from contacts
     where email is not null and not is_placeholder_email
+        and email not in (select value from placeholder_emails)
 
 ),
 
@@ -70,57 +99,66 @@ order_emails as (
     select 'o:' || order_id as src_node, 'e:' || email as dst_node, 'order_email' as edge_type
     from orders
     where email is not null and not is_placeholder_email
+        and email not in (select value from placeholder_emails)
+
+),
+
+-- features.phone_e164 is null for seed and data-driven placeholders
+phone_pairs as (
+
+    select
+        l.contact_id as contact_id_l,
+        r.contact_id as contact_id_r,
+        l.first_name_key = r.first_name_key
+            or list_has_any(l.first_name_forms, r.first_name_forms) as first_names_compatible,
+        l.last_name_key = r.last_name_key as last_names_equal,
+        l.birth_date = r.birth_date as birth_dates_equal,
+        {{ birth_dates_conflict('l', 'r') }} as birth_dates_conflict
+
+    from features as l
+    inner join features as r
+        on l.phone_e164 = r.phone_e164
+        and l.contact_id < r.contact_id
+
+),
+
+phone_matches as (
+
+    select 'c:' || contact_id_l as src_node, 'c:' || contact_id_r as dst_node, 'phone_match' as edge_type
+    from phone_pairs
+    where coalesce(first_names_compatible, false)
+        and not birth_dates_conflict
+        and (coalesce(last_names_equal, false) or coalesce(birth_dates_equal, false))
+        and not exists (
+            select 1 from blocked_pairs
+            where blocked_pairs.contact_id_l = phone_pairs.contact_id_l
+                and blocked_pairs.contact_id_r = phone_pairs.contact_id_r
+        )
+
+),
+
+probabilistic_matches as (
+
+    select 'c:' || contact_id_l as src_node, 'c:' || contact_id_r as dst_node, 'probabilistic' as edge_type
+    from {{ ref('int_contact_matches') }}
+    where decision = 'merged'
 
 ),
 
 device_logins as (
 
-    select 'a:' || anonymous_id as src_node, 'c:' || user_id as dst_node, 'device_login' as edge_type
+    select 'a:' || anonymous_id as src_node, 'c:' || unnest(user_ids) as dst_node, 'device_login' as edge_type
     from anonymous_ids
-    where distinct_user_ids = 1
 
 ),
 
 device_identifies as (
 
-    select 'a:' || anonymous_id as src_node, 'e:' || trait_email as dst_node, 'device_identify' as edge_type
+    select
+        'a:' || anonymous_id as src_node,
+        'e:' || unnest(trait_emails) as dst_node,
+        'device_identify' as edge_type
     from anonymous_ids
-    where distinct_trait_emails = 1
-
-),
-
-phone_contacts as (
-
-    select
-        contact_id,
-        phone_e164,
-        {{ name_key('first_name') }} as first_name_key,
-        {{ name_key('last_name') }} as last_name_key,
-        birth_date
-    from contacts
-    where phone_e164 is not null and not is_placeholder_phone
-
-),
-
-phone_same_name as (
-
-    select
-        'c:' || contact_id as src_node,
-        'c:' || min(contact_id) over (partition by phone_e164, first_name_key, last_name_key) as dst_node,
-        'phone_same_name' as edge_type
-    from phone_contacts
-    where first_name_key is not null and last_name_key is not null
-
-),
-
-phone_same_birth_date as (
-
-    select
-        'c:' || contact_id as src_node,
-        'c:' || min(contact_id) over (partition by phone_e164, birth_date) as dst_node,
-        'phone_same_birth_date' as edge_type
-    from phone_contacts
-    where birth_date is not null
 
 ),
 
@@ -131,10 +169,12 @@ unioned as (
     union all select * from contact_emails
     union all select * from order_contacts
     union all select * from order_emails
+    union all select * from phone_matches
+    union all select * from probabilistic_matches
     union all select * from device_logins
-    union all select * from device_identifies
-    union all select * from phone_same_name where src_node <> dst_node
-    union all select * from phone_same_birth_date where src_node <> dst_node
+    union all
+    select * from device_identifies
+    where substr(dst_node, 3) not in (select value from placeholder_emails)
 
 )
 

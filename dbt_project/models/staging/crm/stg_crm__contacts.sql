@@ -26,7 +26,7 @@ renamed as (
 
     select
         {{ clean_text('contact_id') }} as contact_id,
-        {{ clean_lower('email') }} as email,
+        {{ clean_email('email') }} as email,
         {{ clean_text('phone') }} as phone_raw,
         {{ clean_text('first_name') }} as first_name,
         {{ clean_text('last_name') }} as last_name,

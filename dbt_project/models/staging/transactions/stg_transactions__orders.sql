@@ -42,7 +42,7 @@ renamed as (
     select
         {{ clean_text('order_id') }} as order_id,
         {{ clean_text('contact_id') }} as contact_id,
-        {{ clean_lower('email') }} as email,
+        {{ clean_email('email') }} as email,
         {{ to_utc_timestamp('order_ts') }} as order_ts,
         lower(trim(status)) as status,
         upper(trim(currency)) as currency,

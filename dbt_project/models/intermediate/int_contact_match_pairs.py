@@ -1,0 +1,34 @@
+"""Candidate duplicate contacts scored by the probabilistic matcher (Splink).
+
+Scores the pairs that share a blocking key (segment_warehouse.identity.
+matching.BLOCKING_RULES) of int_contacts_match_features with the trained
+model committed as plugins/segment_warehouse/identity/splink_model.json - the
+model is never retrained here (python -m segment_warehouse.identity.train
+does that, explicitly). Keeps pairs with match_probability >= the
+candidate_probability config (so reviewers also see near misses); which pairs
+merge is decided in int_contact_matches.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from segment_warehouse.identity.matching import model_version, predict_pairs
+
+
+def model(dbt: Any, session: Any) -> Any:
+    dbt.config(materialized="table")
+    candidate_probability = float(dbt.config.get("candidate_probability") or 0.5)
+
+    features = dbt.ref("int_contacts_match_features").to_arrow_table()
+    threads = session.execute("select current_setting('threads')").fetchone()[0]
+    pairs = predict_pairs(
+        features, min_probability=candidate_probability, threads=int(threads),
+        memory_limit=dbt.config.get("matcher_memory_limit") or "2GB",
+    )
+    version = model_version()
+    return pairs.append_column(
+        "model_version", pa.array([version] * pairs.num_rows, type=pa.string())
+    )

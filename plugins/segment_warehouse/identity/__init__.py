@@ -1,0 +1,1 @@
+"""Identity resolution helpers: the Splink matcher (settings, trained model, train CLI)."""

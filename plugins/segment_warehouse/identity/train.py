@@ -1,0 +1,147 @@
+"""Train the probabilistic contact matcher and save it as JSON (explicit step).
+
+    python -m segment_warehouse.identity.train --warehouse data/warehouse/warehouse.duckdb \\
+        [--warehouse other.duckdb ...] [--out plugins/segment_warehouse/identity/splink_model.json]
+
+Reads ``intermediate.int_contacts_match_features`` (built by ``dbt build``)
+from each warehouse, estimates the Splink model without labels - u by random
+sampling, m by expectation maximisation over blocks that leave the estimated
+comparison free - and writes the model. Predictions never retrain: the
+pipeline scores with the committed file until this command is run again and
+the new file is committed (its content hash is the model version).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from segment_warehouse.identity.matching import (
+    FEATURE_COLUMNS,
+    MODEL_PATH,
+    model_version,
+    splink_settings,
+)
+
+FEATURES_TABLE = "intermediate.int_contacts_match_features"
+# Comparisons whose m probabilities stay at the priors in matching.py (see regularise).
+PRIOR_M_COMPARISONS: frozenset[str] = frozenset({"email_local", "phone"})
+M_FLOOR = 1e-3
+
+# EM blocks: each fixes some fields so the others' m probabilities can be
+# estimated among likely matches.
+_EM_BLOCKS: tuple[str, ...] = (
+    "l.birth_date = r.birth_date and l.postal_key = r.postal_key",
+    "l.first_name_key = r.first_name_key and l.last_name_key = r.last_name_key",
+)
+# Pairs these rules find are near-certain matches; with the assumed recall
+# they estimate the share of matching pairs among all pairs.
+_DETERMINISTIC_RULES: tuple[str, ...] = (
+    "l.first_name_key = r.first_name_key and l.last_name_key = r.last_name_key"
+    " and l.birth_date = r.birth_date",
+)
+
+
+def read_features(warehouses: list[Path]) -> pa.Table:
+    """Feature rows of every warehouse, contact ids prefixed per source."""
+    tables = []
+    for i, path in enumerate(warehouses):
+        if not path.is_file():
+            raise FileNotFoundError(f"warehouse {path} does not exist")
+        con = duckdb.connect(str(path), read_only=True)
+        try:
+            columns = ", ".join(c for c in FEATURE_COLUMNS if c != "contact_id")
+            table = con.sql(
+                f"select ? || contact_id as contact_id, {columns} from {FEATURES_TABLE}",
+                params=[f"{i}:"],
+            ).to_arrow_table()
+        except duckdb.CatalogException as exc:
+            raise ValueError(f"{path} has no {FEATURES_TABLE}: run dbt build first") from exc
+        finally:
+            con.close()
+        tables.append(table)
+    return pa.concat_tables(tables)
+
+
+def train(
+    features: pa.Table, *, out: Path, max_pairs: float, seed: int, recall: float
+) -> Path:
+    from splink import DuckDBAPI, Linker
+
+    con = duckdb.connect(":memory:")
+    try:
+        db_api = DuckDBAPI(con)
+        contacts = db_api.register(features, dataset_display_name="contacts")
+        linker = Linker(contacts, splink_settings())
+        linker.training.estimate_probability_two_random_records_match(
+            list(_DETERMINISTIC_RULES), recall=recall
+        )
+        linker.training.estimate_u_using_random_sampling(max_pairs=max_pairs, seed=seed)
+        for block in _EM_BLOCKS:
+            linker.training.estimate_parameters_using_expectation_maximisation(block)
+        model = regularise(linker.misc.save_model_to_json())
+    finally:
+        con.close()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(model, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return out
+
+
+def regularise(model: dict[str, Any]) -> dict[str, Any]:
+    """Keep the prior m of PRIOR_M_COMPARISONS, floor every m at M_FLOOR, renormalise.
+
+    Why: unsupervised EM learns m only from what the training data shows.
+    Public person benchmarks carry no email or phone, and a generator's
+    duplicates may always keep theirs, so EM can conclude "a duplicate never
+    has another email" (m = 0): one new address would then veto every true
+    match. Those comparisons keep the documented prior, and no level is
+    impossible for a match.
+    """
+    priors = {
+        c["output_column_name"]: [lv.get("m_probability") for lv in c["comparison_levels"]]
+        for c in splink_settings()["comparisons"]
+    }
+    for comparison in model["comparisons"]:
+        name = comparison["output_column_name"]
+        levels = comparison["comparison_levels"]
+        if name in PRIOR_M_COMPARISONS:
+            for level, prior in zip(levels, priors[name], strict=True):
+                if prior is not None:
+                    level["m_probability"] = prior
+        non_null = [lv for lv in levels if not lv.get("is_null_level")]
+        for level in non_null:
+            level["m_probability"] = max(float(level.get("m_probability") or 0.0), M_FLOOR)
+        total = sum(level["m_probability"] for level in non_null)
+        for level in non_null:
+            level["m_probability"] = level["m_probability"] / total
+    return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--warehouse", type=Path, action="append", required=True,
+                        help="warehouse.duckdb built by dbt (repeatable)")
+    parser.add_argument("--out", type=Path, default=MODEL_PATH)
+    parser.add_argument("--max-pairs", type=float, default=3e6,
+                        help="random pairs for the u estimate")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--recall", type=float, default=0.6,
+                        help="assumed recall of the deterministic rules")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    features = read_features(args.warehouse)
+    out = train(features, out=args.out, max_pairs=args.max_pairs, seed=args.seed,
+                recall=args.recall)
+    print(f"trained on {features.num_rows} contacts -> {out} ({model_version(out)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
