@@ -228,6 +228,8 @@ BLOCKING_RULES: tuple[str, ...] = (
     " and l.birth_year = r.birth_year",
     "l.first_name_key = r.first_name_key and l.last_name_key = r.last_name_key"
     " and l.postal_key = r.postal_key",
+    "l.last_name_key = r.last_name_key and l.postal_key = r.postal_key"
+    " and l.birth_year = r.birth_year",
     "l.first_name_key = r.last_name_key and l.last_name_key = r.first_name_key",
     "l.email_local = r.email_local",
     "l.phone_e164 = r.phone_e164",
