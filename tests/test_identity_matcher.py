@@ -70,7 +70,8 @@ def _population() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def scored() -> dict[tuple[str, str], dict]:
-    rows = _population() + [
+    rows = [
+        *_population(),
         # one person: nickname, day and month swapped, same place
         {"id": "D1", "first": "robert", "last": "brown", "dob": date(1981, 3, 4),
          "city": "berlin", "postal": "10115"},

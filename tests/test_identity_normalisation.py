@@ -89,7 +89,8 @@ def test_birth_dates_conflict(left: str, right: str | None, conflict: bool) -> N
     con = duckdb.connect()
     sql = _render("birth_dates_conflict('l', 'r')")
     got = con.execute(
-        f"select {sql} from (select ?::date as birth_date) as l, (select ?::date as birth_date) as r",
+        f"select {sql} from (select ?::date as birth_date) as l,"
+        " (select ?::date as birth_date) as r",
         [left, right],
     ).fetchone()[0]
     assert got is conflict

@@ -116,6 +116,79 @@ def _suite_titles(settings: Settings) -> tuple[dict[str, str], dict[tuple[str, s
     return titles, batch_titles
 
 
+IDENTITY_SAMPLE_ROWS = 20
+
+
+def _identity_merges_section(con: duckdb.DuckDBPyConnection) -> str:
+    """Probabilistic merges (audit.identity_merges): counts per decision and a sample.
+
+    Record ids, scores and comparison levels only - the table holds no names,
+    dates, emails or phones.
+    """
+    out = ["<h2>Probabilistic identity merges</h2>"]
+    if not table_exists(con, "audit", "identity_merges"):
+        return out[0] + '<p class="muted">The matcher has not run yet.</p>'
+    out.append(
+        '<p class="muted">Contacts that share no email or phone are merged when the '
+        "matcher (Splink) finds them likely the same person and no guard objects "
+        "(different first names, conflicting birth dates or genders, only name and place "
+        "agreeing). To undo a merge, add the two contact ids to "
+        "<code>dbt_project/seeds/identity_blocked_pairs.csv</code>; the next run honours "
+        "it. All pairs: <code>audit.identity_merges</code>.</p>"
+    )
+    counts = _rows(
+        con,
+        "select decision, count(*) as pairs, max(model_version) as model_version "
+        "from audit.identity_merges group by decision order by pairs desc",
+    )
+    if not counts:
+        return "".join(out) + '<p class="muted">No candidate pairs in this run.</p>'
+    out.append(
+        "<table><tr><th>decision</th><th class=num>pairs</th><th>model</th></tr>"
+        + "".join(
+            f"<tr><td>{_e(r['decision'])}</td><td class=num>{_num(r['pairs'])}</td>"
+            f"<td><code>{_e(r['model_version'])}</code></td></tr>"
+            for r in counts
+        )
+        + "</table>"
+    )
+    sample = _rows(
+        con,
+        """
+        select contact_id_l, contact_id_r, customer_id, match_probability, name_level,
+               birth_date_level, location_level, email_local_level, phone_level
+        from audit.identity_merges
+        where decision = 'merged'
+        order by match_probability, contact_id_l, contact_id_r
+        limit ?
+        """,
+        [IDENTITY_SAMPLE_ROWS],
+    )
+    if sample:
+        head = (
+            "<tr><th>contact</th><th>contact</th><th>customer</th><th class=num>probability</th>"
+            "<th>name</th><th>birth date</th><th>place</th><th>email</th><th>phone</th></tr>"
+        )
+        body = "".join(
+            f"<tr><td><code>{_e(r['contact_id_l'])}</code></td>"
+            f"<td><code>{_e(r['contact_id_r'])}</code></td>"
+            f"<td><code>{_e(r['customer_id'])}</code></td>"
+            f"<td class=num>{float(r['match_probability']):.4f}</td>"
+            + "".join(
+                f"<td>{_e(r[k])}</td>"
+                for k in ("name_level", "birth_date_level", "location_level",
+                          "email_local_level", "phone_level")
+            )
+            + "</tr>"
+            for r in sample
+        )
+        out.append(
+            f"<details open><summary>Least certain merges (up to {IDENTITY_SAMPLE_ROWS})"
+            f"</summary><table>{head}{body}</table></details>"
+        )
+    return "".join(out)
+
+
 # --------------------------------------------------------------------------
 # sections
 # --------------------------------------------------------------------------
@@ -428,6 +501,7 @@ def render_report(
 
     banner, latest, history = _runs_section(con, settings, keep_runs)
     quarantine = _quarantine_section(con)
+    identity = _identity_merges_section(con)
     generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -443,6 +517,7 @@ def render_report(
 {_badge("fail")} a blocking rule did not hold; the pipeline stopped before publishing</p>
 {latest}
 {quarantine}
+{identity}
 {history}
 <p class="small muted" style="margin-top:30px">Each area links to its technical
 report (Great Expectations data docs). Rules are kept under version control in
