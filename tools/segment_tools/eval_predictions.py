@@ -21,6 +21,7 @@ import csv
 import gzip
 import io
 import json
+import os
 import shutil
 import sys
 from dataclasses import asdict, dataclass
@@ -28,6 +29,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import pandas as pd
 
 # Which columns date a row, per source: a row is "in the future" when any is after D.
@@ -83,16 +85,17 @@ def split_landing(src: Path, landing: Path, held: Path, cutoff: date) -> Holdout
             kept[source] = kept.get(source, 0) + int((~future).sum())
             back[source] = back.get(source, 0) + int(future.sum())
         elif source == "analytics":
-            keep_lines: list[str] = []
-            held_lines: list[str] = []
             with _open_text(path, "r") as fh:
-                for line in fh:
-                    try:
-                        ts = json.loads(line).get("timestamp")
-                        is_future = bool(_after(pd.Series([ts]), bound).iloc[0])
-                    except (ValueError, AttributeError):
-                        is_future = False
-                    (held_lines if is_future else keep_lines).append(line)
+                lines = fh.readlines()
+            stamps: list[Any] = []
+            for line in lines:
+                try:
+                    stamps.append(json.loads(line).get("timestamp"))
+                except (ValueError, AttributeError):
+                    stamps.append(None)  # invalid line: stays, the pipeline quarantines it
+            future_mask = _after(pd.Series(stamps, dtype=object), bound).to_numpy()
+            keep_lines = [ln for ln, f in zip(lines, future_mask, strict=True) if not f]
+            held_lines = [ln for ln, f in zip(lines, future_mask, strict=True) if f]
             with _open_text(out, "w") as fh:
                 fh.writelines(keep_lines)
             kept[source] = kept.get(source, 0) + len(keep_lines)
@@ -100,3 +103,147 @@ def split_landing(src: Path, landing: Path, held: Path, cutoff: date) -> Holdout
         else:
             shutil.copy2(path, out)
     return HoldoutSummary(str(cutoff), n_files, kept, back)
+
+
+# --- evaluation ----------------------------------------------------------------
+
+
+def _held_orders(held: Path, cutoff: date, horizon: int) -> pd.DataFrame:
+    """Held-back orders placed in (D, D + horizon] whose latest version known by the
+    end of the window is completed: order_id, contact_id, email."""
+    files = sorted((held / "transactions").glob("*.csv"))
+    if not files:
+        raise SystemExit(f"no held-back transactions under {held / 'transactions'}")
+    df = pd.concat(
+        [pd.read_csv(f, dtype=str, keep_default_na=False) for f in files], ignore_index=True
+    )
+    ts = pd.to_datetime(df["order_ts"], utc=True, errors="coerce", format="mixed")
+    upd = pd.to_datetime(df.get("updated_at"), utc=True, errors="coerce", format="mixed")
+    upd = upd.fillna(ts)
+    start = pd.Timestamp(cutoff + timedelta(days=1), tz="UTC")
+    end = pd.Timestamp(cutoff + timedelta(days=horizon + 1), tz="UTC")
+    df = df.assign(_ts=ts, _upd=upd, _pos=range(len(df)))
+    df = df[(df["_ts"] >= start) & (df["_ts"] < end) & (df["_upd"] < end)]
+    df = df.sort_values(["order_id", "_upd", "_pos"]).groupby("order_id").tail(1)
+    done = df[df["status"].str.strip().str.lower() == "completed"]
+    return done[["order_id", "contact_id", "email"]].reset_index(drop=True)
+
+
+def _buyers(con: Any, orders: pd.DataFrame, key: str) -> tuple[set[str], int]:
+    """customer_ids of the held-back orders: by CRM contact id, else by the keyed
+    hash of the checkout email (the marts' pseudonymised email). Also unmatched count."""
+    from segment_warehouse.privacy import keyed_hash
+
+    contact_map = dict(
+        con.execute(
+            "select source_id, customer_id from marts.identity_map where source = 'crm'"
+        ).fetchall()
+    )
+    email_map = dict(
+        con.execute(
+            "select email_hash, any_value(customer_id) from marts.customer_profiles "
+            "where email_hash is not null group by 1"
+        ).fetchall()
+    )
+    found: set[str] = set()
+    unmatched = 0
+    for contact, email in zip(orders["contact_id"], orders["email"], strict=True):
+        cid = contact_map.get(contact.strip()) if contact.strip() else None
+        if cid is None and email.strip():
+            cid = email_map.get(keyed_hash(email.strip().lower(), key))
+        if cid is None:
+            unmatched += 1
+        else:
+            found.add(cid)
+    return found, unmatched
+
+
+def _hindsight_auc(con: Any, ids: pd.Series, y: np.ndarray) -> float:
+    """Reference: HistGradientBoosting on the marts' own features at D, labelled with
+    the real future and scored out-of-fold (5-fold stratified CV): the same history,
+    with hindsight of the outcome it is judged on."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    feats = con.execute("select * from marts.customer_features").df()
+    X = pd.DataFrame({"customer_id": ids}).merge(feats, on="customer_id", how="left")
+    X = X.drop(columns=["customer_id", "marketing_consent"]).astype(float)
+    cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
+    model = HistGradientBoostingClassifier(random_state=0)
+    p = cross_val_predict(model, X, y, cv=cv, method="predict_proba")[:, 1]
+    return float(roc_auc_score(y, p))
+
+
+def evaluate(snapshot: Path, held: Path, cutoff: date, horizon: int = 30) -> dict[str, Any]:
+    """The 'done when' figures for a snapshot published at ``cutoff``."""
+    import duckdb
+    from sklearn.metrics import brier_score_loss, roc_auc_score
+
+    key = os.environ.get("SEGMENTS_PII_KEY", "")
+    con = duckdb.connect(str(snapshot), read_only=True)
+    try:
+        pred = con.execute(
+            "select customer_id, purchase_probability_30d, model_version "
+            "from segments.customer_predictions order by customer_id"
+        ).df()
+        run = con.execute(
+            "select purchase_method, roc_auc, baseline_roc_auc, as_of_date "
+            "from segments.prediction_runs order by trained_at desc limit 1"
+        ).fetchall()[0]
+        orders = _held_orders(held, cutoff, horizon)
+        buyers, unmatched = _buyers(con, orders, key)
+        y = pred["customer_id"].isin(buyers).to_numpy(dtype=int)
+        p = pred["purchase_probability_30d"].to_numpy(dtype=float)
+        reference = _hindsight_auc(con, pred["customer_id"], y)
+    finally:
+        con.close()
+    auc = float(roc_auc_score(y, p))
+    observed, mean_p = float(y.mean()), float(p.mean())
+    return {
+        "as_of": str(cutoff),
+        "published_as_of": str(run[3]),
+        "method": run[0],
+        "customers_scored": len(y),
+        "held_back_completed_orders": len(orders),
+        "orders_not_matched_to_a_customer": unmatched,
+        "observed_purchase_rate": round(observed, 4),
+        "mean_purchase_probability": round(mean_p, 4),
+        "mean_vs_observed_relative_error": round(abs(mean_p - observed) / observed, 4)
+        if observed
+        else None,
+        "roc_auc": round(auc, 4),
+        "brier_score": round(float(brier_score_loss(y, p)), 4),
+        "hindsight_gb_cv_roc_auc": round(reference, 4),
+        "backtest_roc_auc": run[1],
+        "backtest_baseline_roc_auc": run[2],
+        "auc_within_0.01_or_above_reference": auc >= reference - 0.01,
+        "mean_within_20pct": observed > 0 and abs(mean_p - observed) <= 0.2 * observed,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m segment_tools.eval_predictions")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    h = sub.add_parser("holdout", help="split a landing zone at a cut-off day")
+    h.add_argument("--src", type=Path, required=True, help="complete landing zone")
+    h.add_argument("--landing", type=Path, required=True, help="output: rows up to D")
+    h.add_argument("--held", type=Path, required=True, help="output: rows after D")
+    h.add_argument("--cutoff", type=date.fromisoformat, required=True, help="D (YYYY-MM-DD)")
+    e = sub.add_parser("evaluate", help="score the published predictions on held-back orders")
+    e.add_argument("--snapshot", type=Path, required=True, help="analytics.duckdb of the run at D")
+    e.add_argument("--held", type=Path, required=True, help="held-back folder (transactions/)")
+    e.add_argument("--cutoff", type=date.fromisoformat, required=True, help="D (YYYY-MM-DD)")
+    e.add_argument("--horizon", type=int, default=30)
+    a = ap.parse_args(argv)
+    if a.cmd == "holdout":
+        out: Any = asdict(split_landing(a.src, a.landing, a.held, a.cutoff))
+    else:
+        out = evaluate(a.snapshot, a.held, a.cutoff, a.horizon)
+    json.dump(out, sys.stdout, indent=2, default=str)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

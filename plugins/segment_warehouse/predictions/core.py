@@ -14,6 +14,7 @@ from typing import Any
 import joblib
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from segment_warehouse.config import ConfigError, Settings, get_settings
 from segment_warehouse.predictions import model as mdl
@@ -30,6 +31,7 @@ from segment_warehouse.warehouse import connect, ensure_schemas
 log = logging.getLogger(__name__)
 
 PURCHASE_HORIZON_DAYS = 30  # fixed by the predictions contract (DESIGN.md section 6)
+SMALL_DATA_ROWS = 50_000  # customers below which training runs single-threaded
 HOLDOUT_SHARE = 0.25  # customers held out when no earlier cut-off allows a time split
 
 
@@ -54,7 +56,7 @@ class PredictionSettings:
     cutoff_step_days: int = 14
     max_cutoffs: int = 6
     min_history_days: int = 28
-    max_train_rows: int = 600_000
+    max_train_rows: int = 300_000
 
     @classmethod
     def from_env(cls) -> PredictionSettings:
@@ -63,7 +65,7 @@ class PredictionSettings:
             cutoff_step_days=_env_int("SEGMENTS_PREDICTION_CUTOFF_STEP_DAYS", 14, 1),
             max_cutoffs=_env_int("SEGMENTS_PREDICTION_MAX_CUTOFFS", 6, 1),
             min_history_days=_env_int("SEGMENTS_PREDICTION_MIN_HISTORY_DAYS", 28, 0),
-            max_train_rows=_env_int("SEGMENTS_PREDICTION_MAX_TRAIN_ROWS", 600_000, 1_000),
+            max_train_rows=_env_int("SEGMENTS_PREDICTION_MAX_TRAIN_ROWS", 300_000, 1_000),
         )
 
 
@@ -219,6 +221,17 @@ def _train_and_backtest(
     }
 
 
+def _train_both(
+    hist: _History, as_of: date, first_day: date | None, ps: PredictionSettings
+) -> dict[str, dict[str, Any]]:
+    return {
+        "purchase": _train_and_backtest(
+            hist, "purchase", as_of, first_day, PURCHASE_HORIZON_DAYS, ps
+        ),
+        "churn": _train_and_backtest(hist, "churn", as_of, first_day, ps.churn_window_days, ps),
+    }
+
+
 def _deciles(values: pd.Series) -> pd.Series:
     """1 = the top 10 % of values; null where the value is null."""
     ranks = values.rank(ascending=False, method="first")
@@ -304,16 +317,14 @@ def predict(*, run_id: str, as_of: str, settings: Settings | None = None) -> Pre
         }
         hist = _History(con, refused_now)
         first_day = history_bounds(con).first_day
-        res = {
-            "purchase": _train_and_backtest(
-                hist, "purchase", as_of_date, first_day, PURCHASE_HORIZON_DAYS, ps
-            ),
-            "churn": _train_and_backtest(
-                hist, "churn", as_of_date, first_day, ps.churn_window_days, ps
-            ),
-        }
-        pur, chu = res["purchase"], res["churn"]
-        scores, n_excluded = _score(con, hist, as_of_date, pur["fitted"], chu["fitted"])
+        # OpenMP threads pay off on big training sets only; on small ones (and on a busy
+        # machine) their synchronisation costs more than the work.
+        n_profiles = len(hist.features(as_of_date))
+        threads = 1 if n_profiles < SMALL_DATA_ROWS else max(1, settings.duckdb_threads)
+        with threadpool_limits(limits=threads):
+            res = _train_both(hist, as_of_date, first_day, ps)
+            pur, chu = res["purchase"], res["churn"]
+            scores, n_excluded = _score(con, hist, as_of_date, pur["fitted"], chu["fitted"])
         scores["model_version"] = model_version
         scores["as_of_date"] = as_of_date
         scores["scored_at"] = trained_at

@@ -5,8 +5,8 @@ Targets (``horizon`` days after a cut-off day c, i.e. orders placed in (c, c + h
 - ``purchase``: at least one completed order in the next 30 days (all customers);
 - ``churn``: no completed order in the next N days (buyers only; N = churn window).
 
-Model: scikit-learn's HistGradientBoostingClassifier (native missing values: a
-never-ordered customer has no recency) inside CalibratedClassifierCV (isotonic
+Model: scikit-learn's HistGradientBoostingClassifier ("never" — no recency for a
+never-ordered customer — as a sentinel below every real value) inside CalibratedClassifierCV (isotonic
 on big training sets, sigmoid on small ones), folds grouped by customer so the
 same person at several cut-offs never sits on both sides of a fold.
 
@@ -36,7 +36,7 @@ from segment_warehouse.predictions.features import FEATURE_NAMES
 SEED = 0
 MIN_CLASS_ROWS = 20  # fewer positives (or negatives) than this: no model, a fallback
 ISOTONIC_MIN_ROWS = 5_000  # isotonic calibration overfits below this; sigmoid instead
-IMPORTANCE_SAMPLE = 20_000  # backtest rows used for permutation importance
+IMPORTANCE_SAMPLE = 5_000  # backtest rows used for permutation importance (a ranking)
 
 
 def stable_fraction(ids: pd.Series) -> np.ndarray:
@@ -62,10 +62,20 @@ def rfm_score(df: pd.DataFrame) -> np.ndarray:
     return score
 
 
+MISSING = -1.0  # "never" (no order / no session): below every real value of those features
+
+
+def model_matrix(df: pd.DataFrame) -> pd.DataFrame:
+    """The model's input columns. Missing values become a sentinel rather than NaN:
+    gradient boosting splits it off the same way, and a feature that is missing for
+    every row of a fold (a short event history) no longer breaks the binning."""
+    return df[list(FEATURE_NAMES)].astype(float).fillna(MISSING)
+
+
 def _hgb() -> HistGradientBoostingClassifier:
     return HistGradientBoostingClassifier(
-        learning_rate=0.06,
-        max_iter=250,
+        learning_rate=0.08,
+        max_iter=150,
         max_leaf_nodes=15,
         min_samples_leaf=40,
         l2_regularization=1.0,
@@ -92,7 +102,7 @@ class FittedTarget:
     def predict(self, X: pd.DataFrame, method: str | None = None) -> np.ndarray:
         method = method or self.method
         if method == "gradient_boosting" and self.model is not None:
-            return self.model.predict_proba(X[list(FEATURE_NAMES)])[:, 1]
+            return self.model.predict_proba(model_matrix(X))[:, 1]
         if method == "calibrated_baseline" and self.baseline is not None:
             return np.clip(self.baseline.predict(rfm_score(X)), 0.0, 1.0)
         return rate_heuristic(X, self.target, self.horizon_days)
@@ -140,7 +150,7 @@ def fit_target(
     fitted.method = "calibrated_baseline"
     if not with_model:
         return fitted
-    X = train[list(FEATURE_NAMES)]
+    X = model_matrix(train)
     groups = train["customer_id"].to_numpy()
     n_splits = min(3, len(np.unique(groups)))
     folds = [
@@ -208,7 +218,7 @@ def backtest(
 ) -> dict[str, Any]:
     """Model vs calibrated baseline on the backtest rows (features + label)."""
     y = test["label"].to_numpy(dtype=int)
-    out: dict[str, Any] = {"rows": int(len(y)), "positives": int(y.sum())}
+    out: dict[str, Any] = {"rows": len(y), "positives": int(y.sum())}
     p_base = fitted.predict(test, "calibrated_baseline")
     out["baseline"] = score_metrics(y, p_base) | {"lift_curve": lift_curve(y, p_base)}
     if fitted.model is not None:
@@ -220,7 +230,7 @@ def backtest(
 
 
 def _importance(fitted: FittedTarget, test: pd.DataFrame, y: np.ndarray) -> dict[str, float]:
-    X = test[list(FEATURE_NAMES)]
+    X = model_matrix(test)
     if len(X) > IMPORTANCE_SAMPLE:
         keep = np.sort(np.argsort(stable_fraction(test["customer_id"]))[:IMPORTANCE_SAMPLE])
         X, y = X.iloc[keep], y[keep]

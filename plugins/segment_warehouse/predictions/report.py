@@ -54,8 +54,16 @@ def _plot_calibration(bt: dict[str, Any], title: str) -> str | None:
         curve = (bt.get(who) or {}).get("calibration_curve") or {}
         if curve.get("mean_predicted"):
             ax.plot(curve["mean_predicted"], curve["observed"], "o-", color=color, label=who)
-    top = max([0.05, *[max((bt.get(w) or {}).get("calibration_curve", {}).get(k) or [0])
-                       for w in ("model", "baseline") for k in ("mean_predicted", "observed")]])
+    top = max(
+        [
+            0.05,
+            *[
+                max((bt.get(w) or {}).get("calibration_curve", {}).get(k) or [0])
+                for w in ("model", "baseline")
+                for k in ("mean_predicted", "observed")
+            ],
+        ]
+    )
     ax.set_xlim(0, min(1, top * 1.1))
     ax.set_ylim(0, min(1, top * 1.1))
     ax.set_xlabel("mean predicted probability (decile)")
@@ -118,8 +126,11 @@ def _plot_by_segment(con: duckdb.DuckDBPyConnection) -> str | None:
     ax.set_yticks(range(1, len(rows) + 1), [r[0] for r in rows][::-1], fontsize=8)
     ax.set_xlabel("purchase_probability_30d")
     ax.spines[["top", "right"]].set_visible(False)
-    ax.set_title("Purchase probability per segment (box: quartiles; whiskers: 1.5 IQR)",
-                 loc="left", fontsize=10)
+    ax.set_title(
+        "Purchase probability per segment (box: quartiles; whiskers: 1.5 IQR)",
+        loc="left",
+        fontsize=10,
+    )
     return _png(fig)
 
 
@@ -163,9 +174,14 @@ def prediction_section(con: duckdb.DuckDBPyConnection, model_version: str | None
                 f"<td>{'gradient boosting' if who == 'model' else 'RFM baseline'}</td>"
                 + "".join(
                     f"<td class='n'>{_fmt(m.get(k), s)}</td>"
-                    for k, s in (("roc_auc", "{:.3f}"), ("pr_auc", "{:.3f}"),
-                                 ("brier_score", "{:.4f}"), ("lift_top_decile", "{:.2f}"),
-                                 ("mean_predicted", "{:.3f}"), ("observed_rate", "{:.3f}"))
+                    for k, s in (
+                        ("roc_auc", "{:.3f}"),
+                        ("pr_auc", "{:.3f}"),
+                        ("brier_score", "{:.4f}"),
+                        ("lift_top_decile", "{:.2f}"),
+                        ("mean_predicted", "{:.3f}"),
+                        ("observed_rate", "{:.3f}"),
+                    )
                 )
                 + "</tr>"
             )
@@ -173,8 +189,11 @@ def prediction_section(con: duckdb.DuckDBPyConnection, model_version: str | None
     imgs = []
     for target in ("purchase", "churn"):
         bt = bts.get(target) or {}
-        for fn, label in ((_plot_calibration, "calibration"), (_plot_lift, "lift"),
-                          (_plot_importance, "feature importance")):
+        for fn, label in (
+            (_plot_calibration, "calibration"),
+            (_plot_lift, "lift"),
+            (_plot_importance, "feature importance"),
+        ):
             img = fn(bt, f"{target}: {label} (backtest)")
             if img:
                 imgs.append(f"<div><img src='{img}' alt='{target} {label}'></div>")

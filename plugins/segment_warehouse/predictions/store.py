@@ -31,7 +31,7 @@ DDL: tuple[str, ...] = (
         as_of_date date not null,
         horizon_days integer not null,        -- purchase label window (30)
         churn_window_days integer not null,   -- churn label window N
-        purchase_method varchar not null,     -- gradient_boosting | calibrated_baseline | rate_heuristic
+        purchase_method varchar not null,  -- gradient_boosting|calibrated_baseline|rate_heuristic
         churn_method varchar not null,
         training_cutoffs json not null,       -- {purchase: [dates], churn: [dates]}
         label_windows json not null,          -- {purchase: [[from, to]], churn: [[from, to]]}

@@ -1,0 +1,232 @@
+"""Predictions: point-in-time features, training/backtest, fallbacks, the published tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import joblib
+import pytest
+
+from segment_warehouse.config import ConfigError, get_settings
+from segment_warehouse.predictions import PredictionSettings, predict
+from segment_warehouse.predictions.features import FEATURE_NAMES, features_at, labels_after
+from tests.predictions.synthetic import build_warehouse
+
+AS_OF = "2026-10-31"
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name, sub in (
+        ("SEGMENTS_WAREHOUSE_DIR", "warehouse"),
+        ("SEGMENTS_REPORTS_DIR", "reports"),
+        ("SEGMENTS_LANDING_DIR", "landing"),
+        ("SEGMENTS_EXPORTS_DIR", "exports"),
+    ):
+        monkeypatch.setenv(name, str(tmp_path / sub))
+    monkeypatch.setenv("SEGMENTS_DUCKDB_THREADS", "2")
+    (tmp_path / "warehouse").mkdir()
+    return tmp_path / "warehouse" / "warehouse.duckdb"
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One end-to-end predict() on a 180-day synthetic history (shared by tests)."""
+    root = tmp_path_factory.mktemp("pred")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SEGMENTS_WAREHOUSE_DIR", str(root / "warehouse"))
+    mp.setenv("SEGMENTS_REPORTS_DIR", str(root / "reports"))
+    mp.setenv("SEGMENTS_DUCKDB_THREADS", "2")
+    (root / "warehouse").mkdir()
+    db = root / "warehouse" / "warehouse.duckdb"
+    build_warehouse(db, customers=1500)
+    try:
+        result = predict(run_id="r1", as_of=AS_OF)
+    finally:
+        mp.undo()
+    return {"db": db, "result": result, "root": root}
+
+
+def _q(db: Path, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_features_are_point_in_time(env: Path) -> None:
+    build_warehouse(env, customers=50, days=60)
+    con = duckdb.connect(str(env))
+    try:
+        cid = con.execute(
+            "select customer_id from staging.stg_transactions__orders "
+            "where order_ts < timestamp '2026-10-01' order by customer_id limit 1"
+        ).fetchall()[0][0]
+        cutoff = date(2026, 10, 1)
+        before = features_at(con, cutoff).set_index("customer_id").loc[cid]
+        # A later order, a refund of an early order and a consent change, all after the cut-off.
+        for stmt in (
+            """insert into staging.stg_transactions__orders
+            select 'LATE1', customer_id, timestamp '2026-10-20 10:00', 'completed', 999.0,
+                   timestamp '2026-10-20 10:00', 'z.csv', 1, 0.0
+            from marts.identity_map where customer_id = $cid limit 1""",
+            """insert into marts.identity_map values ('transactions', 'LATE1', $cid)""",
+            """insert into staging.stg_transactions__orders
+            select order_id, customer_id, order_ts, 'refunded', total_amount_reporting,
+                   timestamp '2026-10-25 00:00', 'zz.csv', 2, 0.0
+            from staging.stg_transactions__orders
+            where customer_id = $cid and order_ts < timestamp '2026-10-01'""",
+            """insert into staging.stg_crm__contacts
+            select contact_id, not coalesce(marketing_consent, false), created_at,
+                   timestamp '2026-10-15', _loaded_at, 'crm1.csv', 0
+            from staging.stg_crm__contacts where contact_id = 'C' || $cid""",
+        ):
+            con.execute(stmt, {"cid": cid})
+        after = features_at(con, cutoff).set_index("customer_id").loc[cid]
+        for name in (*FEATURE_NAMES, "marketing_consent"):
+            assert after[name] == before[name] or (after[name] != after[name]), name
+        # ...while at a cut-off after those events they are seen.
+        late = features_at(con, date(2026, 10, 30)).set_index("customer_id").loc[cid]
+        assert late["monetary"] >= 999.0 and late["refunded_orders"] >= 1
+        assert late["marketing_consent"] != before["marketing_consent"]
+        labels = labels_after(con, cutoff, 30).set_index("customer_id")
+        assert cid in labels.index and labels.loc[cid, "revenue"] >= 999.0
+    finally:
+        con.close()
+
+
+def test_predict_publishes_one_row_per_profiled_customer(scored: dict) -> None:
+    db = scored["db"]
+    missing, extra, refused = _q(
+        db,
+        """
+        select
+          (select count(*) from marts.customer_profiles p where marketing_consent is distinct
+             from false and customer_id not in (select customer_id from
+             segments.customer_predictions)),
+          (select count(*) - count(distinct customer_id) from segments.customer_predictions),
+          (select count(*) from segments.customer_predictions c join marts.customer_profiles p
+             using (customer_id) where p.marketing_consent = false)
+        """,
+    )[0]
+    assert (missing, extra, refused) == (0, 0, 0)
+    bad = _q(
+        db,
+        """
+        select count(*) from segments.customer_predictions c
+        join marts.customer_profiles p using (customer_id)
+        where purchase_probability_30d not between 0 and 1
+           or (p.orders_count = 0) != (churn_probability is null)
+           or churn_probability not between 0 and 1
+        """,
+    )[0][0]
+    assert bad == 0
+    versions = _q(db, "select distinct model_version from segments.customer_predictions")
+    assert versions == [(scored["result"].model_version,)]
+
+
+def test_model_beats_rfm_baseline_on_learnable_history(scored: dict) -> None:
+    r = scored["result"]
+    assert r.purchase_method == "gradient_boosting"
+    assert r.backtest_kind == "time_split"
+    assert r.roc_auc is not None and r.baseline_roc_auc is not None
+    assert r.roc_auc > 0.7
+    row = _q(
+        scored["db"],
+        "select verdict, backtest, training_cutoffs, label_windows, rows_trained, "
+        "beats_baseline, churn_window_days from segments.prediction_runs",
+    )
+    assert len(row) == 1
+    verdict, backtest, cutoffs, windows, rows, beat, churn_n = row[0]
+    assert "purchase:" in verdict and "churn:" in verdict
+    assert ("did NOT beat" in verdict) == (beat is False)
+    bt = json.loads(backtest)["purchase"]
+    assert set(bt["model"]) >= {"roc_auc", "pr_auc", "brier_score", "lift_top_decile"}
+    assert len(bt["model"]["calibration_curve"]["observed"]) > 0
+    assert set(bt["feature_importance"]) == set(FEATURE_NAMES)
+    cut = json.loads(cutoffs)["purchase"]
+    assert len(cut) >= 3 and cut == sorted(cut, reverse=True)
+    # Backtest trained only on windows that closed before its cut-off.
+    assert all(
+        c <= str(date.fromisoformat(bt["cutoff"]) - dt.timedelta(days=30))
+        for c in bt["train_cutoffs"]
+    )
+    assert json.loads(windows)["purchase"][0][1] <= AS_OF
+    assert rows > 1500 and churn_n == 90
+
+
+def test_calibrated_mean_is_close_to_the_rate(scored: dict) -> None:
+    bt = json.loads(_q(scored["db"], "select backtest from segments.prediction_runs")[0][0])
+    m = bt["purchase"]["model"]
+    assert abs(m["mean_predicted"] - m["observed_rate"]) < 0.25 * m["observed_rate"]
+
+
+def test_model_file_has_no_customer_rows(scored: dict) -> None:
+    path = Path(scored["result"].model_path)
+    assert path.parent.name == "predictions" and path.exists()
+    bundle = joblib.load(path)
+    assert bundle["purchase"].model is not None
+    blob = path.read_bytes()
+    ids = [r[0] for r in _q(scored["db"], "select customer_id from marts.customer_profiles")]
+    import gzip  # noqa: F401  (joblib compresses with zlib; check the decompressed pickle)
+    import pickle
+
+    text = pickle.dumps(bundle)
+    assert not any(i.encode() in text for i in ids[:200])
+    assert blob
+
+
+def test_report_has_prediction_section(scored: dict) -> None:
+    page = (scored["root"] / "reports" / "segments" / "predictions.html").read_text()
+    assert "Verdict" in page and page.count("data:image/png;base64,") >= 4
+
+
+def test_gx_suite_passes(scored: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from segment_warehouse.validation import suites
+    from segment_warehouse.validation.runner import run_suite
+
+    monkeypatch.setitem(suites.LAYER_SUITES, "predictions", "predictions")
+    suite = suites.load_suite("predictions", get_settings().expectations_dir)
+    con = duckdb.connect(str(scored["db"]), read_only=True)
+    try:
+        results = run_suite(
+            con,
+            suite,
+            run_id="t",
+            validated_at=dt.datetime.now(dt.UTC),
+            parameters={},
+            docs_dir=scored["root"] / "gx",
+        )
+    finally:
+        con.close()
+    failed = [r for r in results if not r.success and r.severity == "critical"]
+    assert not failed, failed
+
+
+def test_short_history_falls_back_without_fabricated_metrics(env: Path) -> None:
+    build_warehouse(env, customers=300, days=20)
+    r = predict(run_id="short", as_of=AS_OF)
+    assert r.purchase_method == "rate_heuristic" and r.churn_method == "rate_heuristic"
+    assert r.roc_auc is None and r.baseline_roc_auc is None and r.backtest_kind is None
+    assert r.n_scored > 0
+    row = _q(env, "select roc_auc, brier_score, verdict from segments.prediction_runs")[0]
+    assert row[0] is None and row[1] is None and "no backtest" in row[2]
+    bad = _q(
+        env,
+        "select count(*) from segments.customer_predictions "
+        "where purchase_probability_30d not between 0 and 1",
+    )[0][0]
+    assert bad == 0
+
+
+def test_churn_window_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEGMENTS_CHURN_WINDOW_DAYS", "60")
+    assert PredictionSettings.from_env().churn_window_days == 60
+    monkeypatch.setenv("SEGMENTS_CHURN_WINDOW_DAYS", "soon")
+    with pytest.raises(ConfigError, match="SEGMENTS_CHURN_WINDOW_DAYS"):
+        PredictionSettings.from_env()
