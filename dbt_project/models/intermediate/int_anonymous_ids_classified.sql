@@ -60,9 +60,10 @@ final as (
         *,
         -- more than one identity seen: a candidate only; resolution decides
         distinct_user_ids > 1 or distinct_trait_emails > 1 as has_several_identities,
-        -- kept for readers of the old column; the verdict after resolution is
+        -- retired column, kept false so readers of the old name do not break:
+        -- the verdict needs the resolved contacts and lives in
         -- int_identities_resolved.is_shared_device
-        distinct_user_ids > 1 or distinct_trait_emails > 1 as is_shared_device
+        false as is_shared_device
     from classified
 
 )
