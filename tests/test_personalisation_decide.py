@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pytest
 
 from segment_warehouse.config import Settings, get_settings
@@ -84,6 +85,18 @@ def profile(
     }
 
 
+PEOPLE_SCHEMA = pa.schema([
+    ("customer_id", pa.string()), ("marketing_consent", pa.bool_()),
+    ("lifecycle_stage", pa.string()), ("rfm_segment", pa.string()),
+    ("engagement_tier", pa.string()), ("orders_count", pa.int64()),
+    ("lifetime_revenue", pa.float64()), ("avg_order_value", pa.float64()),
+    ("recency_score", pa.int32()), ("frequency_score", pa.int32()),
+    ("monetary_score", pa.int32()), ("sessions_count", pa.int64()),
+    ("page_views_count", pa.int64()), ("country", pa.string()),
+    ("days_since_last_order", pa.int64()), ("segment_name", pa.string()),
+])
+
+
 def write_inputs(
     settings: Settings,
     profiles: Iterable[dict[str, Any]],
@@ -121,25 +134,26 @@ def write_inputs(
             "create or replace table marts.identity_map "
             "(source varchar, source_id varchar, customer_id varchar)"
         )
-        for r in rows:
-            con.execute(
-                "insert into marts.customer_profiles values "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [r["customer_id"], r["marketing_consent"], r["lifecycle_stage"], r["rfm_segment"],
-                 r["engagement_tier"], r["orders_count"], r["lifetime_revenue"],
-                 r["avg_order_value"], r["recency_score"], r["frequency_score"],
-                 r["monetary_score"], r["sessions_count"], r["page_views_count"], r["country"],
-                 "hash-" + r["customer_id"]],
-            )
-            con.execute("insert into marts.customer_rule_segments values (?, ?)",
-                        [r["customer_id"], r["days_since_last_order"]])
-            con.execute("insert into marts.identity_map values ('crm', ?, ?)",
-                        ["C-" + r["customer_id"], r["customer_id"]])
-            con.execute("insert into intermediate.int_customers_aggregated values (?, ?)",
-                        [r["customer_id"], f"{r['customer_id']}@example.org"])
-            if r["segment_name"] is not None and r["marketing_consent"] is not False:
-                con.execute("insert into segments.customer_segments values (?, 1, ?, 'seg-run')",
-                            [r["customer_id"], r["segment_name"]])
+        # One Arrow relation, set-based inserts: row-by-row inserts dominate test time.
+        con.register("people", pa.Table.from_pylist(rows, schema=PEOPLE_SCHEMA))
+        con.execute(
+            "insert into marts.customer_profiles select customer_id, marketing_consent, "
+            "lifecycle_stage, rfm_segment, engagement_tier, orders_count, lifetime_revenue, "
+            "avg_order_value, recency_score, frequency_score, monetary_score, sessions_count, "
+            "page_views_count, country, 'hash-' || customer_id from people"
+        )
+        con.execute("insert into marts.customer_rule_segments "
+                    "select customer_id, days_since_last_order from people")
+        con.execute("insert into marts.identity_map "
+                    "select 'crm', 'C-' || customer_id, customer_id from people")
+        con.execute("insert into intermediate.int_customers_aggregated "
+                    "select customer_id, customer_id || '@example.org' from people")
+        con.execute(
+            "insert into segments.customer_segments select customer_id, 1, segment_name, "
+            "'seg-run' from people where segment_name is not null "
+            "and marketing_consent is distinct from false"
+        )
+        con.unregister("people")
         for anon, cid in (anonymous_ids or {}).items():
             con.execute("insert into marts.identity_map values ('analytics', ?, ?)", [anon, cid])
         if predictions is not None:
