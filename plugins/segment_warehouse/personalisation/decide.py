@@ -552,3 +552,12 @@ def _write_stats(con: duckdb.DuckDBPyConnection, rules: RuleSet, day: dt.date) -
         """,
         [day, rules.version, rules.git_blob_sha, str(rules.path.name), day],
     )
+    # Keep the rows in date order whatever order the days ran in (a backfill
+    # reruns an older day), so equal contents mean an identical table.
+    con.execute(
+        "create or replace temp table _runs as "
+        "select * from personalisation.decision_runs order by as_of_date"
+    )
+    con.execute("delete from personalisation.decision_runs")
+    con.execute("insert into personalisation.decision_runs select * from _runs order by as_of_date")
+    con.execute("drop table _runs")
