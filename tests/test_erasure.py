@@ -320,3 +320,25 @@ def test_a_changed_pii_key_is_refused(segments_env: Path, monkeypatch: pytest.Mo
     with warehouse(read_only=True) as con:
         stored = con.execute("select fingerprint from audit.pii_key_fingerprint").fetchall()
     assert len(stored) == 1 and "test-secret" not in stored[0][0]
+
+
+def test_a_failed_rewrite_is_finished_by_the_next_call(
+    segments_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from segment_warehouse import erasure
+    from segment_warehouse.config import get_settings
+
+    with warehouse() as con:
+        _build(con)
+    real = erasure.rewrite_database
+
+    def disk_full(db: Path) -> None:
+        raise OSError(28, "no space left on device while rewriting")
+
+    monkeypatch.setattr(erasure, "rewrite_database", disk_full)
+    with pytest.raises(OSError, match="no space left on device"):
+        apply_erasure_requests()
+    monkeypatch.setattr(erasure, "rewrite_database", real)
+    again = apply_erasure_requests()
+    assert again.requests_processed == 0 and again.database_rewritten
+    assert b"alice@example.com" not in get_settings().warehouse_db.read_bytes().lower()

@@ -67,3 +67,40 @@ def test_macro_is_temporary_and_keeps_key_out_of_the_database(tmp_path) -> None:
     assert len(padded_keys) == 2
     assert b"very-secret-key" not in stored
     assert not any(pad.encode() in stored or bytes.fromhex(pad) in stored for pad in padded_keys)
+
+
+def test_find_pii_like_in_python_and_duckdb() -> None:
+    from segment_warehouse.privacy import PII_LIKE_REGEX, find_pii_like
+
+    samples = {
+        "https://shop.example/?utm_medium=email&email=alice%40example.com": [
+            "alice%40example.com"
+        ],
+        "contact bob.b@example.co.uk or +44 20 7946 0958": [
+            "bob.b@example.co.uk",
+            "+44 20 7946 0958",
+        ],
+        "https://shop.example/product/98765432?page=2": [],
+        "newsletter_2026": [],
+    }
+    con = duckdb.connect()
+    for text, expected in samples.items():
+        assert find_pii_like(text) == expected, text
+        (hit,) = con.execute("select regexp_matches(?, ?)", [text, PII_LIKE_REGEX]).fetchone()
+        assert hit == bool(expected), text
+    assert find_pii_like(None) == []
+
+
+def test_key_fingerprint_identifies_the_key_without_revealing_it() -> None:
+    from segment_warehouse.privacy import key_fingerprint
+
+    assert key_fingerprint("k1") == key_fingerprint("k1") != key_fingerprint("k2")
+    assert "k1" not in key_fingerprint("k1")
+
+
+def test_phone_key_agrees_across_formats() -> None:
+    from segment_warehouse.privacy import phone_key
+
+    assert phone_key("+14155550100") == phone_key("(415) 555-0100") == "4155550100"
+    assert phone_key("0044 20.7946.0958") == phone_key("020 7946 0958") == "2079460958"
+    assert phone_key("12-34") is None and phone_key(None) is None

@@ -390,6 +390,18 @@ def rewrite_database(db: Path) -> None:
         con.execute("copy from database old_db to new_db")
         con.execute("detach new_db")
         con.execute("detach old_db")
+    except (duckdb.Error, OSError) as exc:
+        con.close()
+        for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+            leftover.unlink(missing_ok=True)
+        if "no space left on device" in str(exc).lower() or getattr(exc, "errno", None) == 28:
+            raise OSError(
+                28,
+                f"no space left on device while rewriting {db} after an erasure (needs about "
+                f"the database's size free next to it); the erasure itself is committed, "
+                f"free space and run apply_erasure again: it finishes the rewrite",
+            ) from exc
+        raise
     finally:
         con.close()
     os.replace(tmp, db)
@@ -511,10 +523,16 @@ def apply_erasure_requests(
             log.info("erasure %s: %d rows deleted in %d tables", request_id, total, len(deleted))
         if summary.requests_processed:
             con.execute("checkpoint")
+    # The marker survives a failed rewrite (disk full, crash), so the next call finishes it
+    # even when no new request arrived.
+    marker = settings.warehouse_db.with_name(settings.warehouse_db.name + ".rewrite-pending")
     if summary.requests_processed:
-        rewrite_database(settings.warehouse_db)
-        summary.database_rewritten = True
+        marker.touch()
+    if marker.exists():
         summary.models_dropped = drop_models(settings.models_dir)
+        rewrite_database(settings.warehouse_db)
+        marker.unlink()
+        summary.database_rewritten = True
         log.info(
             "erasure: database file rewritten, %d model file(s) dropped", summary.models_dropped
         )

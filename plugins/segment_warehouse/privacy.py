@@ -99,3 +99,25 @@ def verify_key(con: duckdb.DuckDBPyConnection, key: str) -> None:
             "suppression list depend on it, so the run stops: restore the original key. "
             "(Changing keys deliberately needs a rebuild from an empty warehouse.)"
         )
+
+
+# PII-like values in free text, for the publish guard's content scan. The same patterns
+# as the staging scrub (stg_analytics__events): an email address (also %40-encoded), and
+# a phone number written internationally (+ or %2B, then at least 7 digits with the usual
+# separators). National formats without a prefix are not matched: they look like order
+# numbers and prices too often to scan for.
+EMAIL_LIKE_REGEX = r"[A-Za-z0-9._%+-]+(@|%40)[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+PHONE_LIKE_REGEX = r"(\+|%2[bB])[0-9][0-9 .()%-]{5,}[0-9]"
+PII_LIKE_REGEX = f"({EMAIL_LIKE_REGEX})|({PHONE_LIKE_REGEX})"
+_PII_LIKE = re.compile(PII_LIKE_REGEX)
+
+
+def find_pii_like(text: str | None) -> list[str]:
+    """Email- or phone-like substrings of ``text`` (empty when none).
+
+    ``PII_LIKE_REGEX`` is RE2-compatible, so a DuckDB scan can use it directly:
+    ``regexp_matches(col, ?)`` with the pattern as a bound parameter.
+    """
+    if not text:
+        return []
+    return [m.group(0) for m in _PII_LIKE.finditer(text)]

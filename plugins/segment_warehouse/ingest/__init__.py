@@ -4,15 +4,21 @@ Contract: DESIGN.md section 3 and docs/ARCHITECTURE.md (raw and audit schemas).
 
 How a run works, per source:
 
-* every regular file directly under ``landing_dir/<source>/`` is considered, in name order;
-* a path already in ``audit.load_manifest`` is skipped (deliveries are immutable);
+* every entry directly under ``landing_dir/<source>/`` is considered, in name order;
+  anything but a regular file inside the landing dir (symlink, sub-directory, FIFO, an
+  undecodable name) gets a ``refused`` manifest row and is never opened;
+* a file not yet settled (still being written, or a ``.gz`` ending mid-stream) is
+  deferred to the next run, with no manifest row (see loader.py);
+* a path already in ``audit.load_manifest`` is skipped (deliveries are immutable); one
+  whose content changed since gets a ``changed_after_load`` row and an ERROR log line;
 * a file whose sha256 equals a file of the same source already *loaded* gets a manifest
   row with status ``duplicate`` and no data rows;
 * otherwise the file is parsed and checked; passing rows go to the raw table, failing rows
   to ``audit.quarantine`` with a specific reason and the physical line(s), and one manifest
   row records ``rows_in_file = rows_loaded + rows_quarantined``;
-* a file that cannot be read as its source at all (unexpected name, not gzip, truncated
-  gzip, not UTF-8, empty, missing required header columns) becomes one whole-file
+* a file that cannot be read as its source at all (unexpected name, not gzip, corrupt
+  gzip, not UTF-8, empty, missing required header columns, above a size bound) becomes
+  one whole-file
   quarantine row (``line_number`` null) and a ``file_quarantined`` manifest row with
   ``rows_in_file = rows_quarantined = 1``.
 

@@ -150,23 +150,18 @@ def flush_columns(
         generated[c].format(rel=sql_str(ctx.rel)) if c in generated else col(c)
         for c in spec.columns
     )
-    (n_failed,) = con.execute(
-        "select count(*) from _ingest_stage where _reason is not null"
-    ).fetchone() or (0,)
-    check_quarantine_bound(counts.rows_quarantined + n_failed)
+    # At most one row beyond the bound is fetched: a flood of bad rows stops here.
+    room = files.MAX_QUARANTINE_ROWS_PER_FILE - counts.rows_quarantined + 1
+    failed = con.execute(
+        "select _line_number, _end_line, _reason from _ingest_stage "
+        f"where _reason is not null order by _line_number limit {max(room, 1):d}"
+    ).fetchall()
+    check_quarantine_bound(counts.rows_quarantined + len(failed))
     con.execute(
         f"""insert into {spec.table}
             select {select_cols}, ?, _line_number, ?, ? from _ingest_stage
             where _reason is null""",
         [ctx.rel, ctx.loaded_at, ctx.batch_id],
-    )
-    failed = (
-        con.execute(
-            "select _line_number, _end_line, _reason from _ingest_stage "
-            "where _reason is not null order by _line_number"
-        ).fetchall()
-        if n_failed
-        else []
     )
     con.execute("drop table _ingest_stage")
     counts.rows_in_file += n

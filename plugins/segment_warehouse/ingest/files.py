@@ -22,7 +22,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
@@ -120,26 +120,45 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-class _BoundedGzip(io.RawIOBase):
-    """A gzip stream that stops with FileRejected once it has produced ``limit`` bytes."""
+class _BoundedGzip(gzip.GzipFile):
+    """A GzipFile that raises FileRejected once it has produced more than ``limit`` bytes.
 
-    def __init__(self, inner: gzip.GzipFile, limit: int, compressed: int) -> None:
-        self._inner = inner
+    Counts in the read methods themselves (no wrapper stream): a wrapper added a copy
+    of every decompressed chunk. A single read may overshoot the bound by its size.
+    """
+
+    def __init__(self, fileobj: IO[bytes], limit: int, compressed: int) -> None:
+        super().__init__(fileobj=fileobj, mode="rb")
         self._limit = limit
         self._compressed = compressed
         self._produced = 0
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        n = self._inner.readinto(buffer)
+    def _count(self, n: int) -> None:
         self._produced += n
         if self._produced > self._limit:
             raise FileRejected(
                 f"decompressed size exceeds the bound ({self._limit} bytes from "
                 f"{self._compressed} compressed): possible gzip bomb"
             )
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        self._count(len(data))
+        return data
+
+    def read1(self, size: int = -1) -> bytes:
+        data = super().read1(size)
+        self._count(len(data))
+        return data
+
+    def readinto(self, b: Any) -> int:
+        n = super().readinto(b)
+        self._count(n)
+        return n
+
+    def readinto1(self, b: Any) -> int:
+        n = super().readinto1(b)
+        self._count(n)
         return n
 
 
@@ -164,10 +183,9 @@ def open_bytes(path: Path) -> Iterator[IO[bytes]]:
             yield raw
             return
         size = os.fstat(raw.fileno()).st_size
-        with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
-            bounded = io.BufferedReader(_BoundedGzip(gz, decompressed_limit(size), size), 1 << 20)
+        with _BoundedGzip(raw, decompressed_limit(size), size) as gz:
             try:
-                yield bounded
+                yield gz
             except EOFError as exc:
                 raise TruncatedGzip(f"truncated gzip file: {exc}") from exc
             except (gzip.BadGzipFile, zlib.error) as exc:
