@@ -253,6 +253,8 @@ def test_planted_lift_recovered_null_quiet_and_holm(wh: duckdb.DuckDBPyConnectio
         assert len(seg_rows) == 3
         for r in seg_rows:
             assert r["p_value_adjusted"] >= _decision_p(r)
+            # gatekeeping: no segment is declared before the whole experiment is
+            assert r["p_value_adjusted"] >= _decision_p(rows[(eid, "all", "treatment")])
         # "all" is the pre-specified comparison: not adjusted
         overall = rows[(eid, "all", "treatment")]
         assert overall["p_value_adjusted"] == pytest.approx(_decision_p(overall))

@@ -208,10 +208,12 @@ assignment (refunds and cancellations do not count).</li>
 95 % confidence interval (delta method). If the bar crosses 0 the data are compatible with no
 effect.</li>
 <li><b>CUPED</b> (dashed bar) adjusts for each customer's orders in the same number of days
-before assignment; it removes noise but not bias. When its interval is narrower the verdict uses
-it (shown in bold in the table).</li>
-<li>Per-segment p-values are Holm-corrected within each experiment (the "all" row is the
-pre-specified comparison and is not corrected); colours and verdicts use the corrected value.</li>
+before assignment; it removes noise and chance imbalance between the arms. When it is the more precise estimate
+the verdict uses it (shown in bold in the table).</li>
+<li>Per-segment p-values are Holm-corrected within each experiment and gated by the "all"
+row: a segment is only declared better or worse when the whole experiment is (so the chance of
+any false claim per experiment stays at 5 %). The "all" row is the pre-specified comparison and
+is not corrected; colours and verdicts use the corrected value.</li>
 <li><b>SRM</b>: a chi-squared test that the control/treatment split matches the design share. A
 failed check (p &lt; 0.001) means the randomisation or the data are broken.</li>
 <li>"Not enough data yet": fewer than 100 customers with a closed window in an arm, or fewer than

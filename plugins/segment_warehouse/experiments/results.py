@@ -280,11 +280,12 @@ def _slice_rows(
     cuped_rev = stats.cuped_lift(
         treatment.revenue, control.revenue, treatment.pre_revenue, control.pre_revenue
     )
+    # CUPED is used for the verdict when it is the more precise estimate
     use_cuped = (
         cuped_conv is not None
-        and cuped_conv.estimate.ci_width is not None
-        and conv.ci_width is not None
-        and cuped_conv.estimate.ci_width < conv.ci_width
+        and cuped_conv.estimate.relative_se is not None
+        and conv.relative_se is not None
+        and cuped_conv.estimate.relative_se < conv.relative_se
     )
     decision = cuped_conv.estimate if use_cuped and cuped_conv is not None else conv
     base = {
@@ -369,11 +370,13 @@ def _experiment_rows(
             slice_pending = {v: pending.get((segment, v), 0) for v in VARIANTS}
         slices.append(_slice_rows(exp, segment, arms, slice_pending, as_of))
 
-    # Holm across the segment slices of the experiment; "all" is the one
-    # pre-specified comparison and is not adjusted.
+    # Serial gatekeeping: "all" is the one pre-specified comparison, tested at
+    # alpha unadjusted; segments are Holm-adjusted among themselves and can only
+    # be declared once "all" is (adjusted p = max(p_all, Holm p)). This keeps
+    # the chance of any false claim per experiment at alpha, "all" included.
+    p_all = slices[0][1].p_value if slices[0][1] is not None else None
     segment_ps = [d.p_value if d is not None else None for _rows, d in slices[1:]]
-    adjusted = [slices[0][1].p_value if slices[0][1] is not None else None]
-    adjusted += stats.holm_adjust(segment_ps)
+    adjusted = [p_all, *stats.gatekept_holm(p_all, segment_ps)]
 
     out: list[dict[str, Any]] = []
     for (rows, decision), p_adj in zip(slices, adjusted, strict=True):

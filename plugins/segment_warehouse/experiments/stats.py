@@ -43,6 +43,17 @@ class LiftEstimate:
             return None
         return self.ci_high - self.ci_low
 
+    @property
+    def relative_se(self) -> float | None:
+        """Standard error of log(1 + lift): the precision measure to compare two
+        estimates of the same lift. The interval's width on the lift scale grows
+        with the estimate itself, so comparing widths would favour whichever
+        estimate happens to be lower."""
+        if self.se is None or self.lift is None:
+            return None
+        ratio = 1.0 + self.lift
+        return self.se / ratio if ratio > 0 else math.inf
+
 
 def relative_lift_from_moments(
     mean_t: float,
@@ -209,3 +220,18 @@ def holm_adjust(p_values: Sequence[float | None]) -> list[float | None]:
         running = max(running, min(1.0, (m - rank) * p))
         adjusted[i] = running
     return adjusted
+
+
+def gatekept_holm(
+    p_primary: float | None, p_secondary: Sequence[float | None]
+) -> list[float | None]:
+    """Adjusted p-values of secondary tests behind a primary gatekeeper.
+
+    Serial gatekeeping (hierarchical testing): the primary hypothesis is tested
+    at alpha unadjusted; the secondary family is Holm-adjusted and can only be
+    rejected once the primary is, so each secondary adjusted p-value is
+    ``max(p_primary, holm_p)``. The probability of any false rejection, primary
+    included, stays at alpha. An untestable primary (None) blocks the family.
+    """
+    gate = 1.0 if p_primary is None else p_primary
+    return [None if q is None else max(q, gate) for q in holm_adjust(p_secondary)]
