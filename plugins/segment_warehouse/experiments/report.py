@@ -205,11 +205,11 @@ _HOW_TO_READ = """
 closed. <i>Conversion</i> = at least one completed order on the days 1…window after
 assignment (refunds and cancellations do not count).</li>
 <li><b>Lift</b> is relative: treatment conversion rate / control conversion rate − 1. The bar is its
-95 % confidence interval (delta method). If the bar crosses 0 the data are compatible with no
-effect.</li>
+95 % confidence interval (delta method on the log scale). If the bar crosses 0 the data are
+compatible with no effect.</li>
 <li><b>CUPED</b> (dashed bar) adjusts for each customer's orders in the same number of days
-before assignment; it removes noise and chance imbalance between the arms. When it is the more precise estimate
-the verdict uses it (shown in bold in the table).</li>
+before assignment; it removes noise and chance imbalance between the arms. When it is the more
+precise estimate the verdict uses it (shown in bold in the table).</li>
 <li>Per-segment p-values are Holm-corrected within each experiment and gated by the "all"
 row: a segment is only declared better or worse when the whole experiment is (so the chance of
 any false claim per experiment stays at 5 %). The "all" row is the pre-specified comparison and
