@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 
 from segment_warehouse import dbt_runner, tasks
 from segment_warehouse.dbt_runner import DbtRunResult
@@ -129,7 +130,9 @@ def test_full_refresh_request_survives_a_failed_build(
         )
 
     monkeypatch.setattr(dbt_runner, "build", failing_build)
-    with pytest.raises(dbt_runner.DbtBuildError):
+    # a failed build is deterministic: reported once, without Airflow retries
+    with pytest.raises(AirflowFailException) as failed:
         tasks.dbt_build("2026-11-20")
+    assert isinstance(failed.value.__cause__, dbt_runner.DbtBuildError)
     assert state.read(state.FULL_REFRESH_REQUIRED) == "erasure requests R1"
     assert state.read(state.DBT_LAST_AS_OF_DATE) is None

@@ -22,6 +22,8 @@ from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from segment_warehouse import failures
+
 log = logging.getLogger(__name__)
 
 # One Airflow pool with a single slot serialises every task that writes
@@ -119,6 +121,7 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+@failures.fail_fast
 def prepare_warehouse() -> dict[str, str]:
     """Create folders, schemas and audit tables; fail fast on bad config."""
     from segment_warehouse.config import get_settings
@@ -132,6 +135,7 @@ def prepare_warehouse() -> dict[str, str]:
     return {"warehouse": str(settings.warehouse_db), "landing": str(settings.landing_dir)}
 
 
+@failures.fail_fast
 @measured("load_{0}")
 def load_source(source: str, run_id: str) -> dict[str, Any]:
     from segment_warehouse import ingest
@@ -140,6 +144,7 @@ def load_source(source: str, run_id: str) -> dict[str, Any]:
     return _plain(summary)
 
 
+@failures.fail_fast
 @measured("apply_erasure")
 def apply_erasure(run_id: str) -> dict[str, Any]:
     from segment_warehouse import erasure
@@ -160,6 +165,7 @@ def request_full_refresh(reason: str, *, run_id: str | None = None) -> None:
         state.request_full_refresh(con, reason, run_id=run_id)
 
 
+@failures.fail_fast
 @measured("dbt_build")
 def dbt_build(as_of_date: str, run_id: str | None = None) -> dict[str, Any]:
     """dbt build for the logical date; --full-refresh when incremental state is unsafe.
@@ -244,6 +250,7 @@ def _dbt_project_hash(subdir: str = "") -> str:
     return digest.hexdigest()
 
 
+@failures.fail_fast
 @measured("validate")
 def validate(layers: list[str], run_id: str) -> dict[str, Any]:
     from segment_warehouse.validation import validate_layer
@@ -251,6 +258,7 @@ def validate(layers: list[str], run_id: str) -> dict[str, Any]:
     return _plain(validate_layer(layers, run_id=run_id).summary())
 
 
+@failures.fail_fast
 @measured("recluster")
 def recluster(run_id: str, as_of_date: str) -> dict[str, Any]:
     from segment_warehouse import clustering
@@ -258,6 +266,7 @@ def recluster(run_id: str, as_of_date: str) -> dict[str, Any]:
     return _plain(clustering.recluster(run_id=run_id, as_of=as_of_date))
 
 
+@failures.fail_fast
 @measured("publish")
 def publish(run_id: str, refresh: list[str] | None = None) -> dict[str, Any]:
     """Publish the snapshot; ``refresh``: the schemas that changed (None: all)."""
@@ -289,6 +298,7 @@ def recluster_or_skip(run_id: str, as_of_date: str) -> dict[str, Any]:
     return result
 
 
+@failures.fail_fast
 @measured("predict")
 def predict(run_id: str, as_of_date: str) -> dict[str, Any]:
     from segment_warehouse.predictions import predict as predict_customers
@@ -296,6 +306,7 @@ def predict(run_id: str, as_of_date: str) -> dict[str, Any]:
     return _plain(predict_customers(run_id=run_id, as_of=as_of_date))
 
 
+@failures.fail_fast
 @measured("decide")
 def decide(run_id: str, as_of_date: str) -> dict[str, Any]:
     """Content decisions; an invalid rules file keeps the previous decisions.
@@ -315,6 +326,7 @@ def decide(run_id: str, as_of_date: str) -> dict[str, Any]:
         return {"rules_rejected": str(exc)}
 
 
+@failures.fail_fast
 @measured("measure_experiments")
 def measure_experiments(run_id: str, as_of_date: str) -> dict[str, Any]:
     from segment_warehouse.experiments import measure
@@ -322,6 +334,7 @@ def measure_experiments(run_id: str, as_of_date: str) -> dict[str, Any]:
     return _plain(measure(run_id=run_id, as_of=as_of_date))
 
 
+@failures.fail_fast
 @measured("export_audiences")
 def export_audiences(run_id: str) -> dict[str, Any]:
     from segment_warehouse.personalisation import export_audiences as export

@@ -140,5 +140,8 @@ def ensure_schemas(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"create schema if not exists {schema}")
     for ddl in AUDIT_DDL:
         con.execute(ddl)
+    from segment_warehouse.state import ensure_state_table  # state imports this module lazily
+
+    ensure_state_table(con)
     for table in RETIRED_TABLES:
         con.execute(f"drop table if exists {table}")
