@@ -358,3 +358,25 @@ def test_gx_suite_passes_on_decisions(env: Settings, monkeypatch: pytest.MonkeyP
     outcome = runner.validate_layer("personalisation", run_id="gx2", raise_on_failure=False)
     failed = {r.batch for r in outcome.results if not r.success}
     assert "decisions" in failed
+
+
+def test_rejected_rules_keep_decisions_but_consent_still_wins(env: Settings) -> None:
+    """The decide task: a bad rules file keeps the previous decisions, except for
+    customers who withdrew consent since, and the run is failed at its end."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from segment_warehouse import tasks
+
+    people = [*_at_risk(5), profile("c_vip", rfm="Champions")]
+    write_inputs(env, people)
+    tasks.decide("r1", "2026-12-05")
+    kept_before = decisions(env)
+    env.content_rules.write_text(RULES.replace("priority: 90", "priority: high", 1))
+    write_inputs(env, [dict(p, marketing_consent=p["customer_id"] != "c_vip") for p in people])
+    result = tasks.decide("r2", "2026-12-06")
+    assert "rule 'vip'" in result["rules_rejected"]
+    assert result["withdrawn_decisions"] == 2  # c_vip's two slots
+    after = decisions(env)
+    assert after == {k: v for k, v in kept_before.items() if k[0] != "c_vip"}
+    with pytest.raises(AirflowFailException, match="content rules rejected"):
+        tasks.check_content_rules(result)

@@ -167,8 +167,16 @@ def request_full_refresh(reason: str, *, run_id: str | None = None) -> None:
 
 @failures.fail_fast
 @measured("dbt_build")
-def dbt_build(as_of_date: str, run_id: str | None = None) -> dict[str, Any]:
+def dbt_build(
+    as_of_date: str,
+    run_id: str | None = None,
+    on_result: Callable[[list[Any]], None] | None = None,
+) -> dict[str, Any]:
     """dbt build for the logical date; --full-refresh when incremental state is unsafe.
+
+    ``on_result`` gets the build's per-node results (``dbt_runner.NodeResult``)
+    as soon as dbt has finished, before the state is written (the Airflow
+    producer publishes them to its per-model tasks; see dbt_airflow.py).
 
     The lineage docs (``dbt docs generate``) are regenerated in the same dbt
     process, only when the dbt project itself changed: they describe the
@@ -204,6 +212,8 @@ def dbt_build(as_of_date: str, run_id: str | None = None) -> dict[str, Any]:
     docs_stale = not docs_marker.exists() or docs_marker.read_text() != project_hash
     started = time.time() - 1.0  # file mtimes use a coarser clock than time.time()
     result = dbt_runner.build(as_of_date=as_of_date, extra_args=extra, docs=docs_stale)
+    if on_result is not None:
+        on_result(result.nodes)
     # A failed docs step does not fail the build; only docs written now are current.
     docs_site = settings.dbt_docs_dir / "static_index.html"
     docs_generated = docs_stale and docs_site.exists() and docs_site.stat().st_mtime >= started
@@ -311,6 +321,7 @@ def predict(run_id: str, as_of_date: str) -> dict[str, Any]:
 def decide(run_id: str, as_of_date: str) -> dict[str, Any]:
     """Content decisions; an invalid rules file keeps the previous decisions.
 
+    Consent still wins: kept decisions of customers who withdrew are dropped.
     The run goes on (segments and predictions still publish) and
     :func:`check_content_rules` fails it at the end with the rules error, so
     the content team sees it once, clearly, and nothing half-decided is
@@ -318,12 +329,13 @@ def decide(run_id: str, as_of_date: str) -> dict[str, Any]:
     """
     from segment_warehouse.personalisation import RulesError
     from segment_warehouse.personalisation import decide as decide_content
+    from segment_warehouse.personalisation.decide import withdraw_without_consent
 
     try:
         return _plain(decide_content(run_id=run_id, as_of=as_of_date))
     except RulesError as exc:
         log.error("content rules rejected, previous decisions kept: %s", exc)
-        return {"rules_rejected": str(exc)}
+        return {"rules_rejected": str(exc), "withdrawn_decisions": withdraw_without_consent()}
 
 
 @failures.fail_fast

@@ -561,3 +561,28 @@ def _write_stats(con: duckdb.DuckDBPyConnection, rules: RuleSet, day: dt.date) -
     con.execute("delete from personalisation.decision_runs")
     con.execute("insert into personalisation.decision_runs select * from _runs order by as_of_date")
     con.execute("drop table _runs")
+
+
+def withdraw_without_consent(*, settings: Settings | None = None) -> int:
+    """Drop kept decisions of customers who no longer consent; returns how many rows.
+
+    When the rules file is rejected the previous decisions stay in place, but
+    consent always wins: a withdrawal (or a customer who left the marts) must
+    not keep receiving personalised content because a content edit failed.
+    """
+    settings = settings or get_settings()
+    with warehouse(settings=settings) as con:
+        if not table_exists(con, "personalisation", "content_decisions"):
+            return 0
+        (removed,) = con.execute(
+            """
+            delete from personalisation.content_decisions d
+            where not exists (
+                select 1 from marts.customer_profiles p
+                where p.customer_id = d.customer_id and p.marketing_consent
+            )
+            """
+        ).fetchone()
+    if removed:
+        log.warning("removed %d kept decisions of customers without consent", removed)
+    return int(removed)
