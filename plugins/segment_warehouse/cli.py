@@ -261,12 +261,17 @@ def print_summary(settings: Settings) -> None:
                 "marts.identity_map",
                 "segments.customer_segments",
                 "segments.segment_summary",
+                "segments.customer_predictions",
+                "personalisation.content_decisions",
+                "personalisation.experiment_assignments",
+                "personalisation.experiment_results",
             ):
                 try:
                     (n,) = con.execute(f"select count(*) from {table}").fetchone()
-                    print(f"  {table:<30} {n:>10,} rows")
+                    print(f"  {table:<40} {n:>10,} rows")
                 except duckdb.Error:
-                    print(f"  {table:<30} (missing)")
+                    print(f"  {table:<40} (missing)")
+            _print_decisions(con)
         finally:
             con.close()
     print(f"  analytics snapshot : {printable(settings.analytics_db)}")
@@ -274,7 +279,34 @@ def print_summary(settings: Settings) -> None:
     print("    (audit.quarantine, audit.load_manifest, audit.validation_results)")
     print(f"  validation report  : {printable(settings.validation_reports_dir / 'index.html')}")
     print(f"  segment report     : {printable(settings.segment_reports_dir / 'index.html')}")
+    print(
+        "  personalisation    : "
+        f"{printable(settings.personalisation_reports_dir / 'index.html')}"
+    )
+    print(f"  experiments        : {printable(settings.experiment_reports_dir / 'index.html')}")
+    print(f"  audience exports   : {printable(settings.exports_dir / 'current')}")
     print(f"  dbt docs (lineage) : {printable(settings.dbt_docs_dir / 'static_index.html')}")
+    print("  decision API       : make serve  (GET /v1/decisions?customer_id=…&slot=…)")
+
+
+def _print_decisions(con) -> None:
+    """Per slot: how many consenting customers get which content (and by which rule)."""
+    import duckdb
+
+    try:
+        rows = con.execute(
+            """
+            select slot_id, content_id, coalesce(rule_id, '(default)'), count(*)
+            from personalisation.content_decisions
+            group by all order by 1, 4 desc, 2
+            """
+        ).fetchall()
+    except duckdb.Error:
+        return
+    if rows:
+        print("  content decisions (consenting customers per slot):")
+    for slot, content, rule, n in rows:
+        print(f"    {printable(slot):<16} {printable(content):<28} {printable(rule):<24} {n:>8,}")
 
 
 def ensure_local_pii_key(env: dict[str, str], settings: Settings) -> None:
