@@ -43,7 +43,7 @@ def scored(tmp_path_factory: pytest.TempPathFactory) -> dict:
     mp.setenv("SEGMENTS_DUCKDB_THREADS", "2")
     (root / "warehouse").mkdir()
     db = root / "warehouse" / "warehouse.duckdb"
-    build_warehouse(db, customers=1500)
+    build_warehouse(db, customers=1000)
     try:
         result = predict(run_id="r1", as_of=AS_OF)
     finally:
@@ -157,7 +157,7 @@ def test_model_beats_rfm_baseline_on_learnable_history(scored: dict) -> None:
         for c in bt["train_cutoffs"]
     )
     assert json.loads(windows)["purchase"][0][1] <= AS_OF
-    assert rows > 1500 and churn_n == 90
+    assert rows > 1000 and churn_n == 90
 
 
 def test_calibrated_mean_is_close_to_the_rate(scored: dict) -> None:

@@ -397,6 +397,10 @@ def render_report(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
         parts.append("<p class='note'>First run: no previous run to compare with.</p>")
     parts.append("</div>")
 
+    # Predictions (purchase propensity, churn risk) of the latest prediction run, if any.
+    from segment_warehouse.predictions.report import prediction_section
+
+    parts.append(prediction_section(con))
     parts.append(
         "<h2>Run history</h2><table><tr><th>run</th><th>as of</th><th>algorithm</th>"
         "<th class='n'>k</th><th class='n'>silhouette</th><th class='n'>ARI vs prev</th>"

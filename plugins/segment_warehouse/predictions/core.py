@@ -129,7 +129,9 @@ class _History:
         """Labelled training rows at ``cutoff``: customers who had not refused consent
         then (point in time) and have not refused it since (governance)."""
         df = self.features(cutoff)
-        df = df[(df["marketing_consent"].ne(False)) & ~df["customer_id"].isin(self.refused_now)]
+        # Unknown consent (NA) is profiled, like in the marts; only an explicit false is not.
+        refused_then = df["marketing_consent"].eq(False).fillna(False).astype(bool)
+        df = df[~refused_then & ~df["customer_id"].isin(self.refused_now)]
         if target == "churn":
             df = df[df["frequency"] > 0]
         key = (cutoff, horizon)
@@ -316,7 +318,15 @@ def predict(*, run_id: str, as_of: str, settings: Settings | None = None) -> Pre
             ).fetchall()
         }
         hist = _History(con, refused_now)
-        first_day = history_bounds(con).first_day
+        bounds = history_bounds(con)
+        # Cut-offs need history before them: of orders, and of sessions when there are
+        # any (an event history shorter than the order history would otherwise train
+        # on cut-offs whose session features are all zero, unlike today's).
+        first_day = (
+            max(d for d in (bounds.first_day, bounds.first_session_day) if d)
+            if (bounds.first_day)
+            else None
+        )
         # OpenMP threads pay off on big training sets only; on small ones (and on a busy
         # machine) their synchronisation costs more than the work.
         n_profiles = len(hist.features(as_of_date))

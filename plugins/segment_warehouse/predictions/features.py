@@ -186,19 +186,22 @@ group by m.customer_id
 
 @dataclass(frozen=True)
 class HistoryBounds:
-    """First and last day with orders in the warehouse (None: no orders)."""
+    """First/last day with orders, first day with a session (None: none)."""
 
     first_day: date | None
     last_day: date | None
+    first_session_day: date | None = None
 
 
 def history_bounds(con: duckdb.DuckDBPyConnection) -> HistoryBounds:
-    rows = con.execute(
+    first, last = con.execute(
         "select min(cast(order_ts as date)), max(cast(order_ts as date)) "
         "from staging.stg_transactions__orders"
-    ).fetchall()
-    first, last = rows[0] if rows else (None, None)
-    return HistoryBounds(first, last)
+    ).fetchall()[0]
+    session = con.execute(
+        "select min(session_date) from marts.fct_sessions where customer_id is not null"
+    ).fetchall()[0][0]
+    return HistoryBounds(first, last, session)
 
 
 def features_at(con: duckdb.DuckDBPyConnection, cutoff: date) -> pd.DataFrame:

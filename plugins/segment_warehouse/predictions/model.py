@@ -5,10 +5,10 @@ Targets (``horizon`` days after a cut-off day c, i.e. orders placed in (c, c + h
 - ``purchase``: at least one completed order in the next 30 days (all customers);
 - ``churn``: no completed order in the next N days (buyers only; N = churn window).
 
-Model: scikit-learn's HistGradientBoostingClassifier ("never" — no recency for a
-never-ordered customer — as a sentinel below every real value) inside CalibratedClassifierCV (isotonic
-on big training sets, sigmoid on small ones), folds grouped by customer so the
-same person at several cut-offs never sits on both sides of a fold.
+Model: scikit-learn's HistGradientBoostingClassifier ("never" - no recency for a
+never-ordered customer - as a sentinel below every real value) inside
+CalibratedClassifierCV (isotonic on big training sets, sigmoid on small ones),
+folds grouped by customer so the same person at several cut-offs never sits on both sides of a fold.
 
 Baseline: the classic RFM score (recency, frequency and monetary quintiles,
 1-5 each, summed; 0 for recency/frequency/monetary of never-buyers), turned
