@@ -306,7 +306,7 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def print_table(r: dict[str, Any]) -> None:
+def table_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     cd = r["contact_dedupe"]
     rows += [("contact dedupe precision", _fmt(cd["precision"])),
@@ -314,9 +314,9 @@ def print_table(r: dict[str, Any]) -> None:
              ("contact dedupe F1", _fmt(cd["f1"])),
              ("CRM+orders pairwise F1", _fmt(r["crm_and_orders_pairwise"]["f1"]))]
     for k, v in r["duplicate_recall"].items():
-        rows.append((f"  recall {k} (n={v['n']})", _fmt(v["recall"])))
+        rows.append((f"  recall {k}", f"{_fmt(v['recall'])} (n={v['n']})"))
     for k, v in r["order_link_accuracy"].items():
-        rows.append((f"  order link {k} (n={v['n']})", _fmt(v["accuracy"])))
+        rows.append((f"  order link {k}", f"{_fmt(v['accuracy'])} (n={v['n']})"))
     for k, v in r["over_merge"].items():
         if "pairs" in v:
             rows.append((f"over-merged {k}", f"{v['merged']}/{v['pairs']}"))
@@ -344,20 +344,52 @@ def print_table(r: dict[str, Any]) -> None:
                  ("mean predicted vs observed", f"{_fmt(pr['mean_predicted'])} vs "
                                                 f"{_fmt(pr['observed_rate'])}"),
                  ("Brier", _fmt(pr["brier"]))]
+    return rows
+
+
+def print_table(r: dict[str, Any]) -> None:
+    rows = table_rows(r)
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
 
 
+def compare_markdown(results: list[tuple[str, dict[str, Any]]]) -> str:
+    """One markdown table, a column per evaluation (JSON written with --json-out)."""
+    columns = [dict(table_rows(r)) for _, r in results]
+    keys: list[str] = []
+    for r in results:
+        keys += [k for k, _ in table_rows(r[1]) if k not in keys]
+    lines = ["| measure | " + " | ".join(name for name, _ in results) + " |",
+             "|---|" + "---:|" * len(results)]
+    for k in keys:
+        cells = [c.get(k, "-").replace("|", "/") for c in columns]
+        lines.append(f"| {k.strip()} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="segment_tools.evaluate_zone", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--zone", type=Path, required=True, help="zone2 output dir (has truth/)")
-    ap.add_argument("--snapshot", type=Path, required=True, help="published analytics.duckdb")
+    ap.add_argument("--zone", type=Path, help="zone2 output dir (has truth/)")
+    ap.add_argument("--snapshot", type=Path, help="published analytics.duckdb")
+    ap.add_argument("--compare", nargs="+", metavar="NAME=JSON",
+                    help="print a markdown table of earlier --json-out results and exit")
     ap.add_argument("--future", action="store_true",
                     help="score purchase_probability_30d against truth/future_buyers.csv")
     ap.add_argument("--json-out", type=Path, help="also write the JSON here")
     args = ap.parse_args(argv)
+    if args.compare:
+        loaded = []
+        for item in args.compare:
+            name, sep, path = item.partition("=")
+            if not sep:
+                ap.error(f"--compare takes NAME=JSON, got {item!r}")
+            loaded.append((name, json.loads(Path(path).read_text())))
+        print(compare_markdown(loaded))
+        return 0
+    if args.zone is None or args.snapshot is None:
+        ap.error("--zone and --snapshot are required (or --compare)")
     result = evaluate(args.zone, args.snapshot, future=args.future)
     text = json.dumps(result, indent=2)
     print(text)

@@ -121,7 +121,7 @@ def _write_orders(rng: np.random.Generator, d: Path, orders: list[Order],
     def name_for(ts: datetime, month_index: int) -> str:
         if single:
             return single
-        stem = f"orders_{ts:%Y-%m}"
+        stem = f"orders_{ts.year}-{ts.month:02d}"
         return f"{stem}.csv.gz" if month_index % 3 == 0 else f"{stem}.csv"
 
     for o in orders:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -41,19 +42,30 @@ def _day_of(rng: np.random.Generator, lo: date, hi: date, weekend_share: float, 
         return []
     days = rng.integers(0, span + 1, size=n)
     want_weekend = rng.random(n) < weekend_share
+    sat_or_sun = rng.integers(0, 2, size=n).tolist()
+    weekday_back = rng.integers(0, 4, size=n).tolist()
     out = []
-    for d, w in zip(days.tolist(), want_weekend.tolist(), strict=True):
+    for i, (d, w) in enumerate(zip(days.tolist(), want_weekend.tolist(), strict=True)):
         day = lo + timedelta(days=d)
         wd = day.weekday()
         if w and wd < 5:
-            day = day + timedelta(days=5 - wd + int(rng.integers(0, 2)))
+            day = day + timedelta(days=5 - wd + sat_or_sun[i])
         elif not w and wd >= 5:
-            day = day - timedelta(days=wd - 4 + int(rng.integers(0, 4)))
+            day = day - timedelta(days=wd - 4 + weekday_back[i])
         out.append(min(max(day, lo), hi))
     return out
 
 
-def _guest_email(rng: np.random.Generator, email: str, habit: str) -> tuple[str, str]:
+def _poisson(rng: render.FastRandom, lam: float) -> int:
+    """Knuth's method: exact, and cheap for the small means of items per order."""
+    limit, k, prod = math.exp(-lam), 0, rng.random()
+    while prod > limit:
+        k += 1
+        prod *= rng.random()
+    return k
+
+
+def _guest_email(rng: render.FastRandom, email: str, habit: str) -> tuple[str, str]:
     """The checkout email as this person tends to type it (most of the time)."""
     gmail = email.endswith("@gmail.com")
     if rng.random() < 0.2 or habit == "exact" or (habit == "gmail_dots" and not gmail):
@@ -69,12 +81,12 @@ def _guest_email(rng: np.random.Generator, email: str, habit: str) -> tuple[str,
 
 class OrderIds:
     def __init__(self, rng: np.random.Generator) -> None:
-        self.rng = rng
         self.seq = int(rng.integers(100000, 900000))
+        self.fr = render.FastRandom(rng, block=4096)
 
     def next(self, ts: datetime) -> str:
-        self.seq += int(self.rng.integers(1, 4))
-        return f"SO-{ts:%y%m}-{self.seq:07d}"
+        self.seq += self.fr.integers(1, 4)
+        return f"SO-{ts.year % 100:02d}{ts.month:02d}-{self.seq:07d}"
 
 
 def make_orders(cfg: ZoneConfig, rng: np.random.Generator, persons: list[Person],
@@ -87,6 +99,7 @@ def make_orders(cfg: ZoneConfig, rng: np.random.Generator, persons: list[Person]
         by_person.setdefault(r.person_id, []).append(r)
     as_of_dt = datetime(cfg.as_of.year, cfg.as_of.month, cfg.as_of.day, tzinfo=UTC)
     orders: list[Order] = []
+    fr, ffr = render.FastRandom(rng), render.FastRandom(frng)
     for p in persons:
         active = (p.last_active - p.first_seen).days + 1
         n_hist = int(rng.poisson(p.rate_per_day * active))
@@ -101,21 +114,20 @@ def make_orders(cfg: ZoneConfig, rng: np.random.Generator, persons: list[Person]
                                   p.weekend_share, n_future)
         recs = by_person.get(p.person_id, [])
         for day, future in [(d, False) for d in days] + [(d, True) for d in future_days]:
-            g = frng if future else rng
+            g = ffr if future else fr
             ts = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(
-                seconds=int(g.integers(7 * 3600, 23 * 3600 + 3000)))
+                seconds=g.integers(7 * 3600, 23 * 3600 + 3000))
             if not future and ts >= as_of_dt:
                 # history ends at the start of the as-of day
-                ts = as_of_dt - timedelta(hours=int(g.integers(1, 12)))
+                ts = as_of_dt - timedelta(hours=g.integers(1, 12))
             orders.append(_order(cfg, g, p, recs, ts, future_ids if future else ids,
                                  future, as_of_dt))
     return orders
 
 
-def _order(cfg: ZoneConfig, rng: np.random.Generator, p: Person, recs: list[CrmRecord],
+def _order(cfg: ZoneConfig, rng: render.FastRandom, p: Person, recs: list[CrmRecord],
            ts: datetime, ids: OrderIds, future: bool, as_of_dt: datetime) -> Order:
-    mix = np.array(p.device_mix)
-    dev = int(rng.choice(4, p=mix / mix.sum()))
+    dev = rng.pick(p.device_mix)
     channel = "app" if dev == 3 else ("store" if rng.random() < 0.08 else "web")
     contact_id, email, kind = "", "", ""
     if recs and rng.random() >= cfg.guest_share:
@@ -131,14 +143,13 @@ def _order(cfg: ZoneConfig, rng: np.random.Generator, p: Person, recs: list[CrmR
     if rng.random() < 0.04:
         # cross-border shopping in another store currency
         currency = ["USD", "EUR", "GBP"][int(rng.integers(3))]
-    value_usd = p.aov_local / nm.FX_PER_USD[nm.CURRENCY[p.country]] * float(
-        rng.lognormal(0, 0.35))
+    value_usd = p.aov_local / nm.FX_PER_USD[nm.CURRENCY[p.country]] * rng.lognormal(0, 0.35)
     total = round(max(1.0, value_usd * nm.FX_PER_USD[currency]), 2)
     discount = 0.0
     if rng.random() < p.discount_prob:
-        discount = round(total * p.discount_depth * float(rng.uniform(0.5, 1.5)), 2)
+        discount = round(total * p.discount_depth * rng.uniform(0.5, 1.5), 2)
         discount = min(discount, total)
-    items = 1 + int(rng.poisson(max(0.2, value_usd / 45.0)))
+    items = 1 + _poisson(rng, max(0.2, value_usd / 45.0))
     status = final = "completed"
     update_ts: datetime | None = None
     draw = rng.random()

@@ -6,6 +6,7 @@ import csv
 import gzip
 import io
 import json
+import math
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 _TZ = {"US": [-5, -6, -8], "GB": [0], "DE": [1], "FR": [1]}
 
 
-def phone_variant(rng: np.random.Generator, e164: str, country: str) -> str:
+def phone_variant(rng: Rng, e164: str, country: str) -> str:
     """The same number the way people type it: national, international, punctuated."""
     cc = {"US": "1", "GB": "44", "DE": "49", "FR": "33"}[country]
     nat = e164[1 + len(cc):]
@@ -35,7 +36,7 @@ def phone_variant(rng: np.random.Generator, e164: str, country: str) -> str:
             f"0{nat[0]}.{pairs.replace(' ', '.')}", f"+33 (0){nat[0]} {pairs}", e164][k]
 
 
-def case_space_variant(rng: np.random.Generator, email: str) -> str:
+def case_space_variant(rng: Rng, email: str) -> str:
     k = int(rng.integers(0, 4))
     if k == 0:
         return email.upper()
@@ -47,7 +48,7 @@ def case_space_variant(rng: np.random.Generator, email: str) -> str:
     return f" {email.title()}"
 
 
-def gmail_dots(rng: np.random.Generator, email: str) -> str:
+def gmail_dots(rng: Rng, email: str) -> str:
     local, _, dom = email.partition("@")
     bare = local.replace(".", "")
     if len(bare) < 3:
@@ -65,7 +66,7 @@ def gmail_dots(rng: np.random.Generator, email: str) -> str:
 PLUS_TAGS = ("shop", "orders", "promo", "2026", "sale", "x")
 
 
-def plus_tag(rng: np.random.Generator, email: str) -> str:
+def plus_tag(rng: Rng, email: str) -> str:
     """local+tag@domain; a person mostly reuses one tag (picked from the address)."""
     local, _, dom = email.partition("@")
     k = sum(email.encode()) % len(PLUS_TAGS) if rng.random() < 0.8 else int(rng.integers(6))
@@ -73,7 +74,7 @@ def plus_tag(rng: np.random.Generator, email: str) -> str:
     return f"{local}+{tag}@{dom}"
 
 
-def iso_ts(rng: np.random.Generator, ts: datetime, country: str = "US") -> str:
+def iso_ts(rng: Rng, ts: datetime, country: str = "US") -> str:
     """ISO-8601 in one of the styles sources send: Z, an offset, naive UTC, millis."""
     k = int(rng.integers(0, 5))
     if k == 0:
@@ -88,7 +89,7 @@ def iso_ts(rng: np.random.Generator, ts: datetime, country: str = "US") -> str:
     return ts.isoformat(timespec="milliseconds").replace("+00:00", "+00:00")
 
 
-def consent_text(rng: np.random.Generator, value: str) -> str:
+def consent_text(rng: Rng, value: str) -> str:
     if value == "":
         return ""
     opts = (["true", "TRUE", "yes", "Y", "1", "True"] if value == "true"
@@ -96,7 +97,7 @@ def consent_text(rng: np.random.Generator, value: str) -> str:
     return opts[int(rng.integers(len(opts)))]
 
 
-def gender_text(rng: np.random.Generator, g: str) -> str:
+def gender_text(rng: Rng, g: str) -> str:
     opts = ["f", "F", "female", "Female", "w", ""] if g == "f" else ["m", "M", "male", "Male", ""]
     return opts[int(rng.integers(len(opts)))]
 
@@ -134,10 +135,11 @@ def write_jsonl(path: Path, events: Iterable[dict[str, object]]) -> int:
 
 
 class FastRandom:
-    """Scalar draws from blocks of a numpy Generator.
+    """Scalar draws from blocks of a numpy Generator, with the scalar part of its API.
 
-    The event loop draws a few scalars per event; numpy's per-call overhead
-    dominates there, so floats are drawn 64k at a time. Deterministic per seed.
+    The order and event loops draw a few scalars per row; numpy's per-call
+    overhead dominates there, so values are drawn 64k at a time. Deterministic
+    per seed.
     """
 
     def __init__(self, rng: np.random.Generator, block: int = 65536) -> None:
@@ -145,6 +147,8 @@ class FastRandom:
         self._block = block
         self._buf: list[float] = []
         self._i = 0
+        self._nbuf: list[float] = []
+        self._ni = 0
 
     def random(self) -> float:
         if self._i >= len(self._buf):
@@ -153,9 +157,38 @@ class FastRandom:
         self._i += 1
         return self._buf[self._i - 1]
 
-    def integers(self, lo: int, hi: int) -> int:
-        """An integer in [lo, hi)."""
+    def integers(self, lo: int, hi: int | None = None, size: int | None = None
+                 ) -> int | list[int]:
+        """Integers in [lo, hi) (or [0, lo) without hi), like Generator.integers."""
+        if hi is None:
+            lo, hi = 0, lo
+        if size is not None:
+            return [lo + int(self.random() * (hi - lo)) for _ in range(size)]
         return lo + int(self.random() * (hi - lo))
 
     def uniform(self, lo: float, hi: float) -> float:
         return lo + self.random() * (hi - lo)
+
+    def normal(self) -> float:
+        if self._ni >= len(self._nbuf):
+            self._nbuf = self._rng.standard_normal(self._block).tolist()
+            self._ni = 0
+        self._ni += 1
+        return self._nbuf[self._ni - 1]
+
+    def lognormal(self, mean: float, sigma: float) -> float:
+        return math.exp(mean + sigma * self.normal())
+
+    def pick(self, weights: Sequence[float]) -> int:
+        """An index drawn with probability proportional to weights."""
+        u = self.random() * sum(weights)
+        acc = 0.0
+        for i, w in enumerate(weights):
+            acc += w
+            if u < acc:
+                return i
+        return len(weights) - 1
+
+
+# the value helpers above take either: they only use the scalar draws both offer
+Rng = np.random.Generator | FastRandom
