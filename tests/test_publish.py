@@ -173,3 +173,21 @@ def test_publish_removes_temp_files_of_a_crashed_publish(segments_env: Path) -> 
         path.write_text("cus_0 left behind")
     publish_snapshot(run_id="after-crash")
     assert not any(path.exists() for path in stale)
+
+
+def test_snapshot_says_whether_segments_belong_to_its_marts(segments_env: Path) -> None:
+    """segment_pipeline publishes new marts before the recluster DAG has caught up."""
+    from segment_warehouse import state
+
+    renew_marts_generation()
+    _seed_marts(3)
+    publish_snapshot(run_id="pipeline-1")
+    assert _snapshot("select segments_current from meta.snapshot_info") == [(False,)]
+    # the recluster DAG computed segments from these marts
+    state.write(state.SEGMENTS_MARTS_GENERATION, state.read(state.MARTS_GENERATION))
+    publish_snapshot(run_id="recluster-1", refresh=["segments", "personalisation"])
+    assert _snapshot("select segments_current from meta.snapshot_info") == [(True,)]
+    # the next dbt build renews the marts: until reclustering, segments are stale
+    renew_marts_generation()
+    publish_snapshot(run_id="pipeline-2")
+    assert _snapshot("select segments_current from meta.snapshot_info") == [(False,)]

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import duckdb
 
+from segment_warehouse import state
 from segment_warehouse.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,6 @@ def renew_marts_generation(settings: Settings | None = None) -> str:
     Writers holding a connection call ``state.renew_marts_generation(con)`` in
     their own transaction instead.
     """
-    from segment_warehouse import state
-
     with state.connection(settings or get_settings()) as con:
         assert con is not None
         return state.renew_marts_generation(con)
@@ -75,8 +74,6 @@ def renew_marts_generation(settings: Settings | None = None) -> str:
 
 def marts_generation(settings: Settings) -> str | None:
     """The current marts generation (``audit.pipeline_state``), None before any."""
-    from segment_warehouse import state
-
     return state.read(state.MARTS_GENERATION, settings=settings)
 
 
@@ -216,6 +213,9 @@ def publish_snapshot(
     published_at = datetime.now(UTC)
     result = PublishResult(path=target, published_at=published_at)
     generation = marts_generation(settings)
+    # Between segment_pipeline's publish and the recluster DAG's, new marts sit
+    # beside segments computed from older ones: the snapshot says so.
+    segments_generation = state.read(state.SEGMENTS_MARTS_GENERATION, settings=settings)
     carry_over = (
         refresh is not None
         and "marts" not in refresh
@@ -255,8 +255,16 @@ def publish_snapshot(
         con.execute("create schema snapshot.meta")
         con.execute(
             "create table snapshot.meta.snapshot_info as select ?::timestamptz as published_at, "
-            "?::varchar as run_id, ?::varchar as marts_generation, ?::varchar[] as rewritten",
-            [published_at, run_id, generation, sorted(rewrite)],
+            "?::varchar as run_id, ?::varchar as marts_generation, ?::varchar[] as rewritten, "
+            "?::varchar as segments_marts_generation, ?::boolean as segments_current",
+            [
+                published_at,
+                run_id,
+                generation,
+                sorted(rewrite),
+                segments_generation,
+                segments_generation is not None and segments_generation == generation,
+            ],
         )
         con.execute("detach snapshot")
         con.execute("detach wh")

@@ -17,6 +17,9 @@ Keys:
   old orders, so it forces a full refresh).
 - ``marts_generation``: a token every writer of marts renews before it starts;
   a snapshot built from another token is not current (see ``publish``).
+- ``segments_marts_generation``: the marts generation the current segments,
+  predictions and decisions were computed from (written by the recluster DAG);
+  a snapshot whose marts are newer marks them stale (``segments_current``).
 
 Two levels: functions taking a connection (``get``, ``put``, ...) join the
 caller's transaction; ``read``/``write`` open and close their own connection
@@ -40,6 +43,7 @@ FULL_REFRESH_REQUIRED = "dbt_full_refresh_required"
 DBT_LAST_AS_OF_DATE = "dbt_last_as_of_date"
 DBT_SEEDS_SHA256 = "dbt_seeds_sha256"
 MARTS_GENERATION = "marts_generation"
+SEGMENTS_MARTS_GENERATION = "segments_marts_generation"
 KEYS: tuple[str, ...] = (
     FULL_REFRESH_REQUIRED,
     DBT_LAST_AS_OF_DATE,

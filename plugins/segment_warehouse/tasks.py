@@ -300,11 +300,17 @@ def recluster_or_skip(run_id: str, as_of_date: str) -> dict[str, Any]:
     leaves the DAG run successful: nothing is wrong, the warehouse only lacks
     behaviour to cluster (the reason says what is missing).
     """
+    from segment_warehouse import state
+
     result = recluster(run_id, as_of_date)
     if result.get("skipped_reason"):
         from airflow.sdk.exceptions import AirflowSkipException
 
         raise AirflowSkipException(f"reclustering skipped: {result['skipped_reason']}")
+    # What this DAG computes from here on belongs to the current marts.
+    generation = state.read(state.MARTS_GENERATION)
+    if generation:
+        state.write(state.SEGMENTS_MARTS_GENERATION, generation, run_id=run_id)
     return result
 
 
