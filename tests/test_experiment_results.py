@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 
 from segment_warehouse.config import get_settings
-from segment_warehouse.experiments import measure
+from segment_warehouse.experiments import measure, stats
 from segment_warehouse.experiments.results import (
     COLUMN_NAMES,
     MIN_CUSTOMERS_PER_ARM,
     ExperimentDataError,
+    _verdict,
 )
 from segment_warehouse.warehouse import connect, ensure_schemas
 
@@ -354,3 +355,30 @@ def test_page_escapes_names(wh: duckdb.DuckDBPyConnection) -> None:
     assert ("e<1>", "all (segment)", "treatment") in rows
     page = (get_settings().experiment_reports_dir / "index.html").read_text()
     assert "<script>" not in page and "&lt;script&gt;" in page
+
+
+def test_verdict_wording() -> None:
+    est = stats.relative_lift_from_moments(0.15, 0.1275, 2000, 0.10, 0.09, 2000)
+    assert est.ci_low > 0
+    kwargs = {"n_c": 2000, "n_t": 2000, "conversions": 500, "pending": 0, "srm_fail": False}
+    assert _verdict(decision=est, p_adjusted=est.p_value, **kwargs).startswith(
+        "treatment better by 50.0 % (95 % CI +"
+    )
+    # a segment significant on its own but not after the gated Holm correction
+    held_back = _verdict(decision=est, p_adjusted=0.3, **kwargs)
+    assert held_back.startswith("no effect declared after the multiple-testing correction")
+    assert "adjusted p = 0.3" in held_back
+    worse = stats.relative_lift_from_moments(0.10, 0.09, 2000, 0.15, 0.1275, 2000)
+    assert _verdict(decision=worse, p_adjusted=worse.p_value, **kwargs).startswith(
+        "treatment worse by 33.3 %"
+    )
+    assert _verdict(decision=est, p_adjusted=est.p_value, cuped=True, **kwargs).endswith(
+        "CUPED-adjusted)"
+    )
+    srm = _verdict(decision=est, p_adjusted=est.p_value, **{**kwargs, "srm_fail": True})
+    assert srm.startswith("sample ratio mismatch - do not trust this split; treatment better")
+    small = _verdict(decision=est, p_adjusted=est.p_value, **{**kwargs, "n_c": 50, "pending": 7})
+    assert small == (
+        "not enough data yet (50 control / 2000 treatment customers with a closed window, "
+        "7 still in their window)"
+    )

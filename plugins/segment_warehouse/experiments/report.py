@@ -29,6 +29,7 @@ color:#222;padding:0 16px}
 h1{margin-bottom:4px} h2{margin-top:36px;border-bottom:1px solid #ddd;padding-bottom:4px}
 .muted{color:#666} table{border-collapse:collapse;margin:8px 0;font-size:13px;width:100%}
 th,td{border-bottom:1px solid #eee;padding:4px 8px;text-align:right}
+tr.vr td{padding-top:0;font-size:12px} tr:has(+ tr.vr) td{border-bottom:none}
 th:first-child,td:first-child,td.v{text-align:left}
 th{background:#f6f6f6} .warn{background:#fff3cd;border:1px solid #e0c36c;padding:8px 12px;
 border-radius:4px;margin:8px 0} .ok{color:#1b7f3b} .bad{color:#b3261e}
@@ -163,8 +164,8 @@ def _experiment_section(exp: dict[str, Any], rows: list[dict[str, Any]]) -> list
     out.append(
         "<table><tr><th>segment</th><th>control n</th><th>treatment n</th><th>still open</th>"
         "<th>control conv.</th><th>treatment conv.</th><th>lift (95 % CI)</th><th>p</th>"
-        "<th>p (Holm)</th><th>CUPED lift (95 % CI)</th><th>revenue/customer C → T</th>"
-        "<th>SRM p</th><th>verdict</th></tr>"
+        "<th>p adjusted</th><th>CUPED lift (95 % CI)</th><th>revenue/customer C → T</th>"
+        "<th>SRM p</th></tr>"
     )
     for segment, pair in by_segment.items():
         c, t = pair["control"], pair["treatment"]
@@ -190,8 +191,9 @@ def _experiment_section(exp: dict[str, Any], rows: list[dict[str, Any]]) -> list
             f"<td>{_num(t['p_value'], '{:.3g}')}</td>"
             f"<td>{_num(t['p_value_adjusted'], '{:.3g}')}</td><td>{cuped}</td>"
             f"<td>{_num(c['revenue_per_customer'])} → {_num(t['revenue_per_customer'])}</td>"
-            f"<td>{srm_cell}</td><td class='v {_verdict_class(t['verdict'])}'>"
-            f"{_esc(t['verdict'])}</td></tr>"
+            f"<td>{srm_cell}</td></tr>"
+            f"<tr class='vr'><td colspan='12' class='v {_verdict_class(t['verdict'])}'>"
+            f"↳ {_esc(t['verdict'])}</td></tr>"
         )
     out.append("</table>")
     return out

@@ -253,6 +253,12 @@ def _verdict(
     if p_adjusted is not None and p_adjusted < stats.ALPHA:
         word = "better" if decision.lift > 0 else "worse"
         return f"{prefix}treatment {word} by {abs(decision.lift) * 100:.1f} % ({interval})"
+    if p_adjusted is not None and (decision.ci_low > 0 or decision.ci_high < 0):
+        # significant on its own, not after the correction for the other slices
+        return (
+            f"{prefix}no effect declared after the multiple-testing correction "
+            f"({interval}; adjusted p = {p_adjusted:.2g})"
+        )
     return f"{prefix}no detectable effect ({interval})"
 
 
