@@ -32,6 +32,11 @@ def _features(rows: list[dict]) -> pa.Table:
                     if dob and dob.day <= 12 and dob.day != dob.month else None
                 ),
                 "birth_year": dob.year if dob else None,
+                "birth_month": dob.month if dob else None,
+                "birth_day": dob.day if dob else None,
+                "birth_day_month_set": (
+                    min(dob.day, dob.month) * 100 + max(dob.day, dob.month) if dob else None
+                ),
                 "gender": r.get("gender"),
                 "city_key": r.get("city"),
                 "postal_key": r.get("postal"),
@@ -45,7 +50,8 @@ def _features(rows: list[dict]) -> pa.Table:
             ("last_name_key", pa.string()), ("first_name_forms", pa.list_(pa.string())),
             ("full_name_key", pa.string()), ("birth_date", pa.date32()),
             ("birth_date_text", pa.string()), ("birth_date_swapped", pa.string()),
-            ("birth_year", pa.int64()), ("gender", pa.string()), ("city_key", pa.string()),
+            ("birth_year", pa.int64()), ("birth_month", pa.int64()), ("birth_day", pa.int64()),
+            ("birth_day_month_set", pa.int64()), ("gender", pa.string()), ("city_key", pa.string()),
             ("postal_key", pa.string()), ("email_local", pa.string()), ("phone_e164", pa.string()),
         ]
     )

@@ -63,9 +63,10 @@ def test_different_names_and_other_scripts_keep_distinct_keys() -> None:
         ("jane+x@hotmail.co.uk", "jane@hotmail.co.uk"),
         ("jane+x@icloud.com", "jane@icloud.com"),
         ("jane+x@proton.me", "jane@proton.me"),
-        # where the provider does not document it, dots and plus stay
-        ("j.doe+x@example.com", "j.doe+x@example.com"),
-        ("first.last@yahoo.com", "first.last@yahoo.com"),
+        # a +tag is a subaddress everywhere; dots only fold for Gmail
+        ("j.doe+x@example.com", "j.doe@example.com"),
+        ("first.last+shop@yahoo.com", "first.last@yahoo.com"),
+        ("+only@example.com", "+only@example.com"),
         ("   ", None),
     ],
 )

@@ -27,19 +27,19 @@
     )
 {%- endmacro %}
 
-{#- A trimmed, lower-case email -> the mailbox it delivers to, where the
-    provider documents it: Gmail ignores dots in the local part and treats
-    googlemail.com as gmail.com; Gmail, Outlook/Hotmail/Live, iCloud, Proton
-    and Fastmail deliver local+anything to local. Other domains are left as
-    they are (a dot or a plus may be significant there). -#}
+{#- A trimmed, lower-case email -> the mailbox it delivers to. A +tag is
+    dropped on every domain: "+" is the subaddress separator (RFC 5233) of
+    Gmail, Outlook, iCloud, Proton, Fastmail and the common mail servers, and
+    shops receive tagged checkout emails from every provider; two people
+    holding local and local+tag of one domain is not a case worth a split.
+    Dots are only dropped for Gmail, which documents that it ignores them
+    (elsewhere a dot can separate two mailboxes), and googlemail.com is
+    gmail.com. -#}
 {% macro email_mailbox(email) -%}
     case
-        when regexp_full_match({{ email }}, '[^@]+@(gmail|googlemail)\.com')
+        when regexp_full_match({{ email }}, '[^@+]+(\+[^@]*)?@(gmail|googlemail)\.com')
             then replace(split_part(split_part({{ email }}, '@', 1), '+', 1), '.', '') || '@gmail.com'
-        when regexp_full_match(
-            {{ email }},
-            '[^@]+@((outlook|hotmail|live|msn)\.[a-z]{2,3}(\.[a-z]{2})?|icloud\.com|me\.com|mac\.com|protonmail\.com|proton\.me|pm\.me|fastmail\.com|fastmail\.fm)'
-        )
+        when regexp_full_match({{ email }}, '[^@+]+\+[^@]*@[^@]+')
             then split_part(split_part({{ email }}, '@', 1), '+', 1) || '@' || split_part({{ email }}, '@', 2)
         else {{ email }}
     end

@@ -88,6 +88,11 @@ final as (
                 then strftime(keyed.birth_date, '%Y-%d-%m')
         end as birth_date_swapped,
         year(keyed.birth_date) as birth_year,
+        month(keyed.birth_date) as birth_month,
+        day(keyed.birth_date) as birth_day,
+        -- the same for a date and its day/month swap (a blocking key)
+        least(month(keyed.birth_date), day(keyed.birth_date)) * 100
+            + greatest(month(keyed.birth_date), day(keyed.birth_date)) as birth_day_month_set,
         keyed.gender,
         keyed.city_key,
         keyed.postal_key,

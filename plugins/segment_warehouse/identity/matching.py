@@ -41,6 +41,9 @@ FEATURE_COLUMNS: tuple[str, ...] = (
     "birth_date_text",
     "birth_date_swapped",
     "birth_year",
+    "birth_month",
+    "birth_day",
+    "birth_day_month_set",
     "gender",
     "city_key",
     "postal_key",
@@ -215,21 +218,26 @@ COMPARISON_LEVELS: dict[str, tuple[str, ...]] = {
     "phone": PHONE_LEVELS,
 }
 
-# Every pair that shares one of these is scored. Each rule pairs two fields so
-# the block stays small even with few distinct names (a name alone would pair
-# every John Smith with every other). A duplicate with errors in several
-# fields at once is reached through the rule its intact fields satisfy.
+# Every pair that shares one of these is scored. Each rule combines fields so
+# the block stays small even with few distinct names and places (a name alone
+# would pair every John Smith with every other; the number of pairs grows with
+# the square of a block). A duplicate with errors in several fields at once is
+# reached through the rule its intact fields satisfy.
 BLOCKING_RULES: tuple[str, ...] = (
     "l.last_name_key = r.last_name_key and l.birth_date = r.birth_date",
     "l.first_name_key = r.first_name_key and l.birth_date = r.birth_date",
     "l.birth_date = r.birth_date and l.postal_key = r.postal_key",
     "l.birth_date = r.birth_date and l.city_key = r.city_key",
+    # full name and two of the three date parts: one typed digit anywhere
     "l.first_name_key = r.first_name_key and l.last_name_key = r.last_name_key"
-    " and l.birth_year = r.birth_year",
+    " and l.birth_year = r.birth_year and l.birth_month = r.birth_month",
     "l.first_name_key = r.first_name_key and l.last_name_key = r.last_name_key"
-    " and l.postal_key = r.postal_key",
-    "l.last_name_key = r.last_name_key and l.postal_key = r.postal_key"
-    " and l.birth_year = r.birth_year",
+    " and l.birth_year = r.birth_year and l.birth_day = r.birth_day",
+    "l.first_name_key = r.first_name_key and l.last_name_key = r.last_name_key"
+    " and l.birth_month = r.birth_month and l.birth_day = r.birth_day",
+    # a nickname (or first-name typo) with day and month swapped
+    "l.last_name_key = r.last_name_key and l.birth_year = r.birth_year"
+    " and l.birth_day_month_set = r.birth_day_month_set",
     "l.first_name_key = r.last_name_key and l.last_name_key = r.first_name_key",
     "l.email_local = r.email_local",
     "l.phone_e164 = r.phone_e164",
