@@ -73,9 +73,7 @@ def test_find_pii_like_in_python_and_duckdb() -> None:
     from segment_warehouse.privacy import PII_LIKE_REGEX, find_pii_like
 
     samples = {
-        "https://shop.example/?utm_medium=email&email=alice%40example.com": [
-            "alice%40example.com"
-        ],
+        "https://shop.example/?utm_medium=email&email=alice%40example.com": ["alice%40example.com"],
         "contact bob.b@example.co.uk or +44 20 7946 0958": [
             "bob.b@example.co.uk",
             "+44 20 7946 0958",

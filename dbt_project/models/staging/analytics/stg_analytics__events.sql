@@ -44,18 +44,19 @@ blocked as (
     the values of email/phone-named URL parameters become [redacted]. The regexes
     only run on values that contain one of their trigger characters.
 -#}
-{%- macro scrub_pii(expr) -%}
-    {%- set email_re = "[A-Za-z0-9._%+-]+(@|%40)[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*\\.[A-Za-z]{2,}" -%}
-    {%- set phone_re = "(\\+|%2[bB])[0-9][0-9 .()%-]{5,}[0-9]" -%}
-    {%- set param_re = "([?&;#](?i:e-?mail|email_address|phone|phone_number|tel|mobile|msisdn)=)[^&#;]*" -%}
-    {%- set trigger_re = "@|%40|\\+|%2[bB]|(?i:mail|phone|tel|mobile|msisdn)=" -%}
-    case when regexp_matches({{ expr }}, '{{ trigger_re }}') then
-        regexp_replace(regexp_replace(regexp_replace(
-            {{ expr }}, '{{ param_re }}', '\1[redacted]', 'g'),
-            '{{ email_re }}', '[email]', 'g'),
-            '{{ phone_re }}', '[phone]', 'g')
-    else {{ expr }} end
-{%- endmacro %}
+{%- set email_re = "[A-Za-z0-9._%+-]+(@|%40)[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*\\.[A-Za-z]{2,}" -%}
+{%- set phone_re = "(\\+|%2[bB])[0-9][0-9 .()%-]{5,}[0-9]" -%}
+{%- set param_re = "([?&;#](?i:e-?mail|email_address|phone|phone_number|tel|mobile|msisdn)=)[^&#;]*" -%}
+{%- set trigger_re = "@|%40|\\+|%2[bB]|(?i:mail|phone|tel|mobile|msisdn)=" -%}
+{#- dbt does not resolve macros defined inside a model, so the scrubbed columns are
+    written out by a loop over (expression, column name). -#}
+{%- set scrubbed_columns = [
+    ('context_values[3]', 'page_url'),
+    ('context_values[4]', 'page_referrer'),
+    ('context_values[5]', 'campaign_source'),
+    ('context_values[6]', 'campaign_medium'),
+    ('context_values[7]', 'campaign_name'),
+] -%}
 
 -- Each JSON document is parsed once (multi-path extraction), and the parsed
 -- rows are materialised: the bot and phone lookups below read them again.
@@ -83,11 +84,14 @@ parsed as materialized (
         {{ to_utc_timestamp('timestamp') }} as event_ts,
         lower(context_values[1]) as device_type,
         context_values[2] as user_agent,
-        {{ scrub_pii('context_values[3]') }} as page_url,
-        {{ scrub_pii('context_values[4]') }} as page_referrer,
-        {{ scrub_pii('context_values[5]') }} as campaign_source,
-        {{ scrub_pii('context_values[6]') }} as campaign_medium,
-        {{ scrub_pii('context_values[7]') }} as campaign_name,
+        {%- for expr, name in scrubbed_columns %}
+        case when regexp_matches({{ expr }}, '{{ trigger_re }}') then
+            regexp_replace(regexp_replace(regexp_replace(
+                {{ expr }}, '{{ param_re }}', '\1[redacted]', 'g'),
+                '{{ email_re }}', '[email]', 'g'),
+                '{{ phone_re }}', '[phone]', 'g')
+        else {{ expr }} end as {{ name }},
+        {%- endfor %}
         {{ clean_email("trait_values[1]") }} as trait_email,
         {{ clean_text("trait_values[2]") }} as trait_phone_raw,
         _source_file,
