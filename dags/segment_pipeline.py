@@ -2,10 +2,15 @@
 
     prepare_warehouse
       -> load_crm, load_analytics, load_transactions, load_erasure   (pool: duckdb_writer)
-      -> apply_erasure -> dbt_build -> validate_warehouse -> publish_snapshot
-dbt_build also regenerates the dbt lineage docs when the dbt project changed.
-publish_snapshot emits the customer_profiles Asset, which triggers
-recluster_segments. All logic lives in plugins/segment_warehouse.
+      -> apply_erasure
+      -> dbt_build: dbt_producer_watcher (the one `dbt build`, pool duckdb_writer)
+                    -> one task per dbt model (+ one for its data tests) showing its result
+      -> validate_warehouse -> publish_snapshot
+The dbt task group is rendered by astronomer-cosmos (WATCHER mode) from the dbt
+manifest; the producer also regenerates the dbt lineage docs when the dbt project
+changed. publish_snapshot emits the customer_profiles Asset, which triggers
+recluster_segments. All logic lives in plugins/segment_warehouse (dbt_airflow.py
+for the dbt tasks; docs/airflow.md for why and how they retry).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, dag, task
 
-from segment_warehouse import tasks
+from segment_warehouse import dbt_airflow, tasks
 
 PROFILES = Asset(tasks.PROFILES_ASSET_URI)
 
@@ -53,10 +58,6 @@ def segment_pipeline() -> None:
     def apply_erasure(run_id: str | None = None):
         return tasks.apply_erasure(run_id)
 
-    @task
-    def dbt_build(ds: str | None = None):
-        return tasks.dbt_build(as_of_date=ds)
-
     # A failed critical expectation is not transient: no retries.
     @task(retries=0)
     def validate_warehouse(run_id: str | None = None):
@@ -66,12 +67,13 @@ def segment_pipeline() -> None:
     def publish_snapshot(run_id: str | None = None):
         return tasks.publish(run_id)
 
+    dbt = dbt_airflow.dbt_task_group(writer_pool=tasks.WRITER_POOL, default_args=tasks.DEFAULT_ARGS)
     loads = [load_crm(), load_analytics(), load_transactions(), load_erasure()]
     (
         prepare_warehouse()
         >> loads
         >> apply_erasure()
-        >> dbt_build()
+        >> dbt
         >> validate_warehouse()
         >> publish_snapshot()
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import time
 
@@ -10,9 +11,21 @@ import pytest
 
 from segment_warehouse.config import REPO_ROOT
 
+GROUP = "dbt_build"
+PRODUCER = f"{GROUP}.dbt_producer_watcher"
+
 
 @pytest.fixture(scope="module")
-def dagbag():
+def dag_env(tmp_path_factory: pytest.TempPathFactory):
+    """A warehouse dir of its own: parsing the DAG there finds no dbt manifest and makes
+    one (``dbt parse``, the fallback a fresh checkout takes)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SEGMENTS_WAREHOUSE_DIR", str(tmp_path_factory.mktemp("warehouse")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def dagbag(dag_env):
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     from airflow.dag_processing.dagbag import DagBag
 
@@ -35,14 +48,71 @@ def test_pipeline_shape(dagbag) -> None:
         load = tasks[f"load_{source}"]
         assert load.upstream_task_ids == {"prepare_warehouse"}
         assert load.downstream_task_ids == {"apply_erasure"}
-    assert tasks["dbt_build"].upstream_task_ids == {"apply_erasure"}
-    assert tasks["validate_warehouse"].upstream_task_ids == {"dbt_build"}
+    assert tasks[PRODUCER].upstream_task_ids == {"apply_erasure"}
+    # validation waits for the build and for every per-model task
+    assert f"{GROUP}.dbt_producer_watcher_done" in tasks["validate_warehouse"].upstream_task_ids
+    assert all(t.startswith(f"{GROUP}.") for t in tasks["validate_warehouse"].upstream_task_ids)
     assert tasks["publish_snapshot"].upstream_task_ids == {"validate_warehouse"}
     assert [o.uri for o in tasks["publish_snapshot"].outlets] == [
         "duckdb://warehouse/marts/customer_profiles"
     ]
-    # every task that touches warehouse.duckdb shares the single-slot pool
-    assert {t.pool for t in dag.tasks} == {"duckdb_writer"}
+    # every task that touches warehouse.duckdb shares the single-slot pool; the
+    # per-model tasks only read XCom
+    readers = {t.task_id for t in dag.tasks if hasattr(t, "model_unique_id")}
+    assert {tasks[t].pool for t in set(tasks) - readers} == {"duckdb_writer"}
+    assert {tasks[t].pool for t in readers} == {"default_pool"}
+
+
+@pytest.fixture(scope="module")
+def manifest(dagbag) -> dict:
+    from segment_warehouse.dbt_airflow import dag_manifest_path
+
+    return json.loads(dag_manifest_path().read_text())
+
+
+def test_one_task_per_dbt_model(dagbag, manifest) -> None:
+    """Cosmos renders each dbt model (and seed) as a task, plus one task for its data tests."""
+    dag = dagbag.dags["segment_pipeline"]
+    nodes = manifest["nodes"]
+    models = {u for u, n in nodes.items() if n["resource_type"] == "model"}
+    seeds = {u for u, n in nodes.items() if n["resource_type"] == "seed"}
+    tested = {
+        parent
+        for n in nodes.values()
+        if n["resource_type"] == "test"
+        for parent in n["depends_on"]["nodes"]
+        if parent in models | seeds
+    }
+    assert len(models) > 20  # the real project, not an empty manifest
+    by_type: dict[str, set[str]] = {}
+    for t in dag.tasks:
+        if hasattr(t, "model_unique_id"):
+            by_type.setdefault(type(t).__name__, set()).add(t.model_unique_id)
+    assert by_type["SegmentRunConsumer"] == models
+    assert by_type["SegmentSeedConsumer"] == seeds
+    assert by_type["SegmentTestConsumer"] == tested & models
+    # exactly one task runs dbt
+    assert [type(t).__name__ for t in dag.tasks if "Producer" in type(t).__name__] == [
+        "SegmentDbtProducer"
+    ]
+
+
+def test_dbt_consumers_never_write(dagbag) -> None:
+    """A consumer is never retried (a retry cannot change what the build reported), never
+    waits before the producer ran, and its Cosmos fallback (``dbt run --select``) is gone."""
+    from cosmos.operators._watcher.base import BaseConsumerSensor
+
+    dag = dagbag.dags["segment_pipeline"]
+    tasks = {t.task_id: t for t in dag.tasks}
+    producer = tasks[PRODUCER]
+    assert producer.retries == 2 and producer.pool == "duckdb_writer"
+    consumers = [t for t in dag.tasks if isinstance(t, BaseConsumerSensor)]
+    assert consumers
+    for t in consumers:
+        assert t.retries == 0 and not t.deferrable
+        assert producer.task_id in t.get_flat_relative_ids(upstream=True)
+        fallback = type(t)._fallback_to_non_watcher_run
+        assert fallback.__module__ == "segment_warehouse.dbt_airflow", t.task_id
 
 
 def test_recluster_shape(dagbag) -> None:
@@ -67,7 +137,7 @@ def test_recluster_shape(dagbag) -> None:
     assert {t.pool for t in dag.tasks} == {"duckdb_writer"}
 
 
-def test_dag_files_do_no_heavy_imports_at_parse_time() -> None:
+def test_dag_files_do_no_heavy_imports_at_parse_time(dagbag) -> None:
     import subprocess
     import sys
 
@@ -82,3 +152,110 @@ def test_dag_files_do_no_heavy_imports_at_parse_time() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+class _FakeTI:
+    """The XCom side of a TaskInstance: what the producer pushed, by key."""
+
+    def __init__(self, pushed: dict[str, object] | None = None) -> None:
+        self.pushed = dict(pushed or {})
+        self.try_number = 2
+
+    def xcom_push(self, key: str, value: object) -> None:
+        self.pushed[key] = value
+
+    def xcom_pull(self, task_ids: object = None, key: str = "", **_: object) -> object:
+        return self.pushed.get(key)
+
+
+def _consumer(cls_name: str, uid: str):
+    from cosmos.config import ProfileConfig
+
+    from segment_warehouse.dbt_airflow import segment_classes
+
+    (cls,) = [c for c in segment_classes().values() if c.__name__ == cls_name]
+    return cls(
+        task_id=f"t_{cls_name}",
+        project_dir=str(REPO_ROOT / "dbt_project"),
+        profile_config=ProfileConfig(
+            profile_name="segment_warehouse",
+            target_name="warehouse",
+            profiles_yml_filepath=REPO_ROOT / "dbt_project" / "profiles.yml",
+        ),
+        extra_context={"dbt_node_config": {"unique_id": uid}},
+        producer_task_id="dbt_build.dbt_producer_watcher",
+        deferrable=False,
+    )
+
+
+def test_cleared_consumer_reads_the_build_result_and_never_runs_dbt(monkeypatch) -> None:
+    """Cosmos would run `dbt run --select <model>` here; ours re-reads the producer's XCom."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    uid = "model.segment_warehouse.customer_profiles"
+    key = "model__segment_warehouse__customer_profiles_status"
+    run = _consumer("SegmentRunConsumer", uid)
+
+    def no_dbt(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a consumer ran dbt")
+
+    monkeypatch.setattr(type(run), "build_and_run_cmd", no_dbt)
+    monkeypatch.setattr(type(run), "_get_producer_task_status", lambda self, ctx: "success")
+    ok = {"ti": _FakeTI({key: {"status": "success", "outlet_uris": []}})}
+    assert run._fallback_to_non_watcher_run(2, ok) is True
+    with pytest.raises(AirflowFailException, match="status 'error'"):
+        run._fallback_to_non_watcher_run(2, {"ti": _FakeTI({key: {"status": "error"}})})
+    with pytest.raises(AirflowFailException, match=r"clear dbt_build\.dbt_producer_watcher"):
+        run._fallback_to_non_watcher_run(2, {"ti": _FakeTI()})
+    # no result although the producer finished: skipped, not re-run
+    with pytest.raises(AirflowSkipException, match="not part of this dbt build"):
+        run._handle_no_dbt_node_status("success", 1, {"ti": _FakeTI()})
+    with pytest.raises(AirflowSkipException, match="ended failed"):
+        run._handle_no_dbt_node_status("failed", 1, {"ti": _FakeTI()})
+    assert run._handle_no_dbt_node_status("running", 1, {"ti": _FakeTI()}) is False
+
+
+def test_node_statuses_in_cosmos_keys() -> None:
+    """Model status, per-model test aggregate (a skipped test is not a failure), dbt message."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from segment_warehouse.dbt_airflow import publish_node_statuses
+    from segment_warehouse.dbt_runner import NodeResult
+
+    p = "segment_warehouse"
+    nodes = [
+        NodeResult(f"model.{p}.a", "success", 1.0),
+        NodeResult(f"test.{p}.not_null_a", "pass", 0.1),
+        NodeResult(f"test.{p}.unique_a", "fail", 0.1, message="Got 3 results"),
+        NodeResult(f"model.{p}.b", "error", 1.0, message="Binder Error: column x"),
+        NodeResult(f"model.{p}.c", "skipped", 0.0),
+        NodeResult(f"test.{p}.rel_c_b", "skipped", 0.0),
+        NodeResult(f"test.{p}.not_null_c", "skipped", 0.0),
+    ]
+    tests = {
+        f"model.{p}.a": [f"test.{p}.not_null_a", f"test.{p}.unique_a"],
+        f"model.{p}.c": [f"test.{p}.rel_c_b", f"test.{p}.not_null_c"],
+        f"model.{p}.never_built": [f"test.{p}.x"],
+    }
+    ti = _FakeTI()
+    from cosmos.operators._watcher.aggregation import get_tests_status_xcom_key
+    from cosmos.operators._watcher.state import get_dbt_event_xcom_key, get_status_xcom_key
+
+    publish_node_statuses(
+        ti, nodes, tests, push=lambda t, k, v: t.xcom_push(k, v),
+        status_key=get_status_xcom_key, tests_key=get_tests_status_xcom_key,
+        event_key=get_dbt_event_xcom_key,
+    )  # fmt: skip
+    got = ti.pushed
+    assert got[f"model__{p}__a_status"]["status"] == "success"
+    assert got[f"model__{p}__b_status"]["status"] == "error"
+    assert got[f"model__{p}__a_tests_status"] == "fail"
+    assert got[f"model__{p}__a_failed_tests"] == ["unique_a"]
+    assert got[f"model__{p}__c_tests_status"] == "skipped"
+    assert f"model__{p}__never_built_tests_status" not in got
+    assert "Binder Error" in got[f"model__{p}__b_dbt_event"]["msg"]
+    # the test task of `a` fails once, naming the failed test
+    test_task = _consumer("SegmentTestConsumer", f"model.{p}.a")
+    test_task._get_producer_task_status = lambda ctx: "failed"  # type: ignore[method-assign]
+    with pytest.raises(AirflowFailException, match="failed tests: unique_a"):
+        test_task.poke({"ti": ti, "run_id": "r"})

@@ -175,8 +175,8 @@ def dbt_build(
     """dbt build for the logical date; --full-refresh when incremental state is unsafe.
 
     ``on_result`` gets the build's per-node results (``dbt_runner.NodeResult``)
-    as soon as dbt has finished, before the state is written (the Airflow
-    producer publishes them to its per-model tasks; see dbt_airflow.py).
+    as soon as dbt has finished, failed or not, before the state is written
+    (the Airflow producer publishes them to its per-model tasks; see dbt_airflow.py).
 
     The lineage docs (``dbt docs generate``) are regenerated in the same dbt
     process, only when the dbt project itself changed: they describe the
@@ -211,7 +211,12 @@ def dbt_build(
     project_hash = _dbt_project_hash()
     docs_stale = not docs_marker.exists() or docs_marker.read_text() != project_hash
     started = time.time() - 1.0  # file mtimes use a coarser clock than time.time()
-    result = dbt_runner.build(as_of_date=as_of_date, extra_args=extra, docs=docs_stale)
+    try:
+        result = dbt_runner.build(as_of_date=as_of_date, extra_args=extra, docs=docs_stale)
+    except dbt_runner.DbtBuildError as exc:
+        if on_result is not None:
+            on_result(exc.result.nodes)
+        raise
     if on_result is not None:
         on_result(result.nodes)
     # A failed docs step does not fail the build; only docs written now are current.
