@@ -43,7 +43,7 @@ def build_warehouse(
                 orders.append((oid, cid, ts, "refunded", amount, later, f"f{later:%Y%m%d}.csv", n))
         for t in rng.random(rng.poisson(rate[i] * days * 2 + 1)) * days:
             ts = start + timedelta(days=float(t))
-            sessions.append((f"s{len(sessions)}", cid, ts, ts.date(), 3, 1, 0))
+            sessions.append((f"s{len(sessions)}", cid, ts, ts.date(), 3, 1, 0, bool(i % 2)))
     o = pd.DataFrame(
         orders,
         columns=["order_id", "customer_id", "order_ts", "status", "total_amount_reporting",
@@ -65,7 +65,7 @@ def build_warehouse(
     s = pd.DataFrame(
         sessions,
         columns=["session_id", "customer_id", "session_start_at", "session_date",
-                 "page_views_count", "products_added_count", "orders_completed_count"],
+                 "page_views_count", "products_added_count", "orders_completed_count", "is_mobile"],
     )  # fmt: skip
     con = duckdb.connect(str(path))
     try:

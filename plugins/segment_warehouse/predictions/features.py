@@ -44,6 +44,9 @@ FEATURES: tuple[tuple[str, str], ...] = (
     ("page_views_30d", "page views in the 30 days up to the cut-off"),
     ("days_since_last_session", "days since the last session (null: none)"),
     ("cart_adds_without_purchase", "products added in sessions without an order"),
+    ("page_views_90d", "page views in the 90 days up to the cut-off"),
+    ("mobile_share", "share of sessions on a mobile device"),
+    ("weekend_share", "share of completed orders (else of sessions) on a weekend"),
     ("tenure_days", "days since first seen (contact, order or session)"),
     ("consent_known", "1 if marketing consent is true at the cut-off, 0 if unknown"),
 )
@@ -103,6 +106,7 @@ order_measures as (
         coalesce(sum(total_amount_reporting) filter (
             where is_completed and cast(order_ts as date) > p.cutoff - 90), 0) as revenue_90d,
         count(*) filter (where status in ('refunded', 'cancelled')) as refunded_orders,
+        count(*) filter (where is_completed and isodow(order_ts) in (6, 7)) as weekend_orders,
         min(order_ts) as first_any_order_at
     from orders o, params p
     group by o.customer_id
@@ -113,6 +117,11 @@ session_measures as (
         count(*) filter (where s.session_date > p.cutoff - 90) as sessions_90d,
         coalesce(sum(s.page_views_count) filter (where s.session_date > p.cutoff - 30), 0)
             as page_views_30d,
+        coalesce(sum(s.page_views_count) filter (where s.session_date > p.cutoff - 90), 0)
+            as page_views_90d,
+        count(*) as sessions_count,
+        count(*) filter (where s.is_mobile) as mobile_sessions,
+        count(*) filter (where isodow(s.session_start_at) in (6, 7)) as weekend_sessions,
         max(s.session_start_at) as last_session_at,
         min(s.session_start_at) as first_session_at,
         coalesce(sum(s.products_added_count) filter (where s.orders_completed_count = 0), 0)
@@ -151,6 +160,12 @@ select
     cast(date_diff('day', cast(sm.last_session_at as date), p.cutoff) as double)
         as days_since_last_session,
     cast(coalesce(sm.cart_adds_without_purchase, 0) as double) as cart_adds_without_purchase,
+    cast(coalesce(sm.page_views_90d, 0) as double) as page_views_90d,
+    cast(case when sm.sessions_count > 0 then sm.mobile_sessions / sm.sessions_count else 0 end
+         as double) as mobile_share,
+    cast(case when om.frequency > 0 then om.weekend_orders / om.frequency
+              when sm.sessions_count > 0 then sm.weekend_sessions / sm.sessions_count
+              else 0 end as double) as weekend_share,
     cast(greatest(date_diff('day', cast(least(c.first_contact_at, om.first_any_order_at,
                                                sm.first_session_at) as date), p.cutoff), 0)
          as double) as tenure_days,
