@@ -249,6 +249,17 @@ def run_dags(
     return failed
 
 
+def refresh_dbt_manifest(settings: Settings) -> None:
+    """Parse the dbt project when it changed, before Airflow parses the DAG file: the
+    per-model dbt tasks are rendered from this manifest (see dbt_airflow.py). A
+    project dbt cannot parse is reported by the dbt_build task itself."""
+    from segment_warehouse import dbt_airflow
+
+    if not dbt_airflow.manifest_is_current(settings):
+        print("Parsing the dbt project (it changed since the last build) ...", flush=True)
+        dbt_airflow.ensure_manifest(settings, wait=True)
+
+
 def print_summary(settings: Settings) -> None:
     import duckdb
 
@@ -366,6 +377,7 @@ def run_pipeline(
     print(f"Airflow home {printable(env['AIRFLOW_HOME'])}; full log: {printable(log_file)}",
           flush=True)  # fmt: skip
     init_airflow(env, log_file)
+    refresh_dbt_manifest(settings)
     failed = run_dags(dag_ids, day, env, log_file)
     if failed:
         print(f"\n{failed[0]} failed; the previous snapshot was left in place.")
