@@ -25,7 +25,6 @@ from segment_tools import evaluate_zone, febrl
 from segment_tools.zone2 import PROFILES, ZoneConfig, generate
 
 AS_OF = date(2026, 11, 30)
-CRM_REQUIRED = {"contact_id", "updated_at"}
 CRM_COLUMNS = {"contact_id", "email", "phone", "first_name", "last_name", "birth_date", "gender",
                "country", "city", "postal_code", "marketing_consent", "created_at", "updated_at"}
 TX_REQUIRED = {"order_id", "order_ts", "status", "currency", "total_amount"}
@@ -308,6 +307,20 @@ def test_evaluate_zone_penalises_merging_everyone(zone: Path, tmp_path: Path) ->
     assert r["over_merge"]["twins"]["rate"] == 1.0
     assert r["over_merge"]["households"]["rate"] == 1.0
     assert r["impure_customers"] == 1
+
+
+def test_fast_random_draws_stay_in_range_and_follow_weights() -> None:
+    import numpy as np
+    from segment_tools.zone2.render import FastRandom
+
+    fr = FastRandom(np.random.default_rng(1), block=1000)
+    ints = [fr.integers(3, 7) for _ in range(5000)]
+    assert set(ints) == {3, 4, 5, 6}
+    assert set(fr.integers(2, size=50)) <= {0, 1}
+    picks = Counter(fr.pick((0.1, 0.0, 0.9)) for _ in range(5000))
+    assert picks[1] == 0 and 0.85 < picks[2] / 5000 < 0.95
+    again = FastRandom(np.random.default_rng(1), block=1000)
+    assert [again.integers(3, 7) for _ in range(5000)] == ints
 
 
 def test_pair_scores_small_example() -> None:
