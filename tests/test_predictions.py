@@ -231,3 +231,29 @@ def test_churn_window_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEGMENTS_CHURN_WINDOW_DAYS", "soon")
     with pytest.raises(ConfigError, match="SEGMENTS_CHURN_WINDOW_DAYS"):
         PredictionSettings.from_env()
+
+
+def test_erased_customer_leaves_no_trace_after_the_next_run(env: Path) -> None:
+    build_warehouse(env, customers=300, days=90)
+    first = predict(run_id="before", as_of=AS_OF)
+    victim = _q(env, "select min(customer_id) from segments.customer_predictions")[0][0]
+    con = duckdb.connect(str(env))
+    try:  # what erasure does: the person's rows go from every per-person table
+        orders = [r[0] for r in con.execute(
+            "select source_id from marts.identity_map where customer_id = ? "
+            "and source = 'transactions'", [victim]).fetchall()]  # fmt: skip
+        con.execute(
+            "delete from staging.stg_transactions__orders where list_contains(?, order_id)",
+            [orders],
+        )
+        con.execute("delete from staging.stg_crm__contacts where contact_id = ?", ["C" + victim])
+        for table in ("marts.identity_map", "marts.fct_sessions", "marts.customer_profiles",
+                      "segments.customer_predictions"):  # fmt: skip
+            con.execute(f"delete from {table} where customer_id = ?", [victim])
+    finally:
+        con.close()
+    second = predict(run_id="after", as_of=AS_OF)
+    remaining = _q(env, "select customer_id from segments.customer_predictions")
+    assert victim not in {r[0] for r in remaining}
+    assert not Path(first.model_path).exists() and Path(second.model_path).exists()
+    assert second.n_scored == first.n_scored - 1
