@@ -266,3 +266,25 @@ def test_node_statuses_in_cosmos_keys() -> None:
     test_task._get_producer_task_status = lambda ctx: "failed"  # type: ignore[method-assign]
     with pytest.raises(AirflowFailException, match="failed tests: unique_a"):
         test_task.poke({"ti": ti, "run_id": "r"})
+
+
+def test_without_a_manifest_the_build_still_runs(tmp_path, monkeypatch) -> None:
+    """No manifest yet (a DAG parse never waits for dbt): the producer alone, same wiring;
+    the dbt parse it starts in the background is what renders the models next time."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from segment_warehouse import dbt_airflow
+
+    started: list[object] = []
+    monkeypatch.setenv("SEGMENTS_WAREHOUSE_DIR", str(tmp_path))
+    monkeypatch.setattr(dbt_airflow, "_start_background_parse", lambda *a: started.append(a))
+    dag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "segment_pipeline.py")).dags[
+        "segment_pipeline"
+    ]
+    tasks = {t.task_id: t for t in dag.tasks}
+    assert len(started) == 1
+    assert [t for t in tasks if t.startswith(f"{GROUP}.")] == [PRODUCER]
+    assert type(tasks[PRODUCER]).__name__ == "SegmentDbtProducer"
+    assert tasks[PRODUCER].upstream_task_ids == {"apply_erasure"}
+    assert tasks["validate_warehouse"].upstream_task_ids == {PRODUCER}
+    assert tasks[PRODUCER].pool == "duckdb_writer"
