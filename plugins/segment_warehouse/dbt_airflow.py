@@ -33,6 +33,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -92,14 +93,16 @@ def manifest_is_current(settings: Settings | None = None) -> bool:
 
 
 def publish_dag_manifest(source: Path, settings: Settings | None = None) -> bool:
-    """Copy a freshly written dbt ``manifest.json`` to the DAG's manifest, atomically
-    (a DAG parse never reads a half-written file). False when ``source`` is missing."""
+    """Copy a dbt ``manifest.json`` to the DAG's manifest, atomically (a DAG parse never
+    reads a half-written file), keeping its mtime: an old manifest copied after a
+    failed parse stays older than the project, so it is still seen as stale.
+    False when ``source`` is missing."""
     if not source.exists():
         return False
     target = dag_manifest_path(settings)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(f".{os.getpid()}.tmp")
-    partial.write_bytes(source.read_bytes())
+    shutil.copy2(source, partial)
     os.replace(partial, target)
     return True
 
@@ -232,7 +235,8 @@ def _producer_class() -> type:
                     as_of_date=context["ds"], run_id=context["run_id"], on_result=publish
                 )
             finally:
-                # the session parsed the project first: its manifest is current
+                # the session parsed the project first (when that failed, the old
+                # manifest keeps its old mtime and stays stale)
                 publish_dag_manifest(settings.dbt_target_dir / "manifest.json", settings)
 
     return SegmentDbtProducer
