@@ -352,10 +352,13 @@ def _consumer_mixin() -> type:
             self, producer_task_state: str | None, try_number: int, context: Any
         ) -> bool:
             if producer_task_state == "success":
-                raise AirflowSkipException(
-                    f"{self.model_unique_id} was not part of this dbt build (deselected or "
-                    "ephemeral, or added to the project after the build parsed it)"
-                )
+                # Success, as Cosmos does for a node that did not run: a skip here would
+                # skip validate_warehouse and publish_snapshot after a good build.
+                log.warning(
+                    "%s was not part of this dbt build (ephemeral, or removed from the "
+                    "project after the DAG was rendered)", self.model_unique_id,
+                )  # fmt: skip
+                return True
             if is_producer_task_terminated(producer_task_state):
                 raise AirflowSkipException(
                     f"{self.producer_task_id} ended {producer_task_state} before dbt reported "
