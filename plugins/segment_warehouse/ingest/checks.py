@@ -151,34 +151,22 @@ def csv_checks(
     return f"case\n{body}\n    else null end"
 
 
-def json_id_value(field: str, j: str = "_j") -> str:
-    """VARCHAR of an identifier read as JSON: a string as is, an integer as its text.
-
-    A string without escapes is unquoted by slicing; only escaped ones are parsed again.
-    """
-    v = f'{j}."{field}"'
-    return (
-        f"(case when left({v}, 1) <> '\"' then {v}::varchar "
-        f"when contains({v}, '\\') then {v} ->> '$' "
-        f"else ({v}::varchar)[2:-2] end)"
-    )
-
-
 def jsonl_checks(suppress_erased: bool, j: str = "_j") -> str:
     """CASE expression giving the first contract violation of a parsed JSONL line, else NULL.
 
-    Evaluated over ``line`` and the typed struct ``_j`` plus the ``_id_<field>`` columns
-    (see :func:`json_id_value`). Nested CASEs keep the extra parses (json_valid, json_type)
-    to the few failing rows.
+    Evaluated over ``line`` and the typed struct ``_j``. Nested CASEs and conjunctions keep
+    the extra parses (json_valid, json_type) to the few rows that need them: an identifier
+    is only looked up again when its text could be a boolean, array or object (a string
+    "true" reads the same as true once extracted as VARCHAR).
     """
     erased = ""
     if suppress_erased:
         cond = erased_condition(dict(ANALYTICS_IDENTIFIERS))
         erased = f"when {j} is not null and ({cond}) then {sql_str(ERASED_REASON)}"
     id_checks = "\n".join(
-        f"""        when {j}."{f}" is not null and left({j}."{f}", 1) <> '"'
-                 and not regexp_full_match({j}."{f}", '-?[0-9]+')
-            then 'invalid {f}: expected a string, got ' || lower(json_type({j}."{f}"))"""
+        f"""        when ({j}."{f}" in ('true', 'false') or left({j}."{f}", 1) in ('[', '{{'))
+                 and json_type(line, '$."{f}"') in ('BOOLEAN', 'ARRAY', 'OBJECT')
+            then 'invalid {f}: expected a string, got ' || lower(json_type(line, '$."{f}"'))"""
         for f in ANALYTICS_ID_FIELDS
     )
     object_checks = "\n".join(
@@ -196,7 +184,7 @@ def jsonl_checks(suppress_erased: bool, j: str = "_j") -> str:
         when (case when {j}."messageId" is null then json_type(line) <> 'OBJECT' else false end)
             then 'not a JSON object: ' || lower(json_type(line))
 {id_checks}
-        when {missing("_id_messageId")} then 'missing required field: messageId'
+        when {missing(f'{j}."messageId"')} then 'missing required field: messageId'
         when {missing(f'{j}."type"')} then 'missing required field: type'
         when {j}."type" not in ({", ".join(sql_str(t) for t in EVENT_TYPES)})
             then 'invalid type: ' || {quoted(f'{j}."type"')}
@@ -217,12 +205,7 @@ def jsonl_struct() -> str:
 
 def jsonl_raw_columns(j: str = "_j") -> str:
     """The raw table's columns from the parsed struct, in raw column order."""
-    out = []
-    for f, _, t in ANALYTICS_FIELDS:
-        if f in ANALYTICS_ID_FIELDS:
-            out.append(f"nullif(_id_{f}, '')")
-        elif t == "VARCHAR":
-            out.append(f"nullif({j}.\"{f}\", '')")
-        else:
-            out.append(f'{j}."{f}"')
-    return ", ".join(out)
+    return ", ".join(
+        f"nullif({j}.\"{f}\", '')" if t == "VARCHAR" else f'{j}."{f}"'
+        for f, _, t in ANALYTICS_FIELDS
+    )

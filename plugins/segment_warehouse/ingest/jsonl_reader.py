@@ -27,7 +27,6 @@ import pyarrow as pa
 
 from segment_warehouse.ingest import files
 from segment_warehouse.ingest.checks import (
-    json_id_value,
     jsonl_checks,
     jsonl_raw_columns,
     jsonl_struct,
@@ -37,7 +36,7 @@ from segment_warehouse.ingest.csv_reader import batched, check_quarantine_bound
 from segment_warehouse.ingest.files import display_name
 from segment_warehouse.ingest.manifest import insert_quarantine
 from segment_warehouse.ingest.results import Counts, FileContext, FileRejected
-from segment_warehouse.ingest.specs import ANALYTICS_FIELDS, ANALYTICS_ID_FIELDS
+from segment_warehouse.ingest.specs import ANALYTICS_FIELDS
 
 log = logging.getLogger("segment_warehouse.ingest")
 _T = TypeVar("_T")
@@ -91,7 +90,6 @@ def load_jsonl(con: duckdb.DuckDBPyConnection, ctx: FileContext) -> Counts:
     known = ", ".join(sql_str(f) for f, _, _ in ANALYTICS_FIELDS)
     struct = jsonl_struct()
     checks = jsonl_checks(ctx.suppress_erased)
-    ids = ", ".join(f"{json_id_value(f)} as _id_{f}" for f in ANALYTICS_ID_FIELDS)
     raw_cols = jsonl_raw_columns()
     # Decompression and line splitting run in a background thread (zlib, numpy and
     # DuckDB all release the GIL), overlapping with DuckDB's work on the previous chunk.
@@ -109,12 +107,8 @@ def load_jsonl(con: duckdb.DuckDBPyConnection, ctx: FileContext) -> Counts:
                         select _line_number, line,
                                try(from_json(line, '{struct}')) as _j
                         from _ingest_chunk
-                    ), t as (
-                        select *, {ids} from s
                     )
-                    select _line_number, _j, {", ".join(f"_id_{f}" for f in ANALYTICS_ID_FIELDS)},
-                           {checks} as _reason
-                    from t"""
+                    select _line_number, _j, {checks} as _reason from s"""
             )
             _strict_recheck(con)
             # At most one row beyond the bound is fetched: a flood of bad lines stops here.

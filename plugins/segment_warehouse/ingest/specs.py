@@ -135,28 +135,27 @@ SPECS: dict[str, SourceSpec] = {
     ),
 }
 
-# JSON field -> raw column -> the type from_json extracts. Identifier fields are read as
-# JSON (not VARCHAR) so that a number, boolean, array or object can be told from a string.
+# JSON field -> raw column -> the type from_json extracts.
 ANALYTICS_FIELDS: tuple[tuple[str, str, str], ...] = (
-    ("messageId", "message_id", "JSON"),
+    ("messageId", "message_id", "VARCHAR"),
     ("type", "type", "VARCHAR"),
     ("event", "event", "VARCHAR"),
-    ("anonymousId", "anonymous_id", "JSON"),
-    ("userId", "user_id", "JSON"),
+    ("anonymousId", "anonymous_id", "VARCHAR"),
+    ("userId", "user_id", "VARCHAR"),
     ("timestamp", "timestamp", "VARCHAR"),
     ("context", "context", "JSON"),
     ("properties", "properties", "JSON"),
     ("traits", "traits", "JSON"),
 )
-# Identifier fields: a JSON string is taken as is, an integer becomes its decimal text,
-# anything else (boolean, array, object, fraction) is a contract violation.
+# Identifier fields: a JSON string is taken as is, a number becomes its text (from_json's
+# VARCHAR), a boolean, array or object is a contract violation.
 ANALYTICS_ID_FIELDS: tuple[str, ...] = ("messageId", "anonymousId", "userId")
 # Nested fields that must be JSON objects when present.
 ANALYTICS_OBJECT_FIELDS: tuple[str, ...] = ("context", "properties", "traits")
 # Identifier kind -> SQL over the parsed struct ``_j`` (suppression of erased people).
 ANALYTICS_IDENTIFIERS: tuple[tuple[str, str], ...] = (
-    ("anonymous_id", "_id_anonymousId"),
-    ("contact_id", "_id_userId"),
+    ("anonymous_id", '_j."anonymousId"'),
+    ("contact_id", '_j."userId"'),
     ("email", "json_extract_string(_j.\"traits\", '$.email')"),
     ("phone", "json_extract_string(_j.\"traits\", '$.phone')"),
 )
