@@ -22,7 +22,12 @@ def model(dbt: Any, session: Any) -> Any:
     dbt.config(materialized="table")
     candidate_probability = float(dbt.config.get("candidate_probability") or 0.5)
 
+    # var identity_probabilistic_matching: false turns the matcher off (the
+    # deterministic graph alone, e.g. to compare or to bound a huge backfill)
+    enabled = str(dbt.config.get("probabilistic_matching", True)).strip().lower()
     features = dbt.ref("int_contacts_match_features").to_arrow_table()
+    if enabled in {"false", "0", "no"}:
+        features = features.slice(0, 0)
     threads = session.execute("select current_setting('threads')").fetchone()[0]
     pairs = predict_pairs(
         features, min_probability=candidate_probability, threads=int(threads),

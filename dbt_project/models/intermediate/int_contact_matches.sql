@@ -11,7 +11,9 @@
       * something beyond name and place corroborates it: the birth date, the
         email local part or the phone (same-name neighbours share name and
         city only);
-      * a reviewer has not blocked the pair (seed identity_blocked_pairs).
+      * a reviewer has not blocked the pair (seed identity_blocked_pairs);
+      * neither contact lacks a birth date while matching two contacts whose
+        birth dates conflict (it could be either; it would chain them).
     Otherwise decision names the first guard that stopped it.
 -#}
 
@@ -26,6 +28,12 @@ pairs as (
 features as (
 
     select contact_id, gender from {{ ref('int_contacts_match_features') }}
+
+),
+
+dates as (
+
+    select contact_id, birth_date from {{ ref('int_contacts_match_features') }}
 
 ),
 
@@ -61,6 +69,42 @@ checked as (
 
 ),
 
+-- A contact without a birth date that would merge with two contacts whose
+-- birth dates conflict (a father and his son) could be either: it merges with
+-- neither, so it cannot chain them into one customer.
+passing as (
+
+    select contact_id_l, contact_id_r
+    from checked
+    where not is_blocked
+        and match_probability >= {{ var('identity_match_probability', 0.99) }}
+        and not first_names_conflict and not birth_dates_conflict
+        and not genders_conflict and is_corroborated
+
+),
+
+partners as (
+
+    select contact_id_l as contact_id, contact_id_r as partner_id from passing
+    union all
+    select contact_id_r, contact_id_l from passing
+
+),
+
+ambiguous_contacts as (
+
+    select distinct a.contact_id
+    from partners as a
+    inner join partners as b
+        on a.contact_id = b.contact_id and a.partner_id < b.partner_id
+    inner join dates as own on a.contact_id = own.contact_id
+    inner join dates as pa on a.partner_id = pa.contact_id
+    inner join dates as pb on b.partner_id = pb.contact_id
+    where own.birth_date is null
+        and {{ birth_dates_conflict('pa', 'pb') }}
+
+),
+
 final as (
 
     select
@@ -80,6 +124,9 @@ final as (
             when birth_dates_conflict then 'vetoed_birth_date'
             when genders_conflict then 'vetoed_gender'
             when not is_corroborated then 'vetoed_uncorroborated'
+            when contact_id_l in (select contact_id from ambiguous_contacts)
+                or contact_id_r in (select contact_id from ambiguous_contacts)
+                then 'vetoed_ambiguous'
             else 'merged'
         end as decision,
         model_version

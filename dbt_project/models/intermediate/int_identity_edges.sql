@@ -13,7 +13,8 @@
         are compatible (equal or nickname forms), the birth dates do not
         conflict (a father and son share name and landline, not birth date),
         and the last names or the birth dates agree (twins share phone,
-        surname and birth date, not first name);
+        surname and birth date, not first name); on a phone where two such
+        people meet, a record without a birth date links to neither;
       * probabilistic: Splink matches that passed the guards
         (int_contact_matches, decision = 'merged').
       A pair in seed identity_blocked_pairs gets neither contact-contact edge.
@@ -107,8 +108,10 @@ order_emails as (
 phone_pairs as (
 
     select
+        l.phone_e164,
         l.contact_id as contact_id_l,
         r.contact_id as contact_id_r,
+        l.birth_date is not null and r.birth_date is not null as birth_dates_known,
         l.first_name_key = r.first_name_key
             or list_has_any(l.first_name_forms, r.first_name_forms) as first_names_compatible,
         l.last_name_key = r.last_name_key as last_names_equal,
@@ -122,6 +125,18 @@ phone_pairs as (
 
 ),
 
+-- a phone with two people of one name and conflicting birth dates (father and
+-- son): a record without a birth date on it could be either, so it links to
+-- neither (else it would chain the two)
+ambiguous_phones as (
+
+    select distinct phone_e164
+    from phone_pairs
+    where coalesce(first_names_compatible, false) and coalesce(last_names_equal, false)
+        and birth_dates_conflict
+
+),
+
 phone_matches as (
 
     select 'c:' || contact_id_l as src_node, 'c:' || contact_id_r as dst_node, 'phone_match' as edge_type
@@ -129,6 +144,7 @@ phone_matches as (
     where coalesce(first_names_compatible, false)
         and not birth_dates_conflict
         and (coalesce(last_names_equal, false) or coalesce(birth_dates_equal, false))
+        and (birth_dates_known or phone_e164 not in (select phone_e164 from ambiguous_phones))
         and not exists (
             select 1 from blocked_pairs
             where blocked_pairs.contact_id_l = phone_pairs.contact_id_l
