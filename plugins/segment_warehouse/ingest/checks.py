@@ -163,17 +163,35 @@ def jsonl_checks(suppress_erased: bool, j: str = "_j") -> str:
     if suppress_erased:
         cond = erased_condition(dict(ANALYTICS_IDENTIFIERS))
         erased = f"when {j} is not null and ({cond}) then {sql_str(ERASED_REASON)}"
-    id_checks = "\n".join(
-        f"""        when ({j}."{f}" in ('true', 'false') or left({j}."{f}", 1) in ('[', '{{'))
-                 and json_type(line, '$."{f}"') in ('BOOLEAN', 'ARRAY', 'OBJECT')
-            then 'invalid {f}: expected a string, got ' || lower(json_type(line, '$."{f}"'))"""
+    # The type checks of identifiers and nested objects come last, behind one cheap
+    # pre-condition: most rows skip them in a single test, and a NULL from the inner CASE
+    # (a string "true") rightly means "no violation" as every other check has passed.
+    id_suspect = {
+        f: f"""({j}."{f}" in ('true', 'false') or left({j}."{f}", 1) in ('[', '{{'))"""
         for f in ANALYTICS_ID_FIELDS
-    )
-    object_checks = "\n".join(
-        f"""        when {j}."{f}" is not null and left({j}."{f}", 1) <> '{{'
-            then 'invalid {f}: expected an object, got ' || lower(json_type({j}."{f}"))"""
+    }
+    obj_suspect = {
+        f: f"""({j}."{f}" is not null and left({j}."{f}", 1) <> '{{')"""
         for f in ANALYTICS_OBJECT_FIELDS
+    }
+    inner = "\n".join(
+        [
+            f"""                when {cond}
+                    and json_type(line, '$."{f}"') in ('BOOLEAN', 'ARRAY', 'OBJECT')
+                    then 'invalid {f}: expected a string, got '
+                         || lower(json_type(line, '$."{f}"'))"""
+            for f, cond in id_suspect.items()
+        ]
+        + [
+            f"""                when {cond}
+                    then 'invalid {f}: expected an object, got ' || lower(json_type({j}."{f}"))"""
+            for f, cond in obj_suspect.items()
+        ]
     )
+    any_suspect = " or ".join([*id_suspect.values(), *obj_suspect.values()])
+    type_checks = f"""        when {any_suspect} then case
+{inner}
+            end"""
     ts = f'{j}."timestamp"'
     return f"""case
         {erased}
@@ -183,7 +201,6 @@ def jsonl_checks(suppress_erased: bool, j: str = "_j") -> str:
             else 'not a JSON object: ' || lower(json_type(line)) end
         when (case when {j}."messageId" is null then json_type(line) <> 'OBJECT' else false end)
             then 'not a JSON object: ' || lower(json_type(line))
-{id_checks}
         when {missing(f'{j}."messageId"')} then 'missing required field: messageId'
         when {missing(f'{j}."type"')} then 'missing required field: type'
         when {j}."type" not in ({", ".join(sql_str(t) for t in EVENT_TYPES)})
@@ -195,7 +212,7 @@ def jsonl_checks(suppress_erased: bool, j: str = "_j") -> str:
         when {out_of_range_timestamp(ts)}
             then 'timestamp out of range in timestamp: ' || {quoted(ts)}
                  || ' (allowed from {TIMESTAMP_MIN} to before {TIMESTAMP_MAX})'
-{object_checks}
+{type_checks}
         else null end"""
 
 
