@@ -9,7 +9,6 @@ import hashlib
 import io
 import json
 import re
-import sys
 import zipfile
 from collections import Counter, defaultdict
 from datetime import UTC, date, datetime
@@ -18,9 +17,6 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-
 from segment_tools import evaluate_zone, febrl
 from segment_tools.zone2 import PROFILES, ZoneConfig, generate
 
