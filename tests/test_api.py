@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from test_personalisation_decide import RULES, profile, write_inputs
 
-from segment_warehouse.config import REPO_ROOT, Settings, get_settings
+from segment_warehouse.config import Settings, get_settings
 from segment_warehouse.personalisation import decide
 from segment_warehouse.publish import publish_snapshot
 
@@ -66,7 +66,7 @@ def server(env: Settings) -> Iterator[int]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "segment_warehouse.api", "--port", str(port),
          "--log-level", "warning"],
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "plugins")},
+        env=dict(os.environ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

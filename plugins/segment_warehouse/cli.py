@@ -98,10 +98,6 @@ def airflow_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{home}/airflow.db")
     env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     env.setdefault("GX_ANALYTICS_ENABLED", "false")
-    plugins = str(REPO_ROOT / "plugins")
-    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if plugins not in paths:
-        env["PYTHONPATH"] = os.pathsep.join([plugins, *paths])
     return env
 
 

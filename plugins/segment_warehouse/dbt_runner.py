@@ -110,14 +110,11 @@ def _environment(settings: Settings, as_of_date: str | None = None) -> dict[str,
     env.pop("SEGMENTS_AS_OF_DATE", None)  # only ever the value this call passes
     if as_of_date is not None:
         env["SEGMENTS_AS_OF_DATE"] = as_of_date
-    plugins_dir = str(settings.repo_root / "plugins")
-    pythonpath = [plugins_dir, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
     env.update(
         {
             "SEGMENTS_WAREHOUSE_DB": str(settings.warehouse_db),
             "SEGMENTS_DUCKDB_THREADS": str(settings.duckdb_threads),
             "SEGMENTS_DUCKDB_MEMORY_LIMIT": settings.duckdb_memory_limit,
-            "PYTHONPATH": os.pathsep.join(dict.fromkeys(pythonpath)),
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
             "DO_NOT_TRACK": "1",
         }

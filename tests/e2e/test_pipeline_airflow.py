@@ -16,8 +16,6 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from segment_warehouse.config import REPO_ROOT
-
 pytestmark = pytest.mark.e2e
 
 LOGICAL_DATE = "2026-11-22"
@@ -67,7 +65,6 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict:
         SEGMENTS_REPORTS_DIR=str(root / "reports"),
         SEGMENTS_PII_KEY="e2e-secret",
         AIRFLOW_HOME=str(root / "airflow_home"),
-        PYTHONPATH=str(REPO_ROOT / "plugins"),
     )
     gen = subprocess.run(
         [

@@ -62,7 +62,7 @@ def generate(landing: Path, truth: Path, customers: int = 300, **extra: str) -> 
         args,
         check=True,
         capture_output=True,
-        env={"PYTHONPATH": str(REPO_ROOT / "plugins"), "PATH": ""},
+        env={"PATH": ""},
     )
 
 

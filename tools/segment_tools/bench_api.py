@@ -1,6 +1,6 @@
 """Bounded local load test of the decision API (127.0.0.1 only).
 
-    PYTHONPATH=plugins:tools python -m segment_tools.bench_api --customers 1000000 \\
+    python -m segment_tools.bench_api --customers 1000000 \\
         --requests 30000 --concurrency 1,8,32 --markdown /tmp/latency.md
 
 1. Builds a synthetic warehouse of ``--customers`` customers in a temp dir
@@ -286,8 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     cpus = sorted(os.sched_getaffinity(0))
     server_cpu, client_cpus = cpus[0], (cpus[1:] or cpus[:1])
     port = _free_port()
-    env = {**os.environ, "SEGMENTS_WAREHOUSE_DIR": str(snapshot.parent),
-           "PYTHONPATH": str(REPO_ROOT / "plugins")}
+    env = {**os.environ, "SEGMENTS_WAREHOUSE_DIR": str(snapshot.parent)}
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "segment_warehouse.api", "--port", str(port),
