@@ -56,7 +56,7 @@ class PredictionSettings:
     cutoff_step_days: int = 14
     max_cutoffs: int = 6
     min_history_days: int = 28
-    max_train_rows: int = 300_000
+    max_train_rows: int = 150_000
 
     @classmethod
     def from_env(cls) -> PredictionSettings:
@@ -65,7 +65,7 @@ class PredictionSettings:
             cutoff_step_days=_env_int("SEGMENTS_PREDICTION_CUTOFF_STEP_DAYS", 14, 1),
             max_cutoffs=_env_int("SEGMENTS_PREDICTION_MAX_CUTOFFS", 6, 1),
             min_history_days=_env_int("SEGMENTS_PREDICTION_MIN_HISTORY_DAYS", 28, 0),
-            max_train_rows=_env_int("SEGMENTS_PREDICTION_MAX_TRAIN_ROWS", 300_000, 1_000),
+            max_train_rows=_env_int("SEGMENTS_PREDICTION_MAX_TRAIN_ROWS", 150_000, 1_000),
         )
 
 
@@ -173,7 +173,10 @@ def _train_and_backtest(
     if cutoffs:
         bt_cutoff = cutoffs[0]
         test = hist.rows(target, bt_cutoff, horizon)
-        earlier = plan_cutoffs(bt_cutoff, first_day, horizon, ps)
+        # Training cut-offs whose windows closed by the test cut-off: the final model's
+        # own older cut-offs when there are any (their features are computed once).
+        earlier = [c for c in cutoffs if c <= bt_cutoff - timedelta(days=horizon)]
+        earlier = earlier or plan_cutoffs(bt_cutoff, first_day, horizon, ps)
         train = hist.stacked(target, earlier, horizon, ps.max_train_rows)
         if mdl.trainable(train["label"].to_numpy(dtype=int)):
             kind = "time_split"
