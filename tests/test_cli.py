@@ -175,3 +175,25 @@ def test_printable_escapes_control_characters_only() -> None:
 def test_bad_date_is_refused(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.run_pipeline("2026-11-20\nrm", lock=False) == 2
     assert "\\nrm" in capsys.readouterr().err
+
+
+def test_local_key_lives_with_its_warehouse(tmp_path: Path, monkeypatch) -> None:
+    from segment_warehouse.cli import ensure_local_pii_key
+    from segment_warehouse.config import get_settings
+
+    monkeypatch.delenv("SEGMENTS_PII_KEY", raising=False)
+    monkeypatch.delenv("SEGMENTS_DEMO_MODE", raising=False)
+    monkeypatch.setenv("SEGMENTS_WAREHOUSE_DIR", str(tmp_path / "wh"))
+    env = {"AIRFLOW_HOME": str(tmp_path / "home")}
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "segments_pii_key").write_text("old-local-key\n")
+    ensure_local_pii_key(env, get_settings())
+    assert env["SEGMENTS_PII_KEY"] == "old-local-key"  # an earlier version's key moves over
+    second = {"AIRFLOW_HOME": str(tmp_path / "other-home")}
+    ensure_local_pii_key(second, get_settings())
+    assert second["SEGMENTS_PII_KEY"] == "old-local-key"  # same warehouse, same key
+    monkeypatch.setenv("SEGMENTS_WAREHOUSE_DIR", str(tmp_path / "wh2"))
+    third = {"AIRFLOW_HOME": str(tmp_path / "home")}
+    ensure_local_pii_key(third, get_settings())
+    assert len(third["SEGMENTS_PII_KEY"]) == 64  # a new warehouse gets a new random key
+    assert (tmp_path / "wh2" / ".segments_pii_key").stat().st_mode & 0o777 == 0o600

@@ -212,7 +212,7 @@ def test_malformed_rows_and_phone_of_an_erased_person_keep_nothing(
 ) -> None:
     from segment_warehouse import ingest
 
-    monkeypatch.setattr(ingest.loader, "DEFAULT_SETTLE_SECONDS", 0.0)
+    monkeypatch.setenv("SEGMENTS_LANDING_SETTLE_SECONDS", "0")
     _erase_alice_with_loader_tables(segments_env)
     _land(
         segments_env,

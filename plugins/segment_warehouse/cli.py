@@ -317,23 +317,33 @@ def _print_decisions(con) -> None:
 
 
 def ensure_local_pii_key(env: dict[str, str], settings: Settings) -> None:
-    """Give a local `make run` a per-installation random secret.
+    """Give a local `make run` without SEGMENTS_PII_KEY a key of its warehouse.
 
-    Deployments set SEGMENTS_PII_KEY (the tasks fail with a clear error
-    without it). For a developer's local runs a random key is created once in
-    AIRFLOW_HOME (mode 0600) so hashes stay stable between runs; it is never in
-    code or in the repository.
+    Deployments set SEGMENTS_PII_KEY (the Airflow tasks fail with a clear error
+    without it). `make run` on a local checkout keeps the contract's promise of
+    working on any landing zone: a random key is created once *beside the
+    warehouse it protects* (``<warehouse_dir>/.segments_pii_key``, mode 0600),
+    announced on every run, never in code or the repository. The key and the
+    data go together: a new warehouse gets a new key, and an existing warehouse
+    keeps its own. A changed key is refused by the tasks (the warehouse stores
+    the key's fingerprint), so hashes can never silently change.
     """
     if env.get("SEGMENTS_PII_KEY") or settings.demo_mode:
         return
-    key_file = Path(env["AIRFLOW_HOME"]) / "segments_pii_key"
+    key_file = settings.warehouse_dir / ".segments_pii_key"
+    legacy = Path(env["AIRFLOW_HOME"]) / "segments_pii_key"  # where earlier versions kept it
+    if legacy.exists() and not key_file.exists():
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        legacy.replace(key_file)
     if not key_file.exists():
         import secrets
 
         key_file.parent.mkdir(parents=True, exist_ok=True)
         key_file.touch(mode=0o600)
         key_file.write_text(secrets.token_hex(32))
-        print(f"SEGMENTS_PII_KEY not set: created a local random key in {key_file}")
+        print(f"SEGMENTS_PII_KEY not set: created a random key for this warehouse in {key_file}")
+    else:
+        print(f"SEGMENTS_PII_KEY not set: using this warehouse's key in {key_file}")
     env["SEGMENTS_PII_KEY"] = key_file.read_text().strip()
 
 

@@ -45,6 +45,19 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+    if not value >= 0:
+        raise ConfigError(f"{name} must be >= 0, got {raw!r}")
+    return value
+
+
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "y", "on"}
 
@@ -67,6 +80,8 @@ class Settings:
     recluster_k_max: int
     minibatch_threshold: int
     max_component_size: int
+    # A landing file is loaded once its size and mtime were unchanged this long.
+    landing_settle_seconds: float
 
     repo_root: Path = REPO_ROOT
 
@@ -176,4 +191,5 @@ def get_settings() -> Settings:
         recluster_k_max=k_max,
         minibatch_threshold=_env_int("SEGMENTS_MINIBATCH_THRESHOLD", 50_000),
         max_component_size=_env_int("SEGMENTS_MAX_COMPONENT_SIZE", 50),
+        landing_settle_seconds=_env_float("SEGMENTS_LANDING_SETTLE_SECONDS", 2.0),
     )

@@ -124,14 +124,17 @@ def _plain(value: Any) -> Any:
 @failures.fail_fast
 def prepare_warehouse() -> dict[str, str]:
     """Create folders, schemas and audit tables; fail fast on bad config."""
+    from segment_warehouse import privacy
     from segment_warehouse.config import get_settings
     from segment_warehouse.warehouse import ensure_schemas, warehouse
 
     settings = get_settings()
-    settings.pii_key()  # a missing secret should fail the run before any work
+    key = settings.pii_key()  # a missing secret should fail the run before any work
     settings.ensure_dirs()
     with warehouse(settings=settings) as con:
         ensure_schemas(con)
+        # a changed key would re-key every hash and let erased people back in
+        privacy.verify_key(con, key)
     return {"warehouse": str(settings.warehouse_db), "landing": str(settings.landing_dir)}
 
 

@@ -125,7 +125,7 @@ def reference_state(landing_zone: Path, tmp_path_factory: pytest.TempPathFactory
 def test_crash_during_load_converges(workspace: Path, reference_state: dict, monkeypatch) -> None:
     from segment_warehouse import ingest
 
-    real = ingest._read_into_warehouse
+    real = ingest.loader._read_into_warehouse
     calls = {"n": 0}
 
     def crash_on_third_file(con, ctx):
@@ -134,10 +134,10 @@ def test_crash_during_load_converges(workspace: Path, reference_state: dict, mon
             raise KeyboardInterrupt("simulated kill during load")
         return real(con, ctx)
 
-    monkeypatch.setattr(ingest, "_read_into_warehouse", crash_on_third_file)
+    monkeypatch.setattr(ingest.loader, "_read_into_warehouse", crash_on_third_file)
     with pytest.raises(KeyboardInterrupt):
         run_pipeline("crashed")
-    monkeypatch.setattr(ingest, "_read_into_warehouse", real)
+    monkeypatch.setattr(ingest.loader, "_read_into_warehouse", real)
     run_pipeline("rerun")
     assert digests(get_settings().analytics_db) == reference_state
 

@@ -30,7 +30,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("SEGMENTS_WAREHOUSE_DIR", str(tmp_path / "warehouse"))
     monkeypatch.setenv("SEGMENTS_DUCKDB_THREADS", "1")
     monkeypatch.setenv("SEGMENTS_DUCKDB_MEMORY_LIMIT", "512MB")
-    monkeypatch.setattr(ingest.loader, "DEFAULT_SETTLE_SECONDS", 0.0)
+    monkeypatch.setenv("SEGMENTS_LANDING_SETTLE_SECONDS", "0")
     (tmp_path / "landing").mkdir()
     return get_settings()
 

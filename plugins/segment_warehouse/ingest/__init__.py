@@ -86,7 +86,6 @@ from segment_warehouse.ingest.jsonl_reader import EXTRA_FIELD_SAMPLE_LINES, JSON
 from segment_warehouse.ingest.loader import (
     BATCH_MAX_FILE_BYTES,
     BATCH_MAX_ROWS,
-    DEFAULT_SETTLE_SECONDS,
     TRUNCATED_GZIP_GRACE_SECONDS,
     load_all,
     load_source,
@@ -115,7 +114,6 @@ __all__ = [
     "BATCH_MAX_FILE_BYTES",
     "BATCH_MAX_ROWS",
     "CSV_FAST_PATH_MAX_BYTES",
-    "DEFAULT_SETTLE_SECONDS",
     "ERASED_REASON",
     "EVENT_TYPES",
     "EXTRA_FIELD_SAMPLE_LINES",

@@ -1,7 +1,7 @@
 """One source, one batch: which entries to load, in which transaction, with what outcome.
 
 Completeness rule (docs/governance.md): a file is loaded only once it is *settled* - its
-size and mtime unchanged for ``settle_seconds`` (default ``DEFAULT_SETTLE_SECONDS``; the
+size and mtime unchanged for ``settle_seconds`` (``SEGMENTS_LANDING_SETTLE_SECONDS``; the
 loader waits at most that long once per source for files that are younger) and unchanged
 again after it was read. A file that is still changing, or a ``.gz`` whose stream ends
 early (an upload in progress), is *deferred*: nothing of it is kept, no manifest row, and
@@ -57,7 +57,6 @@ log = logging.getLogger("segment_warehouse.ingest")
 # a file's manifest row commits with its data.
 BATCH_MAX_ROWS = 1_000_000
 BATCH_MAX_FILE_BYTES = 512 << 20
-DEFAULT_SETTLE_SECONDS = 2.0
 TRUNCATED_GZIP_GRACE_SECONDS = 24 * 3600
 
 
@@ -77,14 +76,14 @@ def load_source(
 
     Opens (and closes) its own connection unless ``con`` is given, so one caller can
     run several sources through the single writer connection. ``settle_seconds`` defaults
-    to ``settings.landing_settle_seconds`` when configured, else DEFAULT_SETTLE_SECONDS.
+    to ``settings.landing_settle_seconds`` (SEGMENTS_LANDING_SETTLE_SECONDS).
     """
     if source not in SPECS:
         raise ValueError(f"unknown source {source!r}; expected one of {tuple(SPECS)}")
     settings = settings or get_settings()
     batch_id = batch_id or new_batch_id()
     if settle_seconds is None:
-        settle_seconds = float(getattr(settings, "landing_settle_seconds", DEFAULT_SETTLE_SECONDS))
+        settle_seconds = settings.landing_settle_seconds
     try:
         if con is None:
             own = connect(settings=settings)
