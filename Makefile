@@ -44,7 +44,7 @@ lint: install  ## ruff
 	$(BIN)/ruff check plugins dags tests tools scripts
 
 bench: install  ## generate 10k/100k/1M landing zones, time every stage, write docs/benchmarks.md
-	$(BIN)/python -m segment_warehouse.bench $(BENCH_ARGS)
+	$(BIN)/python -m segment_tools.bench $(BENCH_ARGS)
 
 clean:  ## remove generated data, Airflow home and dbt target (keeps .venv)
 	rm -rf data airflow_home dbt_project/target dbt_project/logs

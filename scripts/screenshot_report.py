@@ -56,9 +56,10 @@ def render_fixture_report(workdir: Path) -> Path:
     """Build the fixture warehouse in ``workdir`` and validate it (report only)."""
     os.environ["SEGMENTS_WAREHOUSE_DIR"] = str(workdir / "warehouse")
     os.environ["SEGMENTS_REPORTS_DIR"] = str(workdir / "reports")
+    from segment_tools.validation_fixture import build_fixture_warehouse
+
     from segment_warehouse.config import get_settings
     from segment_warehouse.validation import validate_layer
-    from segment_warehouse.validation.fixtures import build_fixture_warehouse
     from segment_warehouse.warehouse import warehouse
 
     settings = get_settings()

@@ -16,6 +16,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+from segment_tools.synthetic_features import make_customer_features, write_customer_features
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
@@ -23,7 +24,6 @@ from segment_warehouse.clustering import recluster
 from segment_warehouse.clustering.features import FEATURE_NAMES, fit_scaler, prepare_features
 from segment_warehouse.clustering.model import match_segment_ids, select_k
 from segment_warehouse.clustering.naming import SegmentProfile, name_segments
-from segment_warehouse.clustering.synthetic import make_customer_features, write_customer_features
 from segment_warehouse.config import get_settings
 from segment_warehouse.warehouse import connect
 

@@ -11,9 +11,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-
-from segment_warehouse.generator import generate
-from segment_warehouse.generator.render import CRM_HEADER, ORDERS_HEADER
+from segment_tools.generator import generate
+from segment_tools.generator.render import CRM_HEADER, ORDERS_HEADER
 
 SMALL = {"customers": 400, "seed": 7, "days": 35}
 CURRENCIES = {row["currency"] for row in csv.DictReader(
@@ -247,7 +246,7 @@ def test_refuses_to_mix_into_an_existing_zone(zone: Path) -> None:
 def test_same_bytes_over_several_chunks_whatever_the_worker_count(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Small chunks: 3 chunks, so workers get whole chunks and split only the last one.
-    import segment_warehouse.generator.core as core
+    import segment_tools.generator.core as core
     monkeypatch.setattr(core, "CHUNK_PERSONS", 200)
     runs = {}
     for workers in (1, 2, 3):
@@ -319,8 +318,7 @@ def test_text_helpers_match_reference_formatting() -> None:
 
     import numpy as np
     import pyarrow as pa
-
-    from segment_warehouse.generator.text import _digits_u8, by_code, timestamps
+    from segment_tools.generator.text import _digits_u8, by_code, timestamps
 
     rng = np.random.default_rng(3)
     ms = rng.integers(1_700_000_000_000, 1_800_000_000_000, 2_000)

@@ -1,6 +1,6 @@
 """Great Expectations validation: suites, audit rows, failures, reports.
 
-Runs on the small fixture warehouse in ``segment_warehouse.validation.fixtures``
+Runs on the small fixture warehouse in ``segment_tools.validation_fixture``
 (ARCHITECTURE.md table names), not on dbt output, so it stays fast.
 """
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from segment_tools.validation_fixture import build_fixture_warehouse
 
 from segment_warehouse.config import Settings, get_settings
 from segment_warehouse.validation import (
@@ -20,7 +21,6 @@ from segment_warehouse.validation import (
     load_suite,
     validate_layer,
 )
-from segment_warehouse.validation.fixtures import build_fixture_warehouse
 from segment_warehouse.validation.runner import fetch_batch, prune_run_dirs
 from segment_warehouse.validation.suites import BatchSpec
 from segment_warehouse.warehouse import warehouse

@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
 def _ensure_demo_landing_zone(settings: Settings, *, customers: int, seed: int) -> None:
     landing = printable(settings.landing_dir)
     if not any(settings.landing_dir.glob("*/*")):
-        from segment_warehouse.generator import generate
+        from segment_tools.generator import generate
 
         print(f"Generating a sample landing zone in {landing} ...", flush=True)
         generate(settings.landing_dir, customers=customers, seed=seed)

@@ -68,7 +68,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict:
     )
     gen = subprocess.run(
         [
-            sys.executable, "-m", "segment_warehouse.generator",
+            sys.executable, "-m", "segment_tools.generator",
             "--customers", "400", "--seed", "11", "--out", str(root / "landing"),
             "--truth-dir", str(root / "truth"),
         ],

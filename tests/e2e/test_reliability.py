@@ -53,7 +53,7 @@ def run_pipeline(run_id: str, as_of: str = AS_OF) -> None:
 
 def generate(landing: Path, truth: Path, customers: int = 300, **extra: str) -> None:
     args = [
-        sys.executable, "-m", "segment_warehouse.generator", "--customers", str(customers),
+        sys.executable, "-m", "segment_tools.generator", "--customers", str(customers),
         "--seed", "5", "--out", str(landing), "--truth-dir", str(truth), "--no-progress",
     ]  # fmt: skip
     for flag, value in extra.items():

@@ -28,10 +28,11 @@ def main(argv: list[str] | None = None) -> int:
         tmp = tempfile.mkdtemp(prefix="segbench_")
         os.environ["SEGMENTS_WAREHOUSE_DIR"] = f"{tmp}/warehouse"
         os.environ["SEGMENTS_REPORTS_DIR"] = f"{tmp}/reports"
-        from segment_warehouse.clustering.synthetic import (
+        from segment_tools.synthetic_features import (
             make_customer_features,
             write_customer_features,
         )
+
         from segment_warehouse.warehouse import connect
 
         con = connect()

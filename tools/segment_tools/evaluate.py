@@ -1,6 +1,6 @@
 """Measure identity resolution and segmentation against a generator's truth.
 
-    python -m segment_warehouse.evaluate --truth-dir data/truth [--snapshot path]
+    python -m segment_tools.evaluate --truth-dir data/truth [--snapshot path]
 
 Reads the truth CSVs written by the generator (``persons.csv``,
 ``crm_contacts.csv``, ``anonymous_ids.csv``, ``orders.csv``) and the published

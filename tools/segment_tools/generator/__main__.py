@@ -1,4 +1,4 @@
-"""CLI: ``python -m segment_warehouse.generator --customers N --seed S [...]``."""
+"""CLI: ``python -m segment_tools.generator --customers N --seed S [...]``."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def _keep_freed_memory() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m segment_warehouse.generator",
+    ap = argparse.ArgumentParser(prog="python -m segment_tools.generator",
                                  description=__doc__)
     ap.add_argument("--customers", type=int, required=True)
     ap.add_argument("--seed", type=int, default=42)

@@ -9,7 +9,7 @@ largest scale a daily delta (one more day of files, run for the next logical
 date) is run on top.
 Results go to ``docs/benchmarks.md`` (and ``.bench/results.json``).
 
-    python -m segment_warehouse.bench [--scales 10000,100000,1000000] [--work-dir .bench]
+    python -m segment_tools.bench [--scales 10000,100000,1000000] [--work-dir .bench]
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def bench_scale(customers: int, work: Path, delta: bool, seed: int = 7) -> dict[
 
     gen_s, gen_mb = _timed(
         [
-            sys.executable, "-m", "segment_warehouse.generator", "--customers", str(customers),
+            sys.executable, "-m", "segment_tools.generator", "--customers", str(customers),
             "--seed", str(seed), "--out", str(base / "landing"), "--truth-dir", str(base / "truth"),
         ],
         env, log,
@@ -182,14 +182,14 @@ def bench_scale(customers: int, work: Path, delta: bool, seed: int = 7) -> dict[
     out["dbt_models"] = _dbt_models(base / "warehouse")
     out["ratio_to_plain_scan"] = round(run_s / scan_s, 1) if scan_s else None
 
-    from segment_warehouse.evaluate import evaluate
+    from segment_tools.evaluate import evaluate
 
     out["quality"] = asdict(evaluate(base / "truth", base / "warehouse" / "analytics.duckdb"))
 
     if delta:
         _timed(
             [
-                sys.executable, "-m", "segment_warehouse.generator", "--customers", str(customers),
+                sys.executable, "-m", "segment_tools.generator", "--customers", str(customers),
                 "--seed", str(seed), "--out", str(base / "landing"),
                 "--truth-dir", str(base / "truth"), "--delta-day",
             ],
