@@ -69,3 +69,15 @@ def test_secrets_are_required_not_defaulted(compose: dict) -> None:
     env = compose["services"]["airflow-scheduler"]["environment"]
     assert env["SEGMENTS_PII_KEY"].startswith("${SEGMENTS_PII_KEY:?")
     assert env["AIRFLOW__API_AUTH__JWT_SECRET"].startswith("${AIRFLOW_JWT_SECRET:?")
+
+
+def test_decision_api_serves_the_published_snapshot(compose: dict) -> None:
+    api = compose["services"]["decision-api"]
+    assert api["entrypoint"][-3:] == ["python", "-m", "segment_warehouse.api"]
+    assert "8000:8000" in api["ports"]
+    mounts = dict(v.split(":", 1) for v in api["volumes"] if v.startswith("./"))
+    assert mounts["./data/warehouse"] == api["environment"]["SEGMENTS_WAREHOUSE_DIR"]
+    assert (REPO_ROOT / "personalisation" / "content_rules.yml").exists()
+    assert mounts["./personalisation"] == str(
+        Path(api["environment"]["SEGMENTS_CONTENT_RULES"]).parent
+    )
