@@ -12,7 +12,7 @@ import joblib
 import pytest
 
 from segment_warehouse.config import ConfigError, get_settings
-from segment_warehouse.predictions import PredictionSettings, predict
+from segment_warehouse.predictions import predict
 from segment_warehouse.predictions.features import FEATURE_NAMES, features_at, labels_after
 from tests.predictions.synthetic import build_warehouse
 
@@ -227,10 +227,10 @@ def test_short_history_falls_back_without_fabricated_metrics(env: Path) -> None:
 
 def test_churn_window_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEGMENTS_CHURN_WINDOW_DAYS", "60")
-    assert PredictionSettings.from_env().churn_window_days == 60
+    assert get_settings().predictions.churn_window_days == 60
     monkeypatch.setenv("SEGMENTS_CHURN_WINDOW_DAYS", "soon")
     with pytest.raises(ConfigError, match="SEGMENTS_CHURN_WINDOW_DAYS"):
-        PredictionSettings.from_env()
+        get_settings()
 
 
 def test_erased_customer_leaves_no_trace_after_the_next_run(env: Path) -> None:

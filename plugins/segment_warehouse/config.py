@@ -35,14 +35,17 @@ def _env_path(name: str, default: str) -> Path:
     return path if path.is_absolute() else (REPO_ROOT / path)
 
 
-def _env_int(name: str, default: int) -> int:
+def _env_int(name: str, default: int, minimum: int | None = None) -> int:
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
 
 
 def _env_float(name: str, default: float) -> float:
@@ -60,6 +63,27 @@ def _env_float(name: str, default: float) -> float:
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "y", "on"}
+
+
+@dataclass(frozen=True)
+class PredictionSettings:
+    """Predictions: churn window N, training cut-off spacing and count, history, sample."""
+
+    churn_window_days: int = 90
+    cutoff_step_days: int = 14
+    max_cutoffs: int = 6
+    min_history_days: int = 28
+    max_train_rows: int = 150_000
+
+    @classmethod
+    def from_env(cls) -> PredictionSettings:
+        return cls(
+            churn_window_days=_env_int("SEGMENTS_CHURN_WINDOW_DAYS", 90, 7),
+            cutoff_step_days=_env_int("SEGMENTS_PREDICTION_CUTOFF_STEP_DAYS", 14, 1),
+            max_cutoffs=_env_int("SEGMENTS_PREDICTION_MAX_CUTOFFS", 6, 1),
+            min_history_days=_env_int("SEGMENTS_PREDICTION_MIN_HISTORY_DAYS", 28, 0),
+            max_train_rows=_env_int("SEGMENTS_PREDICTION_MAX_TRAIN_ROWS", 150_000, 1_000),
+        )
 
 
 @dataclass(frozen=True)
@@ -82,6 +106,7 @@ class Settings:
     max_component_size: int
     # A landing file is loaded once its size and mtime were unchanged this long.
     landing_settle_seconds: float
+    predictions: PredictionSettings
 
     repo_root: Path = REPO_ROOT
 
@@ -192,4 +217,5 @@ def get_settings() -> Settings:
         minibatch_threshold=_env_int("SEGMENTS_MINIBATCH_THRESHOLD", 50_000),
         max_component_size=_env_int("SEGMENTS_MAX_COMPONENT_SIZE", 50),
         landing_settle_seconds=_env_float("SEGMENTS_LANDING_SETTLE_SECONDS", 2.0),
+        predictions=PredictionSettings.from_env(),
     )

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from segment_warehouse.config import ConfigError, Settings, get_settings
+from segment_warehouse.config import PredictionSettings, Settings, get_settings
 from segment_warehouse.predictions import model as mdl
 from segment_warehouse.predictions import store
 from segment_warehouse.predictions.features import (
@@ -33,40 +33,6 @@ log = logging.getLogger(__name__)
 PURCHASE_HORIZON_DAYS = 30  # fixed by the predictions contract (DESIGN.md section 6)
 SMALL_DATA_ROWS = 50_000  # customers below which training runs single-threaded
 HOLDOUT_SHARE = 0.25  # customers held out when no earlier cut-off allows a time split
-
-
-def _env_int(name: str, default: int, minimum: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-@dataclass(frozen=True)
-class PredictionSettings:
-    """Tunables (env): churn window N, cut-off spacing and count, history, sample size."""
-
-    churn_window_days: int = 90
-    cutoff_step_days: int = 14
-    max_cutoffs: int = 6
-    min_history_days: int = 28
-    max_train_rows: int = 150_000
-
-    @classmethod
-    def from_env(cls) -> PredictionSettings:
-        return cls(
-            churn_window_days=_env_int("SEGMENTS_CHURN_WINDOW_DAYS", 90, 7),
-            cutoff_step_days=_env_int("SEGMENTS_PREDICTION_CUTOFF_STEP_DAYS", 14, 1),
-            max_cutoffs=_env_int("SEGMENTS_PREDICTION_MAX_CUTOFFS", 6, 1),
-            min_history_days=_env_int("SEGMENTS_PREDICTION_MIN_HISTORY_DAYS", 28, 0),
-            max_train_rows=_env_int("SEGMENTS_PREDICTION_MAX_TRAIN_ROWS", 150_000, 1_000),
-        )
 
 
 @dataclass(frozen=True)
@@ -305,7 +271,7 @@ def predict(*, run_id: str, as_of: str, settings: Settings | None = None) -> Pre
     segments.prediction_runs in one transaction (plus a model file and report)."""
     t0 = time.perf_counter()
     settings = settings or get_settings()
-    ps = PredictionSettings.from_env()
+    ps = settings.predictions
     as_of_date = date.fromisoformat(as_of[:10])
     trained_at = datetime.now(UTC)
     digest = hashlib.sha256(f"{run_id}|{trained_at.isoformat()}".encode()).hexdigest()[:10]
