@@ -257,3 +257,28 @@ def test_erased_customer_leaves_no_trace_after_the_next_run(env: Path) -> None:
     assert victim not in {r[0] for r in remaining}
     assert not Path(first.model_path).exists() and Path(second.model_path).exists()
     assert second.n_scored == first.n_scored - 1
+
+
+def test_rerun_with_unchanged_inputs_changes_nothing(env: Path) -> None:
+    build_warehouse(env, customers=300, days=90)
+    first = predict(run_id="r1", as_of=AS_OF)
+    before = _q(env, "select * from segments.customer_predictions order by all")
+    again = predict(run_id="r2", as_of=AS_OF)
+    assert again.model_version == first.model_version
+    assert _q(env, "select count(*) from segments.prediction_runs") == [(1,)]
+    assert _q(env, "select * from segments.customer_predictions order by all") == before
+    # a new day is a new run, and so is new history
+    later = predict(run_id="r3", as_of=str(date.fromisoformat(AS_OF) + dt.timedelta(days=1)))
+    assert later.model_version != first.model_version
+    con = duckdb.connect(str(env))
+    try:
+        con.execute(
+            "insert into staging.stg_transactions__orders "
+            "select * replace (order_id || '-late' as order_id) "
+            "from staging.stg_transactions__orders limit 1"
+        )
+    finally:
+        con.close()
+    retrained = predict(run_id="r4", as_of=str(date.fromisoformat(AS_OF) + dt.timedelta(days=1)))
+    assert retrained.model_version != later.model_version
+    assert _q(env, "select count(*) from segments.prediction_runs") == [(3,)]

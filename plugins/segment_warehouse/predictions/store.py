@@ -60,7 +60,8 @@ DDL: tuple[str, ...] = (
         n_excluded bigint not null,           -- marketing_consent = false: not scored
         mean_purchase_probability double,
         model_path varchar,
-        duration_seconds double
+        duration_seconds double,
+        input_fingerprint varchar             -- as-of date, settings and inputs it saw
     )
     """,
 )
@@ -69,6 +70,18 @@ DDL: tuple[str, ...] = (
 def ensure_prediction_tables(con: duckdb.DuckDBPyConnection) -> None:
     for ddl in DDL:
         con.execute(ddl)
+    # tables of earlier versions
+    con.execute(
+        "alter table segments.prediction_runs add column if not exists input_fingerprint varchar"
+    )
+
+
+def latest_run(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
+    cur = con.execute("select * from segments.prediction_runs order by trained_at desc limit 1")
+    row = cur.fetchone()
+    if row is None:
+        return None
+    return dict(zip([d[0] for d in cur.description], row, strict=True))
 
 
 def write_predictions(
