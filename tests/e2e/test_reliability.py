@@ -308,6 +308,8 @@ def test_backfill_of_a_past_logical_date(workspace: Path, tmp_path_factory) -> N
 
 def test_corrupted_mart_blocks_publish(workspace: Path) -> None:
     """A failed critical expectation stops the run; analysts keep the old snapshot."""
+    from airflow.sdk.exceptions import AirflowFailException
+
     from segment_warehouse.validation import ValidationFailed
 
     run_segment_pipeline("good")
@@ -319,8 +321,10 @@ def test_corrupted_mart_blocks_publish(workspace: Path) -> None:
         con.execute(
             "insert into marts.customer_profiles select * from marts.customer_profiles limit 1"
         )
-    with pytest.raises(ValidationFailed, match="customer_id"):
+    # deterministic: failed without Airflow retries, the GX outcome as its cause
+    with pytest.raises(AirflowFailException, match="customer_id") as failed:
         tasks.validate(["raw", "staging", "marts"], "corrupt")
+    assert isinstance(failed.value.__cause__, ValidationFailed)
     # In the DAG, publish_snapshot only runs after validate_warehouse succeeded.
     from airflow.dag_processing.dagbag import DagBag
 
