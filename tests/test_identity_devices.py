@@ -18,7 +18,7 @@ import pytest
 
 MODEL_FILE = (
     Path(__file__).resolve().parents[1]
-    / "dbt_project/models/intermediate/int_identity_components.py"
+    / "dbt_project/models/intermediate/identity/int_identity_components.py"
 )
 
 
