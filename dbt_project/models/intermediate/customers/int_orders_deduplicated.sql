@@ -24,7 +24,12 @@ orders as (
 
 ),
 
-{{ scope_to_keys_loaded_since_last_run('orders', 'order_id') }}
+scoped_orders as (
+
+    select * from orders
+    where {{ key_loaded_since_last_run('orders', 'order_id') }}
+
+),
 
 ranked as (
 

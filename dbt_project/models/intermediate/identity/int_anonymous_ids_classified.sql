@@ -25,7 +25,12 @@ events as (
 
 ),
 
-{{ scope_to_keys_loaded_since_last_run('events', 'anonymous_id', 'last_loaded_at') }}
+scoped_events as (
+
+    select * from events
+    where {{ key_loaded_since_last_run('events', 'anonymous_id', 'last_loaded_at') }}
+
+),
 
 classified as (
 

@@ -45,7 +45,12 @@ events as not materialized (
         coalesce(max(session_end_at), '1900-01-01'::timestamp) as max_event_ts
     from {{ this }}
 {%- endset %}
-{{ scope_to_touched_devices('events', watermark_sql) }}
+scoped_events as (
+
+    select * from events
+    where {{ device_touched_since_last_run('events', watermark_sql) }}
+
+),
 
 gaps as (
 

@@ -157,11 +157,7 @@ final as (
         parsed.campaign_medium,
         parsed.campaign_name,
         parsed.trait_email,
-        coalesce(
-            parsed.trait_email in (select value from blocked where identifier_type = 'email')
-            or parsed.trait_email not like '%_@_%.%',
-            false
-        ) as is_placeholder_email,
+        {{ is_placeholder_email('parsed.trait_email', 'blocked') }} as is_placeholder_email,
         trait_phones.trait_phone_e164,
         (
             bot_user_agents.user_agent is not null

@@ -79,11 +79,7 @@ final as (
     select
         renamed.contact_id,
         renamed.email,
-        coalesce(
-            renamed.email in (select value from blocked where identifier_type = 'email')
-            or renamed.email not like '%_@_%.%',
-            false
-        ) as is_placeholder_email,
+        {{ is_placeholder_email('renamed.email', 'blocked') }} as is_placeholder_email,
         phones_normalised.phone_e164,
         coalesce(renamed.phone_raw is not null and (
             regexp_replace(renamed.phone_raw, '[^0-9+]', '', 'g')

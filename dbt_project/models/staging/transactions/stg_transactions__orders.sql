@@ -29,11 +29,10 @@ fx_rates as (
 
 ),
 
-blocked_emails as (
+blocked as (
 
-    select lower(trim(value)) as value
+    select identifier_type, lower(trim(value)) as value
     from {{ ref('blocked_identifiers') }}
-    where identifier_type = 'email'
 
 ),
 
@@ -94,8 +93,7 @@ final as (
         order_id,
         contact_id,
         email,
-        coalesce(email in (select value from blocked_emails) or email not like '%_@_%.%', false)
-            as is_placeholder_email,
+        {{ is_placeholder_email('email', 'blocked') }} as is_placeholder_email,
         order_ts,
         status,
         currency,
