@@ -41,7 +41,7 @@ import duckdb
 
 from segment_warehouse.config import Settings, get_settings
 from segment_warehouse.privacy import keyed_hash, phone_key, verify_key
-from segment_warehouse.warehouse import ensure_schemas, table_exists, warehouse
+from segment_warehouse.warehouse import ensure_schemas, table_columns, table_exists, warehouse
 
 log = logging.getLogger(__name__)
 
@@ -130,15 +130,6 @@ class ErasureSummary:
     database_rewritten: bool = False
 
 
-def _columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> set[str]:
-    rows = con.execute(
-        "select column_name from information_schema.columns "
-        "where table_schema = ? and table_name = ?",
-        [schema, table],
-    ).fetchall()
-    return {r[0] for r in rows}
-
-
 def _expand_subject(
     con: duckdb.DuckDBPyConnection, contact_id: str | None, email: str | None
 ) -> Subject:
@@ -212,7 +203,7 @@ def _expand_subject(
         subject.anonymous_ids |= {a for a, _ in rows}
         subject.phones |= {p.strip() for _, p in rows if p and p.strip()}
     # The E.164 forms staging made of those phones (the marts' phone_hash is over them).
-    if table_exists(con, "staging", "stg_crm__contacts") and "phone_e164" in _columns(
+    if table_exists(con, "staging", "stg_crm__contacts") and "phone_e164" in table_columns(
         con, "staging", "stg_crm__contacts"
     ):
         rows = con.execute(
@@ -226,7 +217,7 @@ def _expand_subject(
 
 def _event_order_ref(con: duckdb.DuckDBPyConnection) -> str:
     """SQL for the order an event references (Order Completed's ``properties.order_id``)."""
-    if "properties" in _columns(con, "raw", "analytics_events"):
+    if "properties" in table_columns(con, "raw", "analytics_events"):
         return "json_extract_string(properties, '$.order_id')"
     return "cast(null as varchar)"
 
@@ -309,7 +300,7 @@ def _sweep_modelled_layers(
     ).fetchall()
     by_kind = subject.by_kind()
     for schema, table in tables:
-        cols = _columns(con, schema, table)
+        cols = table_columns(con, schema, table)
         clauses: list[str] = []
         params: list[list[str]] = []
         for kind, names in _ID_COLUMNS.items():
@@ -348,7 +339,7 @@ def suppression_hashes(con: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
     filtering at load."""
     if not table_exists(con, "audit", "erasure_suppression"):
         return {}
-    has_scheme = "hash_scheme" in _columns(con, "audit", "erasure_suppression")
+    has_scheme = "hash_scheme" in table_columns(con, "audit", "erasure_suppression")
     out: dict[str, set[str]] = {}
     for kind, digest in con.execute(
         "select identifier_type, identifier_hash from audit.erasure_suppression"
@@ -362,7 +353,7 @@ def legacy_suppression_count(con: duckdb.DuckDBPyConnection) -> int:
     """Suppression rows written with the retired sha256(key || 0x1f || value) digest."""
     if not table_exists(con, "audit", "erasure_suppression"):
         return 0
-    if "hash_scheme" not in _columns(con, "audit", "erasure_suppression"):
+    if "hash_scheme" not in table_columns(con, "audit", "erasure_suppression"):
         (n,) = con.execute("select count(*) from audit.erasure_suppression").fetchone()
         return n
     (n,) = con.execute(

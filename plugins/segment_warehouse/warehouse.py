@@ -127,6 +127,16 @@ def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> boo
     return bool(row and row[0])
 
 
+def table_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> set[str]:
+    """Column names of ``schema.table`` (empty if it does not exist)."""
+    rows = con.execute(
+        "select column_name from information_schema.columns "
+        "where table_schema = ? and table_name = ?",
+        [schema, table],
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
 # Tables of dbt models that no longer exist. dbt never drops them, and a stale
 # per-person copy must not outlive its model (erasure, storage), so they go here.
 RETIRED_TABLES: tuple[str, ...] = (

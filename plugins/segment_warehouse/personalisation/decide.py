@@ -38,7 +38,7 @@ import duckdb
 
 from segment_warehouse.config import Settings, get_settings
 from segment_warehouse.personalisation.rules import AUDIENCE_COLUMNS, RuleSet, load_rules
-from segment_warehouse.warehouse import ensure_schemas, table_exists, warehouse
+from segment_warehouse.warehouse import ensure_schemas, table_columns, table_exists, warehouse
 
 log = logging.getLogger(__name__)
 
@@ -144,15 +144,6 @@ def bucket(experiment_id: str, customer_id: str) -> float:
 _BUCKET_SQL = "('0x' || substr(sha256({e} || ':' || {c}), 1, 8))::bigint / 4294967296.0"
 
 
-def _columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> set[str]:
-    rows = con.execute(
-        "select column_name from information_schema.columns "
-        "where table_schema = ? and table_name = ?",
-        [schema, table],
-    ).fetchall()
-    return {r[0] for r in rows}
-
-
 def _audience_sql(con: duckdb.DuckDBPyConnection) -> str:
     """SELECT of the audience relation; absent inputs become typed NULL columns."""
     if not table_exists(con, "marts", "customer_profiles"):
@@ -166,7 +157,7 @@ def _audience_sql(con: duckdb.DuckDBPyConnection) -> str:
         "f": ("segments", "customer_predictions"),
     }
     present = {
-        alias: _columns(con, schema, table) if table_exists(con, schema, table) else set()
+        alias: table_columns(con, schema, table) if table_exists(con, schema, table) else set()
         for alias, (schema, table) in sources.items()
     }
     # Where each audience column comes from, in order of preference.
