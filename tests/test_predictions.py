@@ -282,3 +282,36 @@ def test_rerun_with_unchanged_inputs_changes_nothing(env: Path) -> None:
     retrained = predict(run_id="r4", as_of=str(date.fromisoformat(AS_OF) + dt.timedelta(days=1)))
     assert retrained.model_version != later.model_version
     assert _q(env, "select count(*) from segments.prediction_runs") == [(3,)]
+
+
+def test_buyers_are_the_profiles_buyers(env: Path) -> None:
+    """An order the point-in-time history cannot see yet (dated after the as-of
+    date) still makes the customer a buyer in the profile: churn is scored for
+    exactly the profile's buyers (DESIGN.md section 6)."""
+    build_warehouse(env, customers=300, days=90)
+    con = duckdb.connect(str(env))
+    try:
+        (prospect,) = con.execute(
+            "select min(customer_id) from marts.customer_profiles "
+            "where orders_count = 0 and marketing_consent is distinct from false"
+        ).fetchone()
+        con.execute(
+            "update marts.customer_profiles set orders_count = 1 where customer_id = ?",
+            [prospect],
+        )
+    finally:
+        con.close()
+    predict(run_id="r1", as_of=AS_OF)
+    mismatched = _q(
+        env,
+        "select count(*) from segments.customer_predictions c "
+        "join marts.customer_profiles p using (customer_id) "
+        "where (p.orders_count > 0) <> (c.churn_probability is not null) "
+        "or (p.orders_count > 0) <> c.is_buyer",
+    )
+    assert mismatched == [(0,)]
+    assert _q(
+        env,
+        f"select churn_probability is not null from segments.customer_predictions "
+        f"where customer_id = '{prospect}'",
+    ) == [(True,)]

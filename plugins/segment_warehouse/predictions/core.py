@@ -215,7 +215,7 @@ def _score(
     con: Any, hist: _History, as_of: date, purchase: mdl.FittedTarget, churn: mdl.FittedTarget
 ) -> tuple[pd.DataFrame, int]:
     profiled = con.execute(
-        "select customer_id from marts.customer_profiles "
+        "select customer_id, orders_count > 0 as is_buyer_in_profile from marts.customer_profiles "
         "where marketing_consent is distinct from false order by customer_id"
     ).df()
     n_excluded = con.execute(
@@ -223,11 +223,14 @@ def _score(
     ).fetchall()[0][0]
     feats = hist.features(as_of).drop(columns=["marketing_consent"])
     X = profiled.merge(feats, on="customer_id", how="left")
+    # "Buyers" are the profile's (DESIGN.md section 6: churn for buyers, null for
+    # the rest), which may count an order the point-in-time history does not
+    # see yet (dated after the as-of date, or completed and refunded after it).
+    buyer = X.pop("is_buyer_in_profile").fillna(False).to_numpy(dtype=bool)
     # A profile without history by as_of (only possible in a backfill): a new customer.
     counts = [c for c in FEATURE_NAMES if not c.startswith(("recency", "days_", "avg_", "mean_"))]
     X[counts] = X[counts].fillna(0.0)
     p = purchase.predict(X) if len(X) else np.zeros(0)
-    buyer = X["frequency"].to_numpy() > 0
     c = churn.predict(X) if len(X) else np.zeros(0)
     aov = X["avg_order_value"]
     typical = float(aov.median()) if aov.notna().any() else 0.0
