@@ -29,6 +29,7 @@ def _scrub_expressions() -> dict[str, str]:
     env = jinja2.Environment(undefined=jinja2.ChainableUndefined)
     names = ["config", "source", "ref", "where_loaded_since_last_run"]
     names += ["clean_text", "clean_lower", "clean_email", "to_utc_timestamp", "phone_to_e164"]
+    names += ["is_placeholder_email"]
     sql = env.from_string(MODEL.read_text()).render(
         **{n: stub for n in names}, this="this", is_incremental=lambda: False
     )
