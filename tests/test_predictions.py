@@ -282,6 +282,15 @@ def test_rerun_with_unchanged_inputs_changes_nothing(env: Path) -> None:
     retrained = predict(run_id="r4", as_of=str(date.fromisoformat(AS_OF) + dt.timedelta(days=1)))
     assert retrained.model_version != later.model_version
     assert _q(env, "select count(*) from segments.prediction_runs") == [(3,)]
+    # new code (a fixed feature or model) never reuses the old scores
+    from segment_warehouse.predictions import core
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(core, "_code_digest", lambda: "changed")
+        upgraded = predict(
+            run_id="r5", as_of=str(date.fromisoformat(AS_OF) + dt.timedelta(days=1))
+        )
+    assert upgraded.model_version != retrained.model_version
 
 
 def test_buyers_are_the_profiles_buyers(env: Path) -> None:

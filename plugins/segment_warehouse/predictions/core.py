@@ -417,9 +417,17 @@ select
 """
 
 
+def _code_digest() -> str:
+    """This package's source: a changed model or feature definition is a new run."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def input_fingerprint(con: Any, as_of: date, ps: PredictionSettings) -> str:
     summary = con.execute(_INPUT_SUMMARY_SQL).fetchone()
-    parts = [str(as_of), repr(ps), ",".join(FEATURE_NAMES), *map(str, summary)]
+    parts = [str(as_of), repr(ps), _code_digest(), *map(str, summary)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
