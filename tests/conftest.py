@@ -10,6 +10,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from segment_warehouse.config import Settings, get_settings
+
 os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 # Importing airflow creates AIRFLOW_HOME; keep it out of the user's ~/airflow.
@@ -30,6 +32,20 @@ def segments_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.setenv(name, str(tmp_path / sub))
     monkeypatch.setenv("SEGMENTS_PII_KEY", "test-secret")
     return tmp_path
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings over an empty landing zone and warehouse in tmp_path, for loader tests:
+    one DuckDB thread, a small memory limit and no settle wait (files written by a
+    test are complete; the settle rule has tests of its own)."""
+    monkeypatch.setenv("SEGMENTS_LANDING_DIR", str(tmp_path / "landing"))
+    monkeypatch.setenv("SEGMENTS_WAREHOUSE_DIR", str(tmp_path / "warehouse"))
+    monkeypatch.setenv("SEGMENTS_DUCKDB_THREADS", "1")
+    monkeypatch.setenv("SEGMENTS_DUCKDB_MEMORY_LIMIT", "512MB")
+    monkeypatch.setenv("SEGMENTS_LANDING_SETTLE_SECONDS", "0")
+    (tmp_path / "landing").mkdir()
+    return get_settings()
 
 
 def _all_table_text(db: duckdb.DuckDBPyConnection | Path) -> str:

@@ -11,30 +11,10 @@ from typing import Any
 
 import duckdb
 import pytest
+from landing_rows import CRM_HEADER, TX_HEADER, crm_row, event, tx_row
 
 from segment_warehouse import ingest
 from segment_warehouse.config import Settings, get_settings
-
-CRM_HEADER = (
-    "contact_id,email,phone,first_name,last_name,birth_date,gender,country,city,"
-    "postal_code,marketing_consent,created_at,updated_at"
-)
-TX_HEADER = (
-    "order_id,contact_id,email,order_ts,status,currency,total_amount,discount_amount,"
-    "items_count,channel,updated_at"
-)
-
-
-@pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("SEGMENTS_LANDING_DIR", str(tmp_path / "landing"))
-    monkeypatch.setenv("SEGMENTS_WAREHOUSE_DIR", str(tmp_path / "warehouse"))
-    monkeypatch.setenv("SEGMENTS_DUCKDB_THREADS", "1")
-    monkeypatch.setenv("SEGMENTS_DUCKDB_MEMORY_LIMIT", "512MB")
-    # Files written by the test are complete: no settle wait (tested on its own below).
-    monkeypatch.setenv("SEGMENTS_LANDING_SETTLE_SECONDS", "0")
-    (tmp_path / "landing").mkdir()
-    return get_settings()
 
 
 def land(settings: Settings, rel: str, content: str | bytes, *, gz: bool | None = None) -> Path:
@@ -88,59 +68,6 @@ def assert_accounting(settings: Settings) -> None:
             settings, "select count(*) from audit.quarantine where source_file = ?", [rel]
         )[0]
         assert (raw_n, q_n) == (loaded, quarantined), rel
-
-
-def crm_row(cid: str, updated: str = "2024-01-02T10:00:00Z", **over: str) -> str:
-    fields = {
-        "contact_id": cid,
-        "email": f" {cid.upper()}@Example.com ",
-        "phone": "(415) 555-0100",
-        "first_name": "Ann",
-        "last_name": "Lee",
-        "birth_date": "1990-05-01",
-        "gender": "F",
-        "country": "US",
-        "city": "",
-        "postal_code": "94103",
-        "marketing_consent": "yes",
-        "created_at": "2024-01-01",
-        "updated_at": updated,
-    }
-    fields.update(over)
-    return ",".join(fields.values())
-
-
-def tx_row(oid: str, **over: str) -> str:
-    fields = {
-        "order_id": oid,
-        "contact_id": "c1",
-        "email": "",
-        "order_ts": "2024-02-01T12:00:00+01:00",
-        "status": "completed",
-        "currency": "EUR",
-        "total_amount": "10.50",
-        "discount_amount": "0",
-        "items_count": "2",
-        "channel": "web",
-        "updated_at": "",
-    }
-    fields.update(over)
-    return ",".join(fields.values())
-
-
-def event(mid: str, **over: Any) -> str:
-    body: dict[str, Any] = {
-        "messageId": mid,
-        "type": "track",
-        "event": "Product Viewed",
-        "anonymousId": "a1",
-        "userId": None,
-        "timestamp": "2024-03-01T10:00:00Z",
-        "context": {"device": {"type": "mobile"}, "userAgent": "Mozilla"},
-        "properties": {"price": 12.5},
-    }
-    body.update(over)
-    return json.dumps({k: v for k, v in body.items() if v is not ...})
 
 
 # --------------------------------------------------------------------------- CSV rows

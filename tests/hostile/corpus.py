@@ -7,72 +7,10 @@ small so the whole corpus loads in seconds.
 from __future__ import annotations
 
 import gzip
-import json
 import os
 from pathlib import Path
-from typing import Any
 
-CRM_HEADER = (
-    "contact_id,email,phone,first_name,last_name,birth_date,gender,country,city,"
-    "postal_code,marketing_consent,created_at,updated_at"
-)
-TX_HEADER = (
-    "order_id,contact_id,email,order_ts,status,currency,total_amount,discount_amount,"
-    "items_count,channel,updated_at"
-)
-
-
-def crm_row(cid: str, **over: str) -> str:
-    fields = {
-        "contact_id": cid,
-        "email": f"{cid.lower()}@example.com",
-        "phone": "(415) 555-0100",
-        "first_name": "Ann",
-        "last_name": "Lee",
-        "birth_date": "1990-05-01",
-        "gender": "F",
-        "country": "US",
-        "city": "Oakland",
-        "postal_code": "94103",
-        "marketing_consent": "yes",
-        "created_at": "2024-01-01",
-        "updated_at": "2024-01-02T10:00:00Z",
-    }
-    fields.update(over)
-    return ",".join(fields.values())
-
-
-def tx_row(oid: str, **over: str) -> str:
-    fields = {
-        "order_id": oid,
-        "contact_id": "c1",
-        "email": "",
-        "order_ts": "2024-02-01T12:00:00Z",
-        "status": "completed",
-        "currency": "EUR",
-        "total_amount": "10.50",
-        "discount_amount": "0",
-        "items_count": "2",
-        "channel": "web",
-        "updated_at": "",
-    }
-    fields.update(over)
-    return ",".join(fields.values())
-
-
-def event(mid: Any, **over: Any) -> str:
-    body: dict[str, Any] = {
-        "messageId": mid,
-        "type": "track",
-        "event": "Product Viewed",
-        "anonymousId": "a1",
-        "userId": None,
-        "timestamp": "2024-03-01T10:00:00Z",
-        "context": {"device": {"type": "mobile"}},
-        "properties": {"price": 12.5},
-    }
-    body.update(over)
-    return json.dumps(body)
+from landing_rows import CRM_HEADER, crm_row, event
 
 
 def write(landing: Path, rel: str, data: str | bytes) -> Path:
@@ -91,7 +29,7 @@ def stray_quote_csv(landing: Path) -> tuple[str, int]:
         elif i == 25:
             lines.append(crm_row(f"c{i}", city='Oakland"'))
         else:
-            lines.append(crm_row(f"c{i}"))
+            lines.append(crm_row(f"c{i}", city="Oakland"))
     write(landing, "crm/stray_quote.csv", "\n".join(lines) + "\n")
     return "crm/stray_quote.csv", len(lines)
 
