@@ -87,3 +87,64 @@ def test_resolve_as_of_date(segments_env: Path) -> None:
     for bad in ("2026-13-01", "yesterday", "2026-11-05'; drop table x"):
         with pytest.raises(ValueError, match="date YYYY-MM-DD"):
             state.resolve_as_of_date(bad)
+
+
+def test_as_of_date_of_an_asset_triggered_run(segments_env: Path) -> None:
+    """No ds, landing events: the newest event's UTC date, never before the last build."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    today = date(2026, 12, 1)
+    at = datetime(2026, 12, 3, 9, 30, tzinfo=UTC)
+    # one event, nothing built yet
+    assert state.resolve_as_of_date(None, event_times=[at], today=today) == "2026-12-03"
+    # the UTC date, whatever the timestamp's zone (23:30 in New York is the next day)
+    ny = datetime(2026, 12, 3, 23, 30, tzinfo=timezone(timedelta(hours=-5)))
+    assert state.resolve_as_of_date(None, event_times=[ny]) == "2026-12-04"
+    state.write(state.DBT_LAST_AS_OF_DATE, "2026-12-02", run_id="daily")
+    # several coalesced events: the newest one dates the data
+    times = [at - timedelta(days=1), at, at - timedelta(hours=30)]
+    assert state.resolve_as_of_date(None, event_times=times, today=today) == "2026-12-03"
+    # an event for an old backfill file (delivered now, data from 2025; event dated the
+    # day before the last build, e.g. it waited behind a run): the date never goes back,
+    # which would make the next build a --full-refresh
+    old = datetime(2026, 12, 1, 23, 59, tzinfo=UTC)
+    assert state.resolve_as_of_date(None, event_times=[old], today=today) == "2026-12-02"
+    # a logical date still wins (a scheduled run or a backfill with landing files)
+    assert state.resolve_as_of_date("2026-11-05", event_times=[at]) == "2026-11-05"
+    # no events: the last build's date, as for the recluster DAG's runs
+    assert state.resolve_as_of_date(None, event_times=[], today=today) == "2026-12-02"
+
+
+def test_run_as_of_records_the_rule(segments_env: Path) -> None:
+    """What segment_pipeline records in its XCom, from Airflow's own accessor of the
+    triggering events (what the task context holds)."""
+    from datetime import UTC, datetime
+
+    from airflow.sdk.execution_time.comms import AssetEventDagRunReferenceResult
+    from airflow.sdk.execution_time.context import TriggeringAssetEventsAccessor
+
+    from segment_warehouse import landing_watch
+
+    def event(uri: str, day: int) -> AssetEventDagRunReferenceResult:
+        return AssetEventDagRunReferenceResult(
+            asset={"name": uri.split("/")[-1], "uri": uri, "extra": {}},
+            extra={"from_trigger": True, "payload": {"file_count": 1}},
+            source_task_id=None, source_dag_id=None, source_run_id=None,
+            source_map_index=None, source_aliases=[],
+            timestamp=datetime(2026, 12, day, 12, tzinfo=UTC),
+        )  # fmt: skip
+
+    landing = landing_watch.LANDING_ASSET_URI
+    events = TriggeringAssetEventsAccessor.build(
+        # only the landing Asset's events date the data
+        [event(landing, 4), event(landing, 5), event("duckdb://warehouse/marts/x", 9)]
+    )
+    assert landing_watch.run_as_of(None, events) == {
+        "as_of_date": "2026-12-05",
+        "as_of_rule": "newest landing event (UTC), not before the last build",
+        "landing_events": 2,
+    }
+    assert landing_watch.run_as_of("2026-11-30", events)["as_of_date"] == "2026-11-30"
+    assert landing_watch.run_as_of(None, {})["as_of_rule"].startswith("last dbt build")
+    context = {"run_id": "asset_triggered__x", "triggering_asset_events": events}  # no ds
+    assert landing_watch.run_as_of_date(context) == "2026-12-05"

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -200,18 +200,37 @@ def _checked_date(value: str, what: str) -> str:
 
 
 def resolve_as_of_date(
-    ds: str | None, *, settings: Settings | None = None, today: date | None = None
+    ds: str | None,
+    *,
+    event_times: Iterable[datetime] = (),
+    settings: Settings | None = None,
+    today: date | None = None,
 ) -> str:
-    """The as-of date of a run: ``ds`` when Airflow gives one, else the as-of date of
-    the last successful dbt build recorded in the warehouse, else today (UTC).
+    """The as-of date of a run.
 
-    Runs triggered by an Asset have no ``ds`` in Airflow 3; the warehouse they
-    read was built for the last dbt build's date (after a backfill, an older
-    one), so that is their date, not the wall clock's.
+    - ``ds`` when Airflow gives one (scheduled, manual with a logical date, backfill).
+    - Asset-triggered by landing deliveries (``event_times``: the triggering asset
+      events' timestamps, no ``ds`` in Airflow 3): the UTC date of the newest event,
+      but never before the last build's as-of date. The delivered data is known as of
+      that moment, so recency and lifecycle count from it (an intraday file's orders
+      are not "after the as-of date"); a file of old data (a late backfill file) does
+      not move the date back, which would also force a full refresh; backdating is
+      what ``make run DATE=`` / ``airflow backfill`` are for.
+    - Otherwise (e.g. runs triggered by the profiles Asset): the as-of date of the
+      last successful dbt build recorded in the warehouse, else today (UTC). Those
+      runs read the warehouse that build made (after a backfill, an older one).
     """
     if ds:
         return _checked_date(ds, "ds")
     stored = read(DBT_LAST_AS_OF_DATE, settings=settings)
     if stored:
-        return _checked_date(stored, f"audit.pipeline_state {DBT_LAST_AS_OF_DATE}")
+        stored = _checked_date(stored, f"audit.pipeline_state {DBT_LAST_AS_OF_DATE}")
+    times = list(event_times)
+    if times:
+        # a naive timestamp is UTC (Airflow's are aware)
+        newest = max(t if t.tzinfo else t.replace(tzinfo=UTC) for t in times)
+        event_day = newest.astimezone(UTC).date().isoformat()
+        return max(event_day, stored) if stored else event_day
+    if stored:
+        return stored
     return (today or datetime.now(UTC).date()).isoformat()
