@@ -11,21 +11,30 @@ manifest; the producer also regenerates the dbt lineage docs when the dbt projec
 changed. publish_snapshot emits the customer_profiles Asset, which triggers
 recluster_segments. All logic lives in plugins/segment_warehouse (dbt_airflow.py
 for the dbt tasks; docs/airflow.md for why and how they retry).
+
+Runs daily at 02:00 UTC **and** when new files land: the landing Asset's watcher
+(landing_watch.py, run by `airflow triggerer`) emits one event per batch of new
+settled files; events that arrive while a run is active wait and start one next
+run (max_active_runs=1). Asset-triggered runs have no logical date: their as-of
+date is derived from the triggering events (prepare_warehouse's XCom says which).
 """
 
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Asset, dag, task
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
-from segment_warehouse import dbt_airflow, tasks
+from segment_warehouse import dbt_airflow, landing_watch, tasks
 
 PROFILES = Asset(tasks.PROFILES_ASSET_URI)
+LANDING = landing_watch.landing_asset()
 
 
 @dag(
     dag_id="segment_pipeline",
-    schedule="0 2 * * *",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 2 * * *", timezone="UTC"), assets=[LANDING]
+    ),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -35,8 +44,10 @@ PROFILES = Asset(tasks.PROFILES_ASSET_URI)
 )
 def segment_pipeline() -> None:
     @task
-    def prepare_warehouse():
-        return tasks.prepare_warehouse()
+    def prepare_warehouse(ds: str | None = None, triggering_asset_events=None):
+        prepared = tasks.prepare_warehouse()
+        # the run's as-of date and its rule, recorded with the run (no ds when asset-triggered)
+        return {**prepared, **landing_watch.run_as_of(ds, triggering_asset_events)}
 
     @task(task_id="load_crm")
     def load_crm(run_id: str | None = None):

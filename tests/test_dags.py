@@ -68,6 +68,39 @@ def test_pipeline_shape(dagbag) -> None:
     assert {tasks[t].pool for t in readers} == {"default_pool"}
 
 
+def test_pipeline_runs_daily_or_when_files_land(dagbag) -> None:
+    """Cron OR the landing Asset, whose watcher is our event trigger; what the
+    dag-processor stores (the serialized DAG) keeps both, and the run limits that make
+    a later event wait for the running run."""
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.timetables.assets import AssetOrTimeSchedule
+
+    from segment_warehouse import landing_watch
+
+    dag = dagbag.dags["segment_pipeline"]
+    assert dag.catchup is False and dag.max_active_runs == 1
+    stored = DagSerialization.from_dict(DagSerialization.to_dict(dag))
+    timetable = stored.timetable
+    assert isinstance(timetable, AssetOrTimeSchedule)
+    assert timetable.timetable.summary == "0 2 * * *"
+    (asset,) = list(timetable.asset_condition.objects)
+    assert (asset.name, asset.uri) == ("segments_landing", landing_watch.LANDING_ASSET_URI)
+    (watcher,) = asset.watchers
+    assert watcher.name == "landing_deliveries"
+    assert watcher.trigger["classpath"] == "segment_warehouse.landing_watch.LandingDeliveryTrigger"
+    kwargs = watcher.trigger["kwargs"]
+    assert kwargs["landing_dir"] == os.environ.get("SEGMENTS_LANDING_DIR", kwargs["landing_dir"])
+    assert kwargs["cursor_path"].startswith(os.environ["SEGMENTS_WAREHOUSE_DIR"])
+    # the triggerer can build it from what was stored
+    trigger = landing_watch.LandingDeliveryTrigger(**kwargs)
+    assert trigger.serialize() == (watcher.trigger["classpath"], kwargs)
+    # the recluster DAG still follows the profiles Asset, not landing files
+    recluster = dagbag.dags["recluster_segments"].timetable
+    assert [a.uri for a in recluster.asset_condition.objects] == [
+        "duckdb://warehouse/marts/customer_profiles"
+    ]
+
+
 @pytest.fixture(scope="module")
 def manifest(dagbag) -> dict:
     from segment_warehouse.dbt_airflow import dag_manifest_path
