@@ -7,14 +7,15 @@ dollar value. The copy used here ships in the ``Lifetimes`` 0.11.3 wheel
 (``lifetimes/datasets/CDNOW_master.txt``, MIT licence), read straight out of the
 zip so the package is never installed.
 
-    python -m segment_tools.cdnow prepare --out DIR --cutoff D [--wheel WHEEL]
+    python -m segment_tools.cdnow prepare --out DIR --cutoff D --wheel WHEEL
     python -m segment_tools.cdnow evaluate --out DIR --snapshot analytics.duckdb
 
-Dates are moved forward by 28 years (1,461 weeks, one full Gregorian cycle: the
-same weekday and the same month and day), so 1997-01-01 lands on 2025-01-01 and
-the last purchase day, 1998-06-30, on 2026-06-30. ``--cutoff`` is given in the
-moved calendar (1997-06-30 is ``--cutoff 2025-06-30``) and is the ``--date`` of
-the pipeline run.
+``--cutoff`` D is a CDNOW date (1997-01-01 .. 1998-06-30). Every date is moved
+forward by the whole number of weeks that puts D in the week ending 2026-06-30
+(weekdays are kept), so the pipeline runs with a logical date inside its DAGs'
+schedule (from 2026-01-01) and before today; ``prepare`` prints that date
+(``run_date``) and keeps it in ``DIR/cdnow.json``: it is the ``--date`` of the
+pipeline run, and ``evaluate`` reads it from there.
 
 ``prepare`` writes, per DESIGN.md section 3:
 
@@ -44,15 +45,22 @@ import pandas as pd
 
 MEMBER = "lifetimes/datasets/CDNOW_master.txt"
 WHEEL_SPEC = "Lifetimes==0.11.3"
-# 28 years = 1,461 weeks: weekday, month and day stay what they were in 1997-98.
-SHIFT = timedelta(weeks=1461)
+# The moved cut-off falls in the week ending here: after the DAGs' start date
+# (2026-01-01; an earlier logical date runs no task) and before today.
+ANCHOR = date(2026, 6, 30)
+FIRST_DAY, LAST_DAY = date(1997, 1, 1), date(1998, 6, 30)
 CRM_HEADER = ("contact_id", "updated_at", "created_at", "country", "marketing_consent")
 TX_HEADER = ("order_id", "contact_id", "email", "order_ts", "status", "currency", "total_amount",
              "items_count", "channel", "updated_at")
 
 
-def load(wheel: Path) -> pd.DataFrame:
-    """CDNOW_master.txt from the wheel: customer_id, day (moved), cds, dollars, line."""
+def shift_for(cutoff: date) -> timedelta:
+    """Whole weeks from the CDNOW cut-off to the week ending at ANCHOR."""
+    return timedelta(weeks=(ANCHOR - cutoff).days // 7)
+
+
+def load(wheel: Path, shift: timedelta) -> pd.DataFrame:
+    """CDNOW_master.txt from the wheel: customer_id, day (moved), cds, dollars, seq."""
     with zipfile.ZipFile(wheel) as z:
         try:
             raw = z.read(MEMBER).decode("ascii")
@@ -67,7 +75,7 @@ def load(wheel: Path) -> pd.DataFrame:
     if bad:
         raise SystemExit(f"CDNOW lines with other than 4 fields: {bad[:5]}")
     df = pd.DataFrame(body, columns=expected)
-    day = pd.to_datetime(df["date"], format="%Y%m%d") + SHIFT
+    day = pd.to_datetime(df["date"], format="%Y%m%d") + shift
     out = pd.DataFrame({
         "customer_id": df["customer_id"],
         "day": day.dt.date,
@@ -102,8 +110,9 @@ def _write(path: Path, header: tuple[str, ...], rows: list[list[object]]) -> Non
 
 @dataclass(frozen=True)
 class PrepareSummary:
-    cutoff: str
-    original_cutoff: str
+    cutoff: str  # the CDNOW date
+    run_date: str  # the same day moved: the pipeline's --date
+    shift_days: int
     contacts: int
     orders: int
     future_orders: int
@@ -112,10 +121,14 @@ class PrepareSummary:
 
 
 def prepare(wheel: Path, out: Path, cutoff: date) -> PrepareSummary:
-    df = load(wheel)
+    if not FIRST_DAY <= cutoff < LAST_DAY:
+        raise SystemExit(f"--cutoff must be a CDNOW date in [{FIRST_DAY}, {LAST_DAY})")
     if out.exists() and any((out / sub).exists() for sub in ("landing", "future")):
         raise SystemExit(f"{out} already holds a zone: use a new directory")
-    past, future = df[df["day"] <= cutoff], df[df["day"] > cutoff]
+    shift = shift_for(cutoff)
+    df = load(wheel, shift)
+    run_date = cutoff + shift
+    past, future = df[df["day"] <= run_date], df[df["day"] > run_date]
     first = past.groupby("customer_id", sort=True)["day"].min()
     _write(out / "landing" / "crm" / "cdnow_contacts.csv", CRM_HEADER,
            [[cid, _ts(d), _ts(d), "US", ""] for cid, d in first.items()])
@@ -126,11 +139,20 @@ def prepare(wheel: Path, out: Path, cutoff: date) -> PrepareSummary:
     (out / "landing" / "analytics").mkdir(parents=True, exist_ok=True)
     _write(out / "future" / "transactions" / "orders_future.csv", TX_HEADER,
            _order_rows(future))
-    return PrepareSummary(
-        cutoff=str(cutoff), original_cutoff=str(cutoff - SHIFT), contacts=len(first),
-        orders=len(past), future_orders=len(future),
+    summary = PrepareSummary(
+        cutoff=str(cutoff), run_date=str(run_date), shift_days=shift.days,
+        contacts=len(first), orders=len(past), future_orders=len(future),
         first_day=str(df["day"].min()), last_day=str(df["day"].max()),
     )
+    (out / "cdnow.json").write_text(json.dumps(asdict(summary), indent=2), encoding="utf-8")
+    return summary
+
+
+def run_date_of(out: Path) -> date:
+    meta = out / "cdnow.json"
+    if not meta.exists():
+        raise SystemExit(f"{meta} is missing: run `prepare` first")
+    return date.fromisoformat(json.loads(meta.read_text(encoding="utf-8"))["run_date"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,13 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("prepare", help="landing zone up to D + the held-back future")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--cutoff", type=date.fromisoformat, required=True,
-                   help="D in the moved calendar (1997-06-30 -> 2025-06-30)")
+                   help="D, a CDNOW date (e.g. 1997-06-30)")
     p.add_argument("--wheel", type=Path, required=True,
                    help=f"the {WHEEL_SPEC} wheel (pip download --no-deps {WHEEL_SPEC})")
     e = sub.add_parser("evaluate", help="published purchase probability vs the future")
     e.add_argument("--out", type=Path, required=True)
     e.add_argument("--snapshot", type=Path, required=True)
-    e.add_argument("--cutoff", type=date.fromisoformat, required=True)
     e.add_argument("--horizon", type=int, default=30)
     args = ap.parse_args(argv)
     if args.cmd == "prepare":
@@ -154,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from segment_tools.eval_predictions import evaluate
 
-        result = evaluate(args.snapshot, args.out / "future", args.cutoff, args.horizon)
+        result = evaluate(args.snapshot, args.out / "future", run_date_of(args.out),
+                          args.horizon)
     print(json.dumps(result, indent=2, default=str))
     return 0
 
