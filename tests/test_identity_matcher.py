@@ -93,6 +93,23 @@ def scored() -> dict[tuple[str, str], dict]:
          "city": "leeds", "postal": "LS14DY", "phone": "+441130000001"},
         {"id": "T2", "first": "oscar", "last": "walsh", "dob": date(2001, 2, 3),
          "city": "leeds", "postal": "LS14DY", "phone": "+441130000001"},
+        # a household: one surname, address and landline, first names alike
+        # only by Jaro-Winkler 0.7 (one of them without a birth date)
+        {"id": "H1", "first": "patricia", "last": "moore", "dob": date(1962, 5, 14),
+         "city": "leeds", "postal": "LS29JT", "phone": "+441130000002"},
+        {"id": "H2", "first": "victoria", "last": "moore",
+         "city": "leeds", "postal": "LS29JT", "phone": "+441130000002"},
+        # one person: a typed first name
+        {"id": "Y1", "first": "samantha", "last": "novak", "dob": date(1990, 7, 1),
+         "city": "paris", "postal": "75002"},
+        {"id": "Y2", "first": "smantha", "last": "novak", "dob": date(1990, 7, 1),
+         "city": "paris", "postal": "75002"},
+        # one person: the duplicate has no birth date, a new email and a typed
+        # surname; only first name and postal code are intact
+        {"id": "M1", "first": "siobhan", "last": "thompson", "dob": date(1956, 6, 22),
+         "city": "leeds", "postal": "LS19QQ", "email": "siobhan.t"},
+        {"id": "M2", "first": "siobhan", "last": "thomposn",
+         "city": "leeds", "postal": "LS19QQ", "email": "sio.thompson"},
     ]
     pairs = matching.predict_pairs(_features(rows), min_probability=0.0)
     return {(r["contact_id_l"], r["contact_id_r"]): r for r in pairs.to_pylist()}
@@ -117,6 +134,22 @@ def test_twins_are_scored_with_their_conflicting_first_names(scored: dict) -> No
     assert scored[("T1", "T2")]["name_level"] in {"last_exact_only", "else"}
 
 
+def test_household_first_names_alike_only_loosely_conflict(scored: dict) -> None:
+    # Patricia / Victoria are two people; the guard vetoes last_exact_only
+    assert scored[("H1", "H2")]["name_level"] == "last_exact_only"
+
+
+def test_a_typed_first_name_is_similar(scored: dict) -> None:
+    assert scored[("Y1", "Y2")]["name_level"] == "last_exact_first_similar"
+
+
+def test_a_dateless_duplicate_at_the_same_postal_code_is_scored(scored: dict) -> None:
+    # reached by the first name + postal code blocking rule alone
+    pair = scored[("M1", "M2")]
+    assert pair["birth_date_level"] == "null"
+    assert pair["location_level"] == "postal_and_city"
+
+
 def test_strangers_are_not_likely_matches(scored: dict) -> None:
     strangers = [p for k, p in scored.items() if k[0].startswith("P") and k[1].startswith("P")]
     assert strangers
@@ -137,9 +170,9 @@ def test_committed_model_matches_the_specification() -> None:
         r["blocking_rule"] for r in spec["blocking_rules_to_generate_predictions"]
     ]
     for trained, wanted in zip(model["comparisons"], spec["comparisons"], strict=True):
-        assert [lv["label_for_charts"] for lv in trained["comparison_levels"]] == [
-            lv["label_for_charts"] for lv in wanted["comparison_levels"]
-        ]
+        assert [
+            (lv["label_for_charts"], lv["sql_condition"]) for lv in trained["comparison_levels"]
+        ] == [(lv["label_for_charts"], lv["sql_condition"]) for lv in wanted["comparison_levels"]]
         assert all(
             "u_probability" in lv for lv in trained["comparison_levels"]
             if not lv.get("is_null_level")

@@ -112,10 +112,15 @@ def _name_comparison() -> dict[str, Any]:
                 f"({first}_l is null or {first}_r is null) and {last}_l = {last}_r",
                 m=0.01,
             ),
+            # a typed first name: one edit, very close (JW >= 0.9), or two
+            # edits keeping the initial. Looser similarity (JW 0.7) pairs
+            # household members (Patricia / Victoria, Michal / Richard).
             _level(
                 "last_exact_first_similar",
-                f"{last}_l = {last}_r and ({_jw(first, 0.7)}"
-                f" or damerau_levenshtein({first}_l, {first}_r) <= 1)",
+                f"{last}_l = {last}_r and ({_jw(first, 0.9)}"
+                f" or damerau_levenshtein({first}_l, {first}_r) <= 1"
+                f" or (damerau_levenshtein({first}_l, {first}_r) <= 2"
+                f" and left({first}_l, 1) = left({first}_r, 1)))",
                 m=0.02,
             ),
             _level(
@@ -239,6 +244,10 @@ BLOCKING_RULES: tuple[str, ...] = (
     "l.last_name_key = r.last_name_key and l.birth_year = r.birth_year"
     " and l.birth_day_month_set = r.birth_day_month_set",
     "l.first_name_key = r.last_name_key and l.last_name_key = r.first_name_key",
+    # a record without a birth date (or with a wrong one) at the same postal
+    # code: one name part intact
+    "l.last_name_key = r.last_name_key and l.postal_key = r.postal_key",
+    "l.first_name_key = r.first_name_key and l.postal_key = r.postal_key",
     "l.email_local = r.email_local",
     "l.phone_e164 = r.phone_e164",
 )

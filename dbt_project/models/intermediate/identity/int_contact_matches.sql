@@ -1,7 +1,12 @@
 {#-
     Decision on every candidate pair of the probabilistic matcher
     (int_contact_match_pairs). A pair merges (decision = 'merged') only when
-      * match_probability >= var('identity_match_probability'), and
+      * match_probability >= var('identity_match_probability'), or >=
+        var('identity_name_and_birth_date_probability') when the names agree
+        (exact, nickname, typo, swapped) and the full birth date is equal:
+        that is who the person is, and a duplicate record usually exists
+        because the person came back with a new email, phone or address, all
+        of which the model counts against the match; and
       * the first names agree (equal, nickname, typo, swapped with the last
         name, or one is missing): same surname and phone/address but another
         first name is a household member or a twin, never a duplicate;
@@ -58,7 +63,13 @@ checked as (
         pairs.birth_date_level in ('exact', 'day_month_swapped', 'one_typo')
             or pairs.email_local_level in ('exact', 'similar')
             or pairs.phone_level = 'exact' as is_corroborated,
-        blocked_pairs.contact_id_l is not null as is_blocked
+        blocked_pairs.contact_id_l is not null as is_blocked,
+        case
+            when pairs.name_level in ('exact', 'nickname', 'fuzzy', 'swapped')
+                and pairs.birth_date_level = 'exact'
+                then {{ var('identity_name_and_birth_date_probability', 0.5) }}
+            else {{ var('identity_match_probability', 0.99) }}
+        end as merge_threshold
 
     from pairs
     left join features as l on pairs.contact_id_l = l.contact_id
@@ -77,7 +88,7 @@ passing as (
     select contact_id_l, contact_id_r
     from checked
     where not is_blocked
-        and match_probability >= {{ var('identity_match_probability', 0.99) }}
+        and match_probability >= merge_threshold
         and not first_names_conflict and not birth_dates_conflict
         and not genders_conflict and is_corroborated
 
@@ -119,7 +130,7 @@ final as (
         phone_level,
         case
             when is_blocked then 'blocked_by_reviewer'
-            when match_probability < {{ var('identity_match_probability', 0.99) }} then 'below_threshold'
+            when match_probability < merge_threshold then 'below_threshold'
             when first_names_conflict then 'vetoed_first_name'
             when birth_dates_conflict then 'vetoed_birth_date'
             when genders_conflict then 'vetoed_gender'
