@@ -10,7 +10,7 @@ from dataclasses import asdict
 from datetime import date
 from pathlib import Path
 
-from segment_tools.zone2.config import PROFILES, ZoneConfig
+from segment_tools.zone2.config import LAPSE_MODES, PROFILES, ZoneConfig
 from segment_tools.zone2.generate import generate
 
 
@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--holdout-days", type=int, default=0,
                     help="also write OUT/future/transactions for (as_of, as_of + N days]")
     ap.add_argument("--event-days", type=_positive, default=120)
+    ap.add_argument("--lapse", choices=LAPSE_MODES, default="end",
+                    help="end (default, the documented sets): every person's quiet spell "
+                         "ends the history at as-of; stationary: only people who left "
+                         "(lapse > 45 days) stop early, the rest order up to as-of")
     ap.add_argument("--force", action="store_true", help="replace an existing OUT")
     args = ap.parse_args(argv)
     if args.holdout_days < 0:
@@ -52,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(out / sub, ignore_errors=True)
     cfg = ZoneConfig(persons=args.persons, seed=args.seed, as_of=args.as_of,
                      holdout_days=args.holdout_days, event_days=args.event_days,
+                     lapse=args.lapse,
                      **PROFILES[args.profile])  # type: ignore[arg-type]
     summary = generate(cfg, out)
     print(json.dumps({k: str(v) if isinstance(v, Path) else v

@@ -50,6 +50,13 @@ class ZoneConfig:
     # days of web/app tracking before as_of (orders and CRM go back further)
     event_days: int = 120
     holdout_days: int = 0
+    # "end": every person's quiet spell (lapse_days) ends the history at as_of, and
+    # those lapsed <= 45 days resume at their full rate right after it (the sets in
+    # docs/evaluation.md). "stationary": only lapses over 45 days (people who left)
+    # end the history early; everyone else orders up to as_of, so recency comes
+    # from the gaps of their own order process and the held-back month continues
+    # the history's rate instead of jumping after a quiet spell planted at as_of.
+    lapse: str = "end"
     # share of persons with at least one CRM record (the rest only check out as guests)
     crm_share: float = 0.85
     # share of CRM persons with a second record; of those, share with a third
@@ -79,6 +86,8 @@ class ZoneConfig:
     def with_(self, **kw: object) -> ZoneConfig:
         return replace(self, **kw)  # type: ignore[arg-type]
 
+
+LAPSE_MODES: tuple[str, ...] = ("end", "stationary")
 
 PROFILES: dict[str, dict[str, object]] = {
     "easy": {},

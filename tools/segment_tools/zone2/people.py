@@ -142,6 +142,8 @@ def make_persons(cfg: ZoneConfig, rng: np.random.Generator) -> tuple[list[Person
         rate = pa.orders_per_year / 365.0 * float(rate_mult[i])
         # the future keeps the rate of those still active; lapsed people rarely come back
         future_rate = rate if lapse <= 45 else rate * 0.04
+        # stationary: a quiet spell is no planted end of history for the active
+        quiet = 0 if cfg.lapse == "stationary" and lapse <= 45 else lapse
         street_no = int(rng.integers(1, 300))
         street = _pick(rng, nm.STREETS[country])
         street = f"{street_no} {street}" if country in ("US", "GB") else f"{street} {street_no}"
@@ -154,7 +156,7 @@ def make_persons(cfg: ZoneConfig, rng: np.random.Generator) -> tuple[list[Person
             phone_e164=_phone(rng, country, area, mobile=bool(rng.random() < 0.7)),
             city=city, postal_code=_postal(rng, country, prefix), street=street,
             first_seen=cfg.as_of - timedelta(days=tenure),
-            last_active=cfg.as_of - timedelta(days=lapse),
+            last_active=cfg.as_of - timedelta(days=quiet),
             rate_per_day=rate, future_rate_per_day=future_rate,
             aov_local=pa.aov_usd * float(aov_mult[i]) * nm.FX_PER_USD[nm.CURRENCY[country]],
             discount_prob=pa.discount_prob, discount_depth=pa.discount_depth,
