@@ -303,11 +303,16 @@ def render(results: list[dict[str, Any]], started: str) -> str:
         "## Summary",
         "",
         "| customers | events | orders | landing MiB | generate (events/s) | plain scan s "
-        "| glob scan s | end to end s | × scan | peak MiB | recluster s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| glob scan s | end to end s | × scan | peak MiB | recluster s | predict s "
+        "| predict peak MiB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         recluster = next((s["seconds"] for s in r["stages"] if s["stage"] == "recluster"), None)
+        # predict: training on the stacked history and scoring every profiled customer
+        predict = next((s for s in r["stages"] if s["stage"] == "predict"), None)
+        predict_s = f"{predict['seconds']:.1f}" if predict else "–"
+        predict_mb = f"{predict['peak_rss_mb']:,.0f}" if predict else "–"
         label = f"{r['customers']:,}" + (f" (seed {r['seed']})" if r.get("seed", 7) != 7 else "")
         lines.append(
             f"| {label} | {r['rows'].get('analytics', 0):,} | "
@@ -315,7 +320,7 @@ def render(results: list[dict[str, Any]], started: str) -> str:
             f"{r['generate']['events_per_s']:,} | {r['plain_scan_seconds']} | "
             f"{r.get('glob_scan_seconds') or '–'} | "
             f"{r['end_to_end']['seconds']} | {r['ratio_to_plain_scan']} | "
-            f"{r['end_to_end']['peak_mb']:,} | {recluster} |"
+            f"{r['end_to_end']['peak_mb']:,} | {recluster} | {predict_s} | {predict_mb} |"
         )
     for r in results:
         if "daily_delta" in r:
