@@ -2,11 +2,13 @@
     Decision on every candidate pair of the probabilistic matcher
     (int_contact_match_pairs). A pair merges (decision = 'merged') only when
       * match_probability >= var('identity_match_probability'), or >=
-        var('identity_name_and_birth_date_probability') when the names agree
-        (exact, nickname, typo, swapped) and the full birth date is equal:
-        that is who the person is, and a duplicate record usually exists
-        because the person came back with a new email, phone or address, all
-        of which the model counts against the match; and
+        var('identity_name_match_probability') when the names agree (exact,
+        nickname, typo, swapped) and either the full birth date is equal (or
+        its day and month swapped) or
+        one record has no birth date and the postal code agrees: that is who
+        the person is, and a duplicate record usually exists because the
+        person came back with a new email, phone or address, all of which the
+        model counts against the match; and
       * the first names agree (equal, nickname, typo, swapped with the last
         name, or one is missing): same surname and phone/address but another
         first name is a household member or a twin, never a duplicate;
@@ -53,6 +55,19 @@ blocked_pairs as (
 
 ),
 
+levels as (
+
+    select
+        *,
+        name_level in ('exact', 'nickname', 'fuzzy', 'swapped') as names_agree,
+        -- one record has no birth date to conflict with (a father and son
+        -- at one address are caught by vetoed_ambiguous below)
+        birth_date_level = 'null' and location_level in ('postal_and_city', 'postal')
+            as dateless_at_same_postal_code
+    from pairs
+
+),
+
 checked as (
 
     select
@@ -62,16 +77,18 @@ checked as (
         coalesce(l.gender <> r.gender, false) as genders_conflict,
         pairs.birth_date_level in ('exact', 'day_month_swapped', 'one_typo')
             or pairs.email_local_level in ('exact', 'similar')
-            or pairs.phone_level = 'exact' as is_corroborated,
+            or pairs.phone_level = 'exact'
+            or (names_agree and dateless_at_same_postal_code) as is_corroborated,
         blocked_pairs.contact_id_l is not null as is_blocked,
         case
-            when pairs.name_level in ('exact', 'nickname', 'fuzzy', 'swapped')
-                and pairs.birth_date_level = 'exact'
-                then {{ var('identity_name_and_birth_date_probability', 0.5) }}
+            when names_agree
+                and (pairs.birth_date_level in ('exact', 'day_month_swapped')
+                    or dateless_at_same_postal_code)
+                then {{ var('identity_name_match_probability', 0.5) }}
             else {{ var('identity_match_probability', 0.99) }}
         end as merge_threshold
 
-    from pairs
+    from levels as pairs
     left join features as l on pairs.contact_id_l = l.contact_id
     left join features as r on pairs.contact_id_r = r.contact_id
     left join blocked_pairs
