@@ -81,3 +81,24 @@ def test_decision_api_serves_the_published_snapshot(compose: dict) -> None:
     assert mounts["./personalisation"] == str(
         Path(api["environment"]["SEGMENTS_CONTENT_RULES"]).parent
     )
+
+
+def test_triggerer_sees_the_landing_zone_and_cursor_the_dags_name(compose: dict) -> None:
+    """The watcher's trigger gets its paths when the dag-processor parses the DAG and
+    runs in the triggerer: both must see the same landing zone and warehouse dir
+    (the cursor is written there), mounted read-write."""
+    services = compose["services"]
+
+    def paths(name: str) -> tuple[dict[str, str], dict[str, str]]:
+        svc = services[name]
+        mounts = dict(v.split(":", 1) for v in svc["volumes"] if v.startswith("./"))
+        return mounts, svc["environment"]
+
+    parsed_mounts, parsed_env = paths("airflow-dag-processor")
+    mounts, env = paths("airflow-triggerer")
+    for var, host in (
+        ("SEGMENTS_LANDING_DIR", "./data/landing"),
+        ("SEGMENTS_WAREHOUSE_DIR", "./data/warehouse"),
+    ):
+        assert env[var] == parsed_env[var] == mounts[host] == parsed_mounts[host]
+        assert not mounts[host].endswith(":ro")

@@ -72,7 +72,7 @@ CURSOR_VERSION = 1
 DEFAULT_POLL_SECONDS = 5.0
 # Files named in one event's payload (all of them are in the cursor); the asset
 # event's extra is a metadata-DB column, not a manifest.
-PAYLOAD_MAX_FILES = 100
+PAYLOAD_MAX_FILES = 20
 
 
 @dataclass(frozen=True)
