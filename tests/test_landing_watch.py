@@ -158,9 +158,9 @@ def test_an_unsettled_file_waits_until_it_settles(zone: Path) -> None:
     path = zone / "analytics" / "events_002.jsonl"
 
     async def scenario() -> dict:
-        run = Running(trigger(zone, settle_seconds=0.5))
-        with path.open("wb") as fh:  # an upload in progress: it grows for ~1.2 s
-            for i in range(12):
+        run = Running(trigger(zone, settle_seconds=1.0))
+        with path.open("wb") as fh:  # an upload in progress: it grows for ~1.5 s
+            for i in range(15):
                 fh.write(b'{"messageId": "m%d"}\n' % i)
                 fh.flush()
                 await asyncio.sleep(0.1)
@@ -174,7 +174,7 @@ def test_an_unsettled_file_waits_until_it_settles(zone: Path) -> None:
     assert payload["files"][0]["bytes"] == path.stat().st_size  # the whole file
     # not before it was unchanged for settle_seconds
     detected = datetime.fromisoformat(payload["detected_at"]).timestamp()
-    assert detected - path.stat().st_mtime >= 0.5
+    assert detected - path.stat().st_mtime >= 1.0
 
 
 def test_a_gzip_delivery_is_reported_by_its_stored_bytes(zone: Path) -> None:
