@@ -68,3 +68,17 @@
         false
     )
 {%- endmacro %}
+
+{#- True when an email local part is spelled from the person's own names
+    (alexander.green, agreen, alexanderg, green.alexander85, zoe.hoffmann for
+    Zoë Hoffmann): two such addresses agreeing say nothing the name
+    comparison has not said already. Letters only, folded like fold_name. -#}
+{% macro email_local_is_name(email_local, first_name_key, last_name_key) -%}
+    (
+        {{ email_local }} is not null
+        and {{ first_name_key }} is not null
+        and {{ last_name_key }} is not null
+        and replace(replace(coalesce({{ fold_name(email_local) }}, ''), {{ last_name_key }}, ''), {{ first_name_key }}, '')
+            in ('', left({{ first_name_key }}, 1), left({{ last_name_key }}, 1))
+    )
+{%- endmacro %}

@@ -16,8 +16,10 @@
         one typed character apart are fine);
       * the genders do not conflict (both known and different);
       * something beyond name and place corroborates it: the birth date, the
-        email local part or the phone (same-name neighbours share name and
-        city only);
+        email local part (unless both are spelled from the names:
+        alexander.green@ one provider and @ another is two Alexander Greens
+        as often as one), the phone, or, for a record without a birth date,
+        the postal code (same-name neighbours share name and city only);
       * a reviewer has not blocked the pair (seed identity_blocked_pairs);
       * neither contact lacks a birth date while matching two contacts whose
         birth dates conflict (it could be either; it would chain them).
@@ -34,7 +36,12 @@ pairs as (
 
 features as (
 
-    select contact_id, gender from {{ ref('int_contacts_match_features') }}
+    select
+        contact_id,
+        gender,
+        {{ email_local_is_name('email_local', 'first_name_key', 'last_name_key') }}
+            as email_local_is_name
+    from {{ ref('int_contacts_match_features') }}
 
 ),
 
@@ -76,7 +83,9 @@ checked as (
         pairs.birth_date_level = 'else' as birth_dates_conflict,
         coalesce(l.gender <> r.gender, false) as genders_conflict,
         pairs.birth_date_level in ('exact', 'day_month_swapped', 'one_typo')
-            or pairs.email_local_level in ('exact', 'similar')
+            or (pairs.email_local_level in ('exact', 'similar')
+                and not (coalesce(l.email_local_is_name, false)
+                    and coalesce(r.email_local_is_name, false)))
             or pairs.phone_level = 'exact'
             or (names_agree and dateless_at_same_postal_code) as is_corroborated,
         blocked_pairs.contact_id_l is not null as is_blocked,
