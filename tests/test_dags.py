@@ -320,3 +320,34 @@ def test_without_a_manifest_the_build_still_runs(tmp_path, monkeypatch) -> None:
     assert tasks[PRODUCER].upstream_task_ids == {"apply_erasure"}
     assert tasks["validate_warehouse"].upstream_task_ids == {PRODUCER}
     assert tasks[PRODUCER].pool == "duckdb_writer"
+
+
+def test_producer_of_an_asset_triggered_run_dates_the_build_by_its_landing_event(
+    tmp_path, monkeypatch
+) -> None:
+    """Airflow 3 puts no ``ds`` in the context of an asset-triggered run: the producer
+    must date the build by the landing event (the rule prepare_warehouse records)."""
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk import Asset
+
+    from segment_warehouse import dbt_airflow, landing_watch, tasks
+
+    monkeypatch.setenv("SEGMENTS_WAREHOUSE_DIR", str(tmp_path))
+    monkeypatch.setattr(dbt_airflow, "_start_background_parse", lambda *a: None)
+    monkeypatch.setattr(dbt_airflow, "publish_dag_manifest", lambda *a: None)
+    seen: dict[str, str] = {}
+    monkeypatch.setattr(
+        tasks, "dbt_build", lambda *, as_of_date, run_id, on_result: seen.update(d=as_of_date)
+    )
+    dag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "segment_pipeline.py")).dags[
+        "segment_pipeline"
+    ]
+    producer = {t.task_id: t for t in dag.tasks}[PRODUCER]
+    landing = Asset(landing_watch.LANDING_ASSET_URI)
+    event = SimpleNamespace(timestamp=datetime(2026, 12, 1, 23, 50, tzinfo=UTC))
+    context = {"ti": object(), "run_id": "asset__1", "triggering_asset_events": {landing: [event]}}
+    producer.execute(context)
+    assert seen == {"d": "2026-12-01"}

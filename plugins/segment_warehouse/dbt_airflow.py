@@ -218,7 +218,7 @@ def _producer_class() -> type:
         """
 
         def execute(self, context: Any, **kwargs: Any) -> Any:
-            from segment_warehouse import tasks
+            from segment_warehouse import landing_watch, tasks
 
             ti = context["ti"]
             settings = get_settings()
@@ -232,7 +232,10 @@ def _producer_class() -> type:
             try:
                 # tasks.dbt_build decides whether a failure is worth a retry
                 return tasks.dbt_build(
-                    as_of_date=context["ds"], run_id=context["run_id"], on_result=publish
+                    # an asset-triggered run has no ``ds``: the same rule as prepare_warehouse
+                    as_of_date=landing_watch.run_as_of_date(context),
+                    run_id=context["run_id"],
+                    on_result=publish,
                 )
             finally:
                 # the session parsed the project first (when that failed, the old
