@@ -4,8 +4,8 @@
       * match_probability >= var('identity_match_probability'), or >=
         var('identity_name_match_probability') when the names agree (exact,
         nickname, typo, swapped) and either the full birth date is equal (or
-        its day and month swapped) or
-        one record has no birth date and the postal code agrees: that is who
+        its day and month swapped), or the postal code agrees and one record
+        has no birth date or one typed digit in it: that is who
         the person is, and a duplicate record usually exists because the
         person came back with a new email, phone or address, all of which the
         model counts against the match; and
@@ -70,7 +70,11 @@ levels as (
         -- one record has no birth date to conflict with (a father and son
         -- at one address are caught by vetoed_ambiguous below)
         birth_date_level = 'null' and location_level in ('postal_and_city', 'postal')
-            as dateless_at_same_postal_code
+            as dateless_at_same_postal_code,
+        -- one typed digit at the same postal code (a father and son of one
+        -- name would need one birthday and years one digit apart)
+        birth_date_level = 'one_typo' and location_level in ('postal_and_city', 'postal')
+            as date_typo_at_same_postal_code
     from pairs
 
 ),
@@ -92,7 +96,7 @@ checked as (
         case
             when names_agree
                 and (pairs.birth_date_level in ('exact', 'day_month_swapped')
-                    or dateless_at_same_postal_code)
+                    or dateless_at_same_postal_code or date_typo_at_same_postal_code)
                 then {{ var('identity_name_match_probability', 0.5) }}
             else {{ var('identity_match_probability', 0.99) }}
         end as merge_threshold
