@@ -5,12 +5,14 @@
       -> apply_erasure
       -> dbt_build: dbt_producer_watcher (the one `dbt build`, pool duckdb_writer)
                     -> one task per dbt model (+ one for its data tests) showing its result
-      -> validate_warehouse -> publish_snapshot
+      -> validate_warehouse -> publish_snapshot -> refresh_exports
 The dbt task group is rendered by astronomer-cosmos (WATCHER mode) from the dbt
 manifest; the producer also regenerates the dbt lineage docs when the dbt project
 changed. publish_snapshot emits the customer_profiles Asset, which triggers
-recluster_segments. All logic lives in plugins/segment_warehouse (dbt_airflow.py
-for the dbt tasks; docs/airflow.md for why and how they retry).
+recluster_segments; refresh_exports re-exports the audiences from the new snapshot
+so that an erasure or a consent withdrawal reaches the exports in this run. All
+logic lives in plugins/segment_warehouse (dbt_airflow.py for the dbt tasks;
+docs/airflow.md for why and how they retry).
 
 Runs daily at 02:00 UTC **and** when new files land: the landing Asset's watcher
 (landing_watch.py, run by `airflow triggerer`) emits one event per batch of new
@@ -78,6 +80,10 @@ def segment_pipeline() -> None:
     def publish_snapshot(run_id: str | None = None):
         return tasks.publish(run_id)
 
+    @task
+    def refresh_exports(run_id: str | None = None):
+        return tasks.refresh_exports(run_id)
+
     dbt = dbt_airflow.dbt_task_group(writer_pool=tasks.WRITER_POOL, default_args=tasks.DEFAULT_ARGS)
     loads = [load_crm(), load_analytics(), load_transactions(), load_erasure()]
     (
@@ -87,6 +93,7 @@ def segment_pipeline() -> None:
         >> dbt
         >> validate_warehouse()
         >> publish_snapshot()
+        >> refresh_exports()
     )
 
 

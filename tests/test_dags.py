@@ -61,6 +61,8 @@ def test_pipeline_shape(dagbag) -> None:
     assert [o.uri for o in tasks["publish_snapshot"].outlets] == [
         "duckdb://warehouse/marts/customer_profiles"
     ]
+    # erasures and consent withdrawals of this run reach the audience exports now
+    assert tasks["refresh_exports"].upstream_task_ids == {"publish_snapshot"}
     # every task that touches warehouse.duckdb shares the single-slot pool; the
     # per-model tasks only read XCom
     readers = {t.task_id for t in dag.tasks if hasattr(t, "model_unique_id")}

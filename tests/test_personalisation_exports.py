@@ -195,3 +195,26 @@ def test_erased_customer_leaves_no_trace_in_exports(env: Settings) -> None:
 def test_export_needs_a_snapshot(env: Settings) -> None:
     with pytest.raises(ExportError, match="no published snapshot"):
         export_audiences(run_id="r", settings=env)
+
+
+def test_segment_pipeline_refresh_drops_an_erased_customer_without_a_recluster(
+    env: Settings,
+) -> None:
+    """segment_pipeline's refresh_exports: after the erasure sweep and the publish, the
+    exports lose the erased customer even if recluster_segments never runs again."""
+    from segment_warehouse import tasks
+
+    assert tasks.refresh_exports("r0") == {"skipped": "no audience export yet"}
+    assert not (env.exports_dir / "current").exists()
+    run_all(env)
+    assert "v1" in ids(env.exports_dir / "current" / "rules" / "vip.csv")
+    write_inputs(env, [p for p in PEOPLE if p["customer_id"] != "v1"])
+    con = duckdb.connect(str(env.warehouse_db))
+    for table in ("content_decisions", "experiment_assignments"):
+        con.execute(f"delete from personalisation.{table} where customer_id = 'v1'")
+    con.close()
+    publish_snapshot(run_id="r2", settings=env)  # no decide: recluster_segments did not run
+    result = tasks.refresh_exports("r2")
+    assert result["export_id"]
+    assert "v1" not in ids(env.exports_dir / "current" / "rules" / "vip.csv")
+    assert "v2" in ids(env.exports_dir / "current" / "rules" / "vip.csv")

@@ -368,6 +368,24 @@ def export_audiences(run_id: str) -> dict[str, Any]:
     return _plain(export(run_id=run_id))
 
 
+@failures.fail_fast
+@measured("refresh_exports")
+def refresh_exports(run_id: str) -> dict[str, Any]:
+    """Re-export the audiences from the snapshot segment_pipeline just published.
+
+    An erasure or a consent withdrawal applied by this run reaches the exports
+    now, not only after recluster_segments' export (which a skip or a failure
+    there would postpone indefinitely). Nothing was ever exported: nothing to do.
+    """
+    from segment_warehouse.config import get_settings
+    from segment_warehouse.personalisation import export_audiences as export
+    from segment_warehouse.personalisation.exports import CURRENT
+
+    if not (get_settings().exports_dir / CURRENT).exists():
+        return {"skipped": "no audience export yet"}
+    return _plain(export(run_id=run_id))
+
+
 def check_content_rules(decide_result: dict[str, Any] | None) -> dict[str, Any]:
     """Fail the run (without retries) when decide rejected the rules file."""
     rejected = (decide_result or {}).get("rules_rejected")
