@@ -22,8 +22,9 @@ from sklearn.metrics import adjusted_rand_score
 
 from segment_warehouse.clustering import recluster
 from segment_warehouse.clustering.features import FEATURE_NAMES, fit_scaler, prepare_features
-from segment_warehouse.clustering.model import match_segment_ids, select_k
+from segment_warehouse.clustering.model import match_segment_ids, select_k, stable_sample
 from segment_warehouse.clustering.naming import SegmentProfile, name_segments
+from segment_warehouse.clustering.space import NO_ACTIVITY_SEGMENT, model_space
 from segment_warehouse.config import get_settings
 from segment_warehouse.warehouse import connect
 
@@ -118,6 +119,23 @@ def test_select_k_picks_planted_k_on_separated_blobs() -> None:
     assert select_k(X, ids, 4, 10, prev_k=4)[0] == 6
 
 
+def test_select_k_picks_the_planted_personas_on_synthetic_features() -> None:
+    """Seven planted personas with mixed counts and shares: the consensus rule picks 7,
+    and records every criterion and a split-half stability per candidate."""
+    df = make_customer_features(3_000, seed=21, consent_false_share=0.0)
+    space = model_space(df.drop(columns=["persona"]))
+    ids = space.prep.customer_ids[space.active]
+    idx = stable_sample(ids, 10_000)
+    k, candidates = select_k(space.X[idx], ids[idx], 4, 9, prev_k=None)
+    assert k == 7
+    for c in candidates:
+        assert {"silhouette", "calinski_harabasz", "davies_bouldin", "score", "stability"} <= set(c)
+        assert 0.0 <= c["score"] <= 1.0
+    best = max(candidates, key=lambda c: c["score"])
+    assert best["k"] == 7 and best["score"] == 1.0
+    assert next(c for c in candidates if c["k"] == 7)["stability"] > 0.9
+
+
 def test_hungarian_matching_keeps_ids_and_gives_new_cluster_a_new_id() -> None:
     a, b = np.zeros(13), np.full(13, 4.0)
     far = np.full(13, -6.0)
@@ -184,7 +202,8 @@ def test_prepare_features_imputes_and_excludes_only_explicit_false() -> None:
     col = {f: j for j, f in enumerate(FEATURE_NAMES)}
     b = prep.transformed[1]
     assert b[col["recency_days"]] == pytest.approx(np.log1p(500.0))  # >= longest observed
-    assert b[col["avg_order_value"]] == 0.0
+    # No order value: the buyers' median (both buyers have 1.0), not a fake 0.
+    assert b[col["avg_order_value"]] == pytest.approx(np.log1p(1.0))
     assert prep.raw[2, col["discount_share"]] == 1.0
     # One order is thin evidence: the share is smoothed, 1 * 1.0 / (1 + 1).
     assert prep.transformed[2, col["discount_share"]] == pytest.approx(0.5)
@@ -367,3 +386,55 @@ def test_nothing_to_cluster_on_a_fresh_warehouse_is_a_skip_too(
     assert result.created is False and result.run_id is None
     assert result.skipped_reason and "distinct" in result.skipped_reason
     assert _query("select count(*) n from segments.customer_segments")["n"].item() == 0
+
+
+def test_customers_without_activity_get_the_fixed_segment_and_stay_out_of_kmeans(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CRM-only contacts (no order, no web activity) are one fixed segment, id 0, named
+    "No activity yet"; k-means only sees active customers, so the planted personas are
+    still found and the fixed segment has no centroid."""
+    _env(monkeypatch, tmp_path)
+    df = make_customer_features(1_500, seed=9, consent_false_share=0.0)
+    idle = make_customer_features(120, seed=10, consent_false_share=0.0, id_offset=50_000)
+    for name in FEATURE_NAMES:
+        idle[name] = np.nan if name in ("recency_days", "avg_order_value") else 0.0
+    idle["tenure_days"] = np.linspace(1.0, 900.0, len(idle))
+    idle["persona"] = "no_activity"
+    both = pd.concat([df, idle], ignore_index=True)
+    for c in ("frequency", "sessions_30d", "sessions_90d", "page_views_30d", "page_views_90d",
+              "cart_adds_without_purchase"):
+        both[c] = both[c].astype("Int64")
+    _write(both)
+    result = recluster(as_of="2026-01-05")
+    assert result.created
+    seg = _query("select customer_id, segment_id, segment_name from segments.customer_segments")
+    seg = seg.merge(both[["customer_id", "persona"]], on="customer_id")
+    fixed = seg[seg.segment_id == NO_ACTIVITY_SEGMENT["segment_id"]]
+    assert set(fixed.customer_id) == set(idle.customer_id)
+    assert set(fixed.segment_name) == {NO_ACTIVITY_SEGMENT["name"]}
+    active = seg[seg.persona != "no_activity"]
+    assert adjusted_rand_score(active.persona, active.segment_id) > 0.8
+    run = _query("select * from segments.segment_runs")
+    assert int(run.k.item()) == 7  # k counts k-means clusters, the fixed one comes on top
+    summary = _query("select segment_id, size from segments.segment_summary")
+    assert int(summary.loc[summary.segment_id == 0, "size"].item()) == len(idle)
+    assert int(summary["size"].sum()) == len(both)
+    centroid_ids = _query("select distinct segment_id from segments.segment_centroids")
+    assert 0 not in set(centroid_ids.segment_id)
+
+
+def test_k_selection_section_lists_every_candidate_and_marks_the_chosen() -> None:
+    from segment_warehouse.clustering.report_k import k_selection_section
+
+    X, _ = make_blobs(n_samples=1_200, centers=5, n_features=6, cluster_std=0.5, random_state=4)
+    ids = np.array([f"c{i:05d}" for i in range(len(X))], dtype=object)
+    k, candidates = select_k(X, ids, 3, 7, prev_k=None)
+    page = k_selection_section(candidates)
+    assert k == 5
+    assert page.count("<tr") == 1 + len(candidates)
+    assert page.count("chosen</td>") == 1
+    assert "Davies-Bouldin" in page and "split-half stability" in page
+    # A run recorded before the consensus rule has silhouette only: no empty columns.
+    old = k_selection_section([{"k": 4, "silhouette": 0.3, "inertia": 1.0, "chosen": True}])
+    assert "Calinski" not in old and "0.300" in old

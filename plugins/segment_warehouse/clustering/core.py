@@ -22,12 +22,11 @@ from segment_warehouse.clustering.features import (
     ALGORITHM_VERSION,
     FEATURE_NAMES,
     feature_records,
-    fit_scaler,
     input_fingerprint,
     load_customer_features,
-    prepare_features,
 )
 from segment_warehouse.clustering.naming import SegmentProfile, name_segments, profile_segments
+from segment_warehouse.clustering.space import NO_ACTIVITY_SEGMENT, model_space
 from segment_warehouse.config import Settings, get_settings
 from segment_warehouse.warehouse import connect, ensure_schemas
 
@@ -76,9 +75,11 @@ def _skipped(
     )  # fmt: skip
 
 
-def _nothing_to_cluster(prep: Any) -> str | None:
-    """What is missing when the profiled customers cannot form two segments, else None."""
-    distinct = len(np.unique(prep.transformed, axis=0)) if len(prep.transformed) else 0
+def _nothing_to_cluster(space: Any) -> str | None:
+    """What is missing when the active customers cannot form two segments, else None."""
+    prep = space.prep
+    active_t = prep.transformed[space.active]
+    distinct = len(np.unique(active_t, axis=0)) if len(active_t) else 0
     if distinct >= mdl.MIN_DISTINCT:
         return None
     col = {name: j for j, name in enumerate(FEATURE_NAMES)}
@@ -87,9 +88,10 @@ def _nothing_to_cluster(prep: Any) -> str | None:
     active = int((raw[:, col["sessions_90d"]] > 0).sum()) if len(raw) else 0
     return (
         f"nothing to cluster yet: {len(raw)} profiled customers ({prep.n_excluded} excluded: "
-        f"no consent) have {distinct} distinct feature vector(s), {mdl.MIN_DISTINCT} are "
-        f"needed for 2 segments; {buyers} have orders and {active} have sessions in the "
-        "last 90 days. Load order (transactions/) and event (analytics/) files, then recluster."
+        f"no consent), {int(space.active.sum())} with any activity, have {distinct} distinct "
+        f"feature vector(s), {mdl.MIN_DISTINCT} are needed for 2 segments; {buyers} have "
+        f"orders and {active} have sessions in the last 90 days. Load order (transactions/) "
+        "and event (analytics/) files, then recluster."
     )
 
 
@@ -188,21 +190,25 @@ def recluster(
                 row, created=False, report=settings.segment_reports_dir / "index.html", t0=t0
             )
 
-        prep = prepare_features(df)
+        space = model_space(df)
         del df
+        prep = space.prep
         n = len(prep.customer_ids)
-        log.info("profiling %d customers (%d excluded: no consent)", n, prep.n_excluded)
+        log.info(
+            "profiling %d customers (%d excluded: no consent; %d without activity)",
+            n, prep.n_excluded, int((~space.active).sum()),
+        )  # fmt: skip
         index = settings.segment_reports_dir / "index.html"
-        reason = _nothing_to_cluster(prep)
-        if reason is not None:
-            return _skipped(con, prev, reason, n=n, n_excluded=prep.n_excluded, report=index,
-                            t0=t0)  # fmt: skip
-        scaler = fit_scaler(prep.transformed)
-        X = scaler.transform(prep.transformed)
+        reason = _nothing_to_cluster(space)
+        if reason is not None or space.scaler is None:
+            return _skipped(con, prev, reason or "no active customers", n=n,
+                            n_excluded=prep.n_excluded, report=index, t0=t0)  # fmt: skip
+        scaler, X = space.scaler, space.X
+        active_ids = prep.customer_ids[space.active]
         features = feature_records(scaler)
         lap("prepare+scale")
 
-        sample_idx = mdl.stable_sample(prep.customer_ids, mdl.SELECTION_SAMPLE)
+        sample_idx = mdl.stable_sample(active_ids, mdl.SELECTION_SAMPLE)
         prev_centroids = store.previous_centroids_in_new_space(prev, features) if prev else {}
         prev_init = (
             np.vstack([prev_centroids[s] for s in sorted(prev_centroids)])
@@ -212,7 +218,7 @@ def recluster(
         try:
             k, candidates = mdl.select_k(
                 X[sample_idx],
-                prep.customer_ids[sample_idx],
+                active_ids[sample_idx],
                 settings.recluster_k_min,
                 settings.recluster_k_max,
                 prev.k if prev else None,
@@ -226,25 +232,38 @@ def recluster(
         fit = mdl.fit_clusters(
             X,
             k,
-            customer_ids=prep.customer_ids,
+            customer_ids=active_ids,
             minibatch_threshold=settings.minibatch_threshold,
             init=init,
         )
         lap("fit+predict")
         sizes = np.bincount(fit.labels, minlength=k)
         label_to_id = mdl.match_segment_ids(
-            fit.centroids, sizes, prev_centroids, (prev.max_segment_id if prev else 0) + 1
+            fit.centroids, sizes, prev_centroids, max(prev.max_segment_id if prev else 0, 0) + 1
         )
-        profiles = profile_segments(prep, fit.labels, label_to_id)
+        # Inactive customers are label k of the profile, with the fixed id and name.
+        all_labels = np.full(n, k, dtype=np.int64)
+        all_labels[space.active] = fit.labels
+        inactive = int((~space.active).sum())
+        profiles = profile_segments(
+            prep, all_labels, {**label_to_id, k: NO_ACTIVITY_SEGMENT["segment_id"]}
+        )
+        idle = [p for p in profiles if p.segment_id == NO_ACTIVITY_SEGMENT["segment_id"]]
+        profiles = [p for p in profiles if p.segment_id != NO_ACTIVITY_SEGMENT["segment_id"]]
         name_segments(profiles)
-        id_of_label = np.array([label_to_id[i] for i in range(k)], dtype=np.int64)
-        segment_ids = id_of_label[fit.labels]
+        if inactive:
+            idle[0].name = NO_ACTIVITY_SEGMENT["name"]
+            idle[0].traits = NO_ACTIVITY_SEGMENT["traits"]
+            profiles = [*idle, *profiles]
+        id_of_label = np.array(
+            [label_to_id[i] for i in range(k)] + [NO_ACTIVITY_SEGMENT["segment_id"]],
+            dtype=np.int64,
+        )
+        segment_ids = id_of_label[all_labels]
         name_of_id = {p.segment_id: p.name for p in profiles}
 
         # Same rows as the k selection, so the recorded figure is comparable.
-        sil_idx = sample_idx[
-            mdl.stable_sample(prep.customer_ids[sample_idx], mdl.SILHOUETTE_SAMPLE)
-        ]
+        sil_idx = sample_idx[mdl.stable_sample(active_ids[sample_idx], mdl.SILHOUETTE_SAMPLE)]
         silhouette = mdl.silhouette(X[sil_idx], fit.labels[sil_idx])
 
         assignments = pd.DataFrame(
@@ -272,6 +291,7 @@ def recluster(
         model_path = settings.models_dir / f"{_safe_name(run_id)}.joblib"
 
         proj_idx = sample_idx[:PROJECTION_SAMPLE] if len(sample_idx) else sample_idx
+        active_segment_ids = segment_ids[space.active]
         _save_model(
             model_path,
             {
@@ -284,9 +304,10 @@ def recluster(
                 "segments": [_profile_dict(p) for p in profiles],
                 "projection_sample": {
                     "X": X[proj_idx].astype(np.float32),
-                    "segment_id": segment_ids[proj_idx],
+                    "segment_id": active_segment_ids[proj_idx],
                 },
                 "warm_started": fit.warm_started,
+                "no_activity": {**NO_ACTIVITY_SEGMENT, "size": inactive},
             },
         )
         run = {

@@ -17,6 +17,12 @@ Shares derived from few events are mostly noise (one order is "100 % weekend"
 with probability 2/7), so they are smoothed towards a neutral prior with a
 pseudo-count (``SHARE_PRIOR_WEIGHT`` events) before scaling: a customer needs
 several consistent events to look extreme. ``raw`` keeps the unsmoothed values.
+
+A customer who never ordered has no order value: it is imputed with the buyers'
+median (segkm-3), so "no order yet" is carried by frequency, revenue and
+recency alone. Imputing 0 put every non-buyer ~4 log units from every buyer on
+this one axis, and k-means spent clusters on splitting one-order browsers from
+no-order browsers instead of on behaviour (docs/segments.md).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from sklearn.preprocessing import RobustScaler
 
 # Bump when preparation or model logic changes: it is part of the input
 # fingerprint, so a new version reclusters even if the data did not change.
-ALGORITHM_VERSION = "segkm-2"
+ALGORITHM_VERSION = "segkm-3"
 SOURCE_TABLE = "marts.customer_features"
 
 # Share of the week that is Sat/Sun: the neutral value when we know nothing.
@@ -67,7 +73,9 @@ FEATURES: tuple[FeatureSpec, ...] = (
     ),
     FeatureSpec("frequency", "log1p", "null -> 0", True, "orders"),
     FeatureSpec("monetary", "log1p", "null -> 0", True, "lifetime revenue"),
-    FeatureSpec("avg_order_value", "log1p", "never ordered -> 0", True, "avg order value"),
+    FeatureSpec(
+        "avg_order_value", "log1p", "never ordered -> median of buyers", True, "avg order value"
+    ),
     FeatureSpec(
         "discount_share",
         "identity",
@@ -188,6 +196,11 @@ def prepare_features(df: pd.DataFrame) -> PreparedFeatures:
     # prospect never looks more recent than an actual customer.
     filled[:, col["recency_days"]] = np.where(
         np.isnan(recency), np.maximum(tenure, longest), recency
+    )
+    aov = raw[:, col["avg_order_value"]]
+    bought = aov[buyer & ~np.isnan(aov)]
+    filled[:, col["avg_order_value"]] = np.where(
+        buyer & ~np.isnan(aov), aov, float(np.median(bought)) if bought.size else 0.0
     )
     filled[:, col["weekend_share"]] = np.nan_to_num(
         raw[:, col["weekend_share"]], nan=_NEUTRAL_WEEKEND_SHARE

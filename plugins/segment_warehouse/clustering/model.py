@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +11,12 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 from sklearn.cluster import KMeans, MiniBatchKMeans
-from sklearn.metrics import silhouette_score
+from sklearn.metrics import (
+    adjusted_rand_score,
+    calinski_harabasz_score,
+    davies_bouldin_score,
+    silhouette_score,
+)
 
 SEED = 20_240_601
 SELECTION_SAMPLE = 10_000  # rows each candidate k is fitted on
@@ -20,13 +26,15 @@ SILHOUETTE_SAMPLE = 5_000
 MINIBATCH_FIT_SAMPLE = 200_000  # above the threshold: fit on this many, predict all
 KMEANS_N_INIT = 10
 MINIBATCH_N_INIT = 3
-# Keep the previous run's k unless another k is clearly better: silhouette
-# differences this small are sampling noise and would churn every segment.
-K_HYSTERESIS = 0.01
-# Silhouettes within this of the best are a tie, and the tie goes to the
-# largest such k: merging two real groups loses a segment (and silhouette
-# barely notices), while splitting one keeps both halves meaningful.
-K_TIE = 0.01
+# k is chosen by a consensus of three internal criteria (silhouette, higher is
+# better; Calinski-Harabasz, higher; Davies-Bouldin, lower), each min-max
+# normalised over the candidates and averaged. Silhouette alone leans to
+# neighbouring k within its sampling noise on mixed count/share data (it picked
+# one k too many on zone2 set 1); the three agreed with the planted k on the
+# sample generator and both zone2 sets (docs/segments.md).
+# Keep the previous run's k unless another k scores clearly better: smaller
+# differences would churn every segment for no real change in structure.
+K_HYSTERESIS = 0.05
 # Warm start from last run's centroids unless it is this much worse (inertia).
 WARM_START_TOLERANCE = 0.01
 # A new centroid keeps an old id if it is closer to it than this fraction of
@@ -82,10 +90,11 @@ def select_k(
     prev_k: int | None,
     prev_centroids: np.ndarray | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
-    """Fit each k on the sample, score it by silhouette; return the choice and all candidates.
+    """Fit each k on the sample and score it; return the choice and all candidates.
 
-    The choice is the largest k whose silhouette is within ``K_TIE`` of the best
-    (then kept at the previous k if that is within ``K_HYSTERESIS``).
+    Each candidate records silhouette, Calinski-Harabasz, Davies-Bouldin, their
+    normalised mean ``score`` (the rule: highest wins, then kept at the previous
+    k if that is within ``K_HYSTERESIS``) and split-half ``stability``.
 
     For the previous run's k, last run's centroids (mapped into this run's
     space) compete with the fresh fits: a few random restarts can land in a
@@ -99,6 +108,7 @@ def select_k(
         )
     k_min = min(k_min, k_max)
     sil_idx = stable_sample(sample_ids, SILHOUETTE_SAMPLE)
+    halves = _split_halves(sample_ids)
     candidates: list[dict[str, Any]] = []
     for k in range(k_min, k_max + 1):
         km = KMeans(n_clusters=k, n_init=3, random_state=SEED).fit(X_sample)
@@ -107,18 +117,83 @@ def select_k(
             km = warm if warm.inertia_ < km.inertia_ else km
         labels = km.labels_[sil_idx]
         sil = silhouette(X_sample[sil_idx], labels)
-        candidates.append({"k": k, "silhouette": sil, "inertia": float(km.inertia_)})
-    top = max(c["silhouette"] for c in candidates)
-    # Round before comparing: bit-level float noise must not decide a tie.
-    tied = [c["k"] for c in candidates if round(c["silhouette"] - (top - K_TIE), 9) >= 0]
-    chosen = max(tied)
+        several = len(np.unique(km.labels_)) > 1
+        candidates.append(
+            {
+                "k": k,
+                "silhouette": sil,
+                "inertia": float(km.inertia_),
+                "calinski_harabasz": float(calinski_harabasz_score(X_sample, km.labels_))
+                if several
+                else 0.0,
+                "davies_bouldin": float(davies_bouldin_score(X_sample, km.labels_))
+                if several
+                else None,  # undefined for one cluster (JSON has no infinity)
+                # Reported, not used by the rule: production has no truth, so this
+                # is how a reader sees whether a k is reproducible.
+                "stability": split_half_stability(X_sample, halves, k),
+            }
+        )
+    _consensus_scores(candidates)
+    top = max(c["score"] for c in candidates)
+    # Round before comparing: bit-level float noise must not decide a tie,
+    # which goes to the largest k (splitting a group keeps both halves usable).
+    chosen = max(c["k"] for c in candidates if round(c["score"] - top, 9) >= 0)
     if prev_k is not None:
         prev = next((c for c in candidates if c["k"] == prev_k), None)
-        if prev is not None and round(prev["silhouette"] - (top - K_HYSTERESIS), 9) >= 0:
+        if prev is not None and round(prev["score"] - (top - K_HYSTERESIS), 9) >= 0:
             chosen = prev_k
     for c in candidates:
         c["chosen"] = c["k"] == chosen
     return chosen, candidates
+
+
+def _consensus_scores(candidates: list[dict[str, Any]]) -> None:
+    """Set ``score`` in place: mean of the min-max normalised criteria (1 = best on all)."""
+
+    def normalised(values: list[float | None], higher_is_better: bool) -> list[float]:
+        finite = [v for v in values if v is not None and math.isfinite(v)]
+        lo, hi = (min(finite), max(finite)) if finite else (0.0, 0.0)
+        out = []
+        for v in values:
+            if v is None or not math.isfinite(v):
+                out.append(0.0)  # undefined counts as the worst
+            elif hi - lo <= 1e-12:
+                out.append(1.0)
+            else:
+                frac = (v - lo) / (hi - lo)
+                out.append(frac if higher_is_better else 1.0 - frac)
+        return out
+
+    parts = [
+        normalised([c["silhouette"] for c in candidates], True),
+        normalised([c["calinski_harabasz"] for c in candidates], True),
+        normalised([c["davies_bouldin"] for c in candidates], False),
+    ]
+    for i, c in enumerate(candidates):
+        c["score"] = float(np.mean([p[i] for p in parts]))
+
+
+def _split_halves(sample_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two disjoint halves of the sample by id hash (the same customers every run)."""
+    odd = pd.util.hash_array(np.asarray(sample_ids, dtype=object)) % 2 == 1
+    return np.flatnonzero(~odd), np.flatnonzero(odd)
+
+
+def split_half_stability(
+    X: np.ndarray, halves: tuple[np.ndarray, np.ndarray], k: int
+) -> float:
+    """ARI between k-means fitted on each half, both predicting the whole sample.
+
+    1.0: the same k finds the same segments in two independent halves of the
+    customers; low values mean this k splits noise. Production has no truth,
+    so this is what tells a reader whether a k is reproducible.
+    """
+    a, b = halves
+    if min(len(a), len(b)) <= k:
+        return 0.0
+    fits = [KMeans(n_clusters=k, n_init=2, random_state=SEED).fit(X[h]) for h in halves]
+    return float(adjusted_rand_score(fits[0].predict(X), fits[1].predict(X)))
 
 
 def silhouette(X: np.ndarray, labels: np.ndarray) -> float:
