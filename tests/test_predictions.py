@@ -9,7 +9,10 @@ from pathlib import Path
 
 import duckdb
 import joblib
+import numpy as np
+import pandas as pd
 import pytest
+from threadpoolctl import threadpool_limits
 
 from segment_warehouse.config import ConfigError, get_settings
 from segment_warehouse.predictions import predict
@@ -324,3 +327,69 @@ def test_buyers_are_the_profiles_buyers(env: Path) -> None:
         f"select churn_probability is not null from segments.customer_predictions "
         f"where customer_id = '{prospect}'",
     ) == [(True,)]
+
+
+def _drifting_rows(n: int = 800) -> pd.DataFrame:
+    """Four cut-offs of the same customers and feature distribution whose purchase
+    rate falls from 0.5 to 0.1 at the newest cut-off (an ageing cohort)."""
+    rng = np.random.default_rng(3)
+    parts = []
+    for k, rate in enumerate((0.1, 0.5, 0.5, 0.5)):
+        x = rng.normal(size=n)
+        # the feature ranks customers within a cut-off; the level comes from the period
+        logit = np.log(rate / (1 - rate)) + 1.5 * x
+        y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+        feats = {name: np.zeros(n) for name in FEATURE_NAMES}
+        feats["frequency"], feats["recency_days"] = np.exp(x), np.full(n, 10.0)
+        feats["monetary"] = np.exp(x) * 50
+        parts.append(pd.DataFrame(feats | {
+            "customer_id": [f"c{i}" for i in range(n)], "label": y,
+            "cutoff": date(2026, 10, 1) - dt.timedelta(days=14 * k)}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_recent_window_calibration_follows_the_newest_window() -> None:
+    from segment_warehouse.predictions import model as mdl
+
+    rows = _drifting_rows()
+    newest = rows[rows["cutoff"] == rows["cutoff"].max()]
+    with threadpool_limits(limits=1):  # small fits: threads only contend
+        recent = mdl.fit_target("purchase", rows, 30, calibration="recent_window")
+        average = mdl.fit_target("purchase", rows, 30, calibration="all_cutoffs")
+    assert recent.calibration["method"] == "recent_window"
+    assert recent.calibration["cutoff"] == "2026-10-01"
+    assert recent.calibration["rows"] == len(newest)
+    assert average.calibration == {"method": "all_cutoffs", "cutoff": None,
+                                   "rows": len(rows), "mapping": "sigmoid"}
+    observed = newest["label"].mean()
+    # recent: at the newest window's level; average: pulled up by the older windows
+    assert abs(recent.predict(newest).mean() - observed) < 0.2 * observed
+    assert average.predict(newest).mean() > 1.5 * observed
+    # the published baseline follows the same window
+    assert recent.baseline_calibration["method"] == "recent_window"
+    base = recent.predict(newest, "calibrated_baseline").mean()
+    assert abs(base - observed) < 0.2 * observed
+    assert average.predict(newest, "calibrated_baseline").mean() > 1.5 * observed
+
+
+def test_recent_window_falls_back_when_the_newest_window_has_one_class() -> None:
+    from segment_warehouse.predictions import model as mdl
+
+    rows = _drifting_rows(300)
+    rows.loc[rows["cutoff"] == rows["cutoff"].max(), "label"] = 0
+    with threadpool_limits(limits=1):
+        fitted = mdl.fit_target("purchase", rows, 30, calibration="recent_window")
+    assert fitted.method == "gradient_boosting"
+    assert fitted.calibration["method"] == "all_cutoffs"
+    assert "too few rows of a class" in fitted.calibration["note"]
+    assert fitted.baseline_calibration["method"] == "all_cutoffs"
+
+
+def test_run_records_the_calibration(scored: dict) -> None:
+    row = _q(scored["db"], "select calibration, label_windows from segments.prediction_runs")
+    cal, windows = (json.loads(v) for v in row[0])
+    assert cal["purchase"]["method"] == "recent_window"
+    # calibrated on the newest complete label window, the one ending at the as-of date
+    assert [cal["purchase"]["cutoff"], AS_OF] == windows["purchase"][0]
+    assert cal["purchase"]["mapping"] in {"isotonic", "sigmoid"} and cal["purchase"]["rows"] > 0
+    assert cal["churn"]["method"] in {"recent_window", "all_cutoffs", "none"}

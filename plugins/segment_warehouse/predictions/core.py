@@ -250,6 +250,15 @@ def _score(
     return out, int(n_excluded)
 
 
+def _calibration_of(fitted: mdl.FittedTarget) -> dict[str, Any]:
+    """How the published probabilities were calibrated (prediction_runs.calibration)."""
+    if fitted.method == "gradient_boosting":
+        return dict(fitted.calibration)
+    if fitted.method == "calibrated_baseline":
+        return dict(fitted.baseline_calibration)
+    return {"method": "none", "mapping": "rate heuristic", "cutoff": None, "rows": 0}
+
+
 def _metric(bt: dict[str, Any] | None, who: str, name: str) -> float | None:
     return (bt or {}).get(who, {}).get(name)
 
@@ -344,6 +353,7 @@ def predict(*, run_id: str, as_of: str, settings: Settings | None = None) -> Pre
             "churn_method": chu["fitted"].method,
             "training_cutoffs": {t: [str(c) for c in res[t]["cutoffs"]] for t in res},
             "label_windows": windows,
+            "calibration": {t: _calibration_of(res[t]["fitted"]) for t in res},
             "rows_trained": pur["fitted"].rows_trained,
             "churn_rows_trained": chu["fitted"].rows_trained,
             "backtest_cutoff": pur["backtest_cutoff"] if pbt else None,

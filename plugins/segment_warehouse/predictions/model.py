@@ -36,6 +36,8 @@ SEED = 0
 MIN_CLASS_ROWS = 20  # fewer positives (or negatives) than this: no model, a fallback
 ISOTONIC_MIN_ROWS = 5_000  # isotonic calibration overfits below this; sigmoid instead
 BIG_TRAINING_ROWS = 50_000
+# recent_window: calibrators fitted on the newest label window; all_cutoffs: on every one
+CALIBRATION = "recent_window"
 IMPORTANCE_SAMPLE = 5_000  # backtest rows used for permutation importance (a ranking)
 
 
@@ -57,6 +59,17 @@ def rfm_score(df: pd.DataFrame) -> np.ndarray:
         for col, sign in (("recency_days", -1.0), ("frequency", 1.0), ("monetary", 1.0)):
             pct = (sign * sub[col].astype(float)).rank(pct=True, method="average").to_numpy()
             score[buyers] += np.ceil(pct * 5).clip(1, 5)
+    return score
+
+
+def _rfm_per_cutoff(train: pd.DataFrame) -> np.ndarray:
+    """The RFM score of stacked rows, quintiles within each cut-off - as at scoring
+    time, where they are taken within the one as-of population."""
+    if "cutoff" not in train.columns:
+        return rfm_score(train)
+    score = np.zeros(len(train), dtype=float)
+    for _, idx in train.groupby("cutoff", sort=False).indices.items():
+        score[idx] = rfm_score(train.iloc[idx])
     return score
 
 
@@ -96,6 +109,9 @@ class FittedTarget:
     positives: int = 0
     horizon_days: int = 30
     notes: list[str] = field(default_factory=list)
+    # how the model's / baseline's probabilities were calibrated (method, cut-off, rows)
+    calibration: dict[str, Any] = field(default_factory=dict)
+    baseline_calibration: dict[str, Any] = field(default_factory=dict)
 
     def predict(self, X: pd.DataFrame, method: str | None = None) -> np.ndarray:
         method = method or self.method
@@ -127,7 +143,12 @@ def trainable(y: np.ndarray) -> bool:
 
 
 def fit_target(
-    target: str, train: pd.DataFrame, horizon_days: int, *, with_model: bool = True
+    target: str,
+    train: pd.DataFrame,
+    horizon_days: int,
+    *,
+    with_model: bool = True,
+    calibration: str | None = None,
 ) -> FittedTarget:
     """Fit model + calibrated baseline on stacked rows (columns: features, label,
     customer_id). Too few rows of a class: the rate heuristic, recorded."""
@@ -141,10 +162,16 @@ def fit_target(
             f"{MIN_CLASS_ROWS} of each to train: scores from the rate heuristic"
         )
         return fitted
+    how = calibration or CALIBRATION
+    recent, why = _newest_window(train, y) if how == "recent_window" else (None, None)
+    on = recent if recent is not None else np.ones(len(y), dtype=bool)
     # A high RFM score means likely to buy, i.e. unlikely to churn.
     fitted.baseline = IsotonicRegression(
         out_of_bounds="clip", y_min=0.0, y_max=1.0, increasing=target == "purchase"
-    ).fit(rfm_score(train), y)
+    ).fit(_rfm_per_cutoff(train)[on], y[on])
+    fitted.baseline_calibration = _described(train, on, recent is not None, why) | {
+        "mapping": "isotonic of the RFM score"
+    }
     fitted.method = "calibrated_baseline"
     if not with_model:
         return fitted
@@ -161,10 +188,52 @@ def fit_target(
     if len(folds) < 2:
         fitted.notes.append(f"{target}: too few customers for grouped calibration folds")
         return fitted
-    method = "isotonic" if len(y) >= ISOTONIC_MIN_ROWS else "sigmoid"
-    fitted.model = CalibratedClassifierCV(_hgb(), method=method, cv=folds).fit(X, y)
+    if recent is not None:
+        narrowed = [(tr, te[recent[te]]) for tr, te in folds]
+        if all(len(np.unique(y[te])) == 2 for _, te in narrowed):
+            folds = narrowed
+        else:
+            recent, why = None, "a calibration fold of the newest window has one class"
+    on = recent if recent is not None else np.ones(len(y), dtype=bool)
+    fitted.calibration = _described(train, on, recent is not None, why)
+    mapping = "isotonic" if fitted.calibration["rows"] >= ISOTONIC_MIN_ROWS else "sigmoid"
+    fitted.calibration["mapping"] = mapping
+    fitted.model = CalibratedClassifierCV(_hgb(), method=mapping, cv=folds).fit(X, y)
     fitted.method = "gradient_boosting"
     return fitted
+
+
+def _newest_window(train: pd.DataFrame, y: np.ndarray) -> tuple[np.ndarray | None, str | None]:
+    """Rows of the newest cut-off, whose label window is the most recent complete one
+    (None, and why, when it has too few rows of a class to calibrate on).
+
+    Temporal recalibration: the boosting model learns to rank from every cut-off,
+    but the probabilities' level is fitted on this window alone - in each grouped
+    fold, the calibrator on the held-out customers' newest-window rows, the
+    boosting model on the other customers' rows at every cut-off - so a purchase
+    rate that drifts (an ageing cohort, a season, growth) is predicted at its
+    latest level rather than at the history's average."""
+    if "cutoff" not in train.columns or not len(train):
+        return None, "no cut-off column"
+    cut = train["cutoff"].to_numpy()
+    newest = cut == cut.max()
+    if not trainable(y[newest]):
+        return None, f"the newest window ({cut.max()}) has too few rows of a class"
+    return newest, None
+
+
+def _described(
+    train: pd.DataFrame, on: np.ndarray, recent: bool, why: str | None
+) -> dict[str, Any]:
+    """prediction_runs.calibration: which rows the probabilities were calibrated on."""
+    out: dict[str, Any] = {
+        "method": "recent_window" if recent else "all_cutoffs",
+        "cutoff": str(train["cutoff"].to_numpy()[on].max()) if recent else None,
+        "rows": int(on.sum()),
+    }
+    if why and not recent:
+        out["note"] = f"not the newest window: {why}"
+    return out
 
 
 # --- backtest ------------------------------------------------------------------

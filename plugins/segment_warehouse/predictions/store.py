@@ -61,7 +61,8 @@ DDL: tuple[str, ...] = (
         mean_purchase_probability double,
         model_path varchar,
         duration_seconds double,
-        input_fingerprint varchar             -- as-of date, settings and inputs it saw
+        input_fingerprint varchar,            -- as-of date, settings and inputs it saw
+        calibration json                      -- per target: method, cut-off, rows, mapping
     )
     """,
 )
@@ -71,9 +72,10 @@ def ensure_prediction_tables(con: duckdb.DuckDBPyConnection) -> None:
     for ddl in DDL:
         con.execute(ddl)
     # tables of earlier versions
-    con.execute(
-        "alter table segments.prediction_runs add column if not exists input_fingerprint varchar"
-    )
+    for column, kind in (("input_fingerprint", "varchar"), ("calibration", "json")):
+        con.execute(
+            f"alter table segments.prediction_runs add column if not exists {column} {kind}"
+        )
 
 
 def latest_run(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
