@@ -102,3 +102,16 @@ def test_phone_key_agrees_across_formats() -> None:
     assert phone_key("+14155550100") == phone_key("(415) 555-0100") == "4155550100"
     assert phone_key("0044 20.7946.0958") == phone_key("020 7946 0958") == "2079460958"
     assert phone_key("12-34") is None and phone_key(None) is None
+
+
+def test_phone_normalisation_never_yields_a_too_short_e164() -> None:
+    """A French national number in an identify trait (no country) starts with "01",
+    which the default region US reads as the "011" international prefix; what is left
+    (+63 84473) is no phone and must not reach the valid_e164 data test (fresh zone2
+    seed 101 failed the whole dbt build on it)."""
+    from segment_warehouse.dbt_plugin import normalise_phone_value
+
+    assert normalise_phone_value("01 16 38 44 73") is None
+    assert normalise_phone_value("01.15.35.25.63", "") is None
+    assert normalise_phone_value("01 16 38 44 73", "FR") == "+33116384473"
+    assert normalise_phone_value("(415) 555-0100") == "+14155550100"

@@ -36,6 +36,11 @@ DEFAULT_REGION = "US"
 _CACHE_SIZE = 1 << 21  # ~2 M distinct values per process
 
 _SUPPORTED_REGIONS: frozenset[str] = frozenset(phonenumbers.SUPPORTED_REGIONS)
+# The shortest E.164 number kept (country code + national number): what the
+# valid_e164 data test and the SQL fast path accept. phonenumbers calls a few
+# shorter ones "possible", e.g. a French "01 16 38 44 73" read with the default
+# region as US "011" international dialling: +63 84473, nobody's phone.
+MIN_E164_DIGITS = 8
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
@@ -61,7 +66,8 @@ def normalise_phone_value(phone: str | None, country: str | None = None) -> str 
     # exports and test data, and a phone only needs to compare equal here.
     if not phonenumbers.is_possible_number(parsed):
         return None
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return e164 if len(e164) - 1 >= MIN_E164_DIGITS else None
 
 
 def _arrow_normalise_phone(phones: pa.Array, countries: pa.Array) -> pa.Array:
