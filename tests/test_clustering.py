@@ -327,6 +327,9 @@ def test_model_and_report_written(two_runs: dict[str, Any]) -> None:
     html = index.read_text(encoding="utf-8")
     assert r2.run_id in html and html.count("data:image/png;base64,") >= 5  # incl. migration
     assert "excluded (no consent)" in html
+    # every candidate k with its criteria, the chosen one marked
+    assert "<h2>Choice of k</h2>" in html and "Calinski-Harabasz" in html
+    assert html.count(">chosen</td>") == 1
     assert len(list((settings.segment_reports_dir / "runs").glob("*.html"))) == 2
 
 

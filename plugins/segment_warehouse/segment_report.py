@@ -30,6 +30,8 @@ from matplotlib.colors import ListedColormap
 from sklearn.decomposition import PCA
 
 from segment_warehouse.clustering.features import FEATURES
+from segment_warehouse.clustering.report_k import k_selection_section
+from segment_warehouse.clustering.space import NO_ACTIVITY_SEGMENT
 from segment_warehouse.clustering.store import first_row
 from segment_warehouse.config import Settings, get_settings
 
@@ -268,6 +270,12 @@ def _plot_migration(
     return _png(fig)
 
 
+def _segments_card(k: int, segs: list[dict]) -> str:
+    """k-means segments, plus the fixed no-activity segment when it has members."""
+    fixed = any(s["segment_id"] == NO_ACTIVITY_SEGMENT["segment_id"] for s in segs)
+    return f"{k} + 1" if fixed else str(k)
+
+
 def _plot_k(candidates: list[dict]) -> str:
     ks = [c["k"] for c in candidates]
     fig, ax = plt.subplots(figsize=(5.2, 3.2))
@@ -325,7 +333,7 @@ def render_report(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
     esc = html.escape
 
     cards = [
-        ("segments (k)", str(run["k"])),
+        ("segments (k)", _segments_card(run["k"], segs)),
         ("silhouette", _fmt(run["silhouette"])),
         ("ARI vs previous", _fmt(run["ari_vs_previous"])),
         ("changed segment", _fmt(run["changed_share"], "{:.2%}")),
@@ -370,6 +378,7 @@ def render_report(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
     parts.append("<div class='grid pair'>")
     parts.append(f"<div><img src='{_plot_sizes(segs, colors)}' alt='segment sizes'></div>")
     parts.append(f"<div><img src='{_plot_k(candidates)}' alt='k selection'></div></div>")
+    parts.append(k_selection_section(candidates))
     heat = _plot_heatmap(segs)
     if heat:
         parts.append(f"<h2>Segment profiles</h2><img src='{heat}' alt='centroid heatmap'>")
@@ -419,8 +428,10 @@ def render_report(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
         "<h2>Method</h2><p class='note'>Customers with <code>marketing_consent = false</code> are "
         "not profiled (unknown consent is). Features are imputed, skewed ones log1p-transformed, "
         "shares smoothed towards a neutral value when based on few events, then scaled "
-        "(median/IQR; shares by their std); k is the largest k whose silhouette on a fixed "
-        "hash sample is within 0.01 of the best; segment ids are "
+        "(median/IQR; shares by their std); k is chosen by the mean of silhouette, "
+        "Calinski-Harabasz and Davies-Bouldin, each scaled over the candidates (table above); "
+        "customers with no order ever and no activity in 90 days form the fixed segment "
+        f"{NO_ACTIVITY_SEGMENT['segment_id']} outside k-means; segment ids are "
         "kept across runs by Hungarian matching of centroids. Features: "
         + ", ".join(
             f"<code>{esc(f['name'])}</code> ({esc(f['transform'])}; {esc(f['impute'])})"
