@@ -6,6 +6,10 @@ Two subcommands:
              timestamp (orders: order_ts and updated_at; CRM: updated_at; events:
              timestamp) is after D goes to a held-back folder instead, so the
              pipeline run at D never sees the future.
+``repredict`` copy a run's working warehouse, train and score again there at D
+             with a chosen calibration (``all_cutoffs``, the published one, or
+             ``recent_window``), then ``evaluate`` the copy: two calibrations
+             compared on the same history and the same held-back month.
 ``evaluate`` given the published snapshot of a run at D and the held-back
              orders of (D, D+30], compute the published score's ROC AUC and
              mean-predicted vs observed purchase rate, and a reference: a
@@ -222,6 +226,37 @@ def evaluate(snapshot: Path, held: Path, cutoff: date, horizon: int = 30) -> dic
     }
 
 
+def repredict(
+    warehouse: Path, work: Path, held: Path, cutoff: date, calibration: str
+) -> dict[str, Any]:
+    """predict() at ``cutoff`` on a copy of ``warehouse``/warehouse.duckdb under
+    ``work`` with the given calibration, then the held-back evaluation of the copy."""
+    from dataclasses import replace
+
+    from segment_warehouse.config import get_settings
+    from segment_warehouse.predictions import core
+    from segment_warehouse.predictions import model as mdl
+
+    if calibration not in CALIBRATIONS:
+        raise SystemExit(f"--calibration must be one of {', '.join(CALIBRATIONS)}")
+    source = warehouse / "warehouse.duckdb"
+    if not source.exists():
+        raise SystemExit(f"{source} does not exist")
+    (work / "warehouse").mkdir(parents=True, exist_ok=True)
+    copy = work / "warehouse" / "warehouse.duckdb"
+    shutil.copyfile(source, copy)
+    settings = replace(get_settings(), warehouse_dir=work / "warehouse",
+                       reports_dir=work / "reports")
+    mdl.CALIBRATION = calibration
+    result = core.predict(run_id=f"repredict-{calibration}", as_of=str(cutoff),
+                          settings=settings)
+    out = evaluate(copy, held, cutoff)
+    return out | {"calibration": calibration, "predict_seconds": result.duration_seconds}
+
+
+CALIBRATIONS = ("all_cutoffs", "recent_window")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m segment_tools.eval_predictions")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -235,9 +270,18 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--held", type=Path, required=True, help="held-back folder (transactions/)")
     e.add_argument("--cutoff", type=date.fromisoformat, required=True, help="D (YYYY-MM-DD)")
     e.add_argument("--horizon", type=int, default=30)
+    r = sub.add_parser("repredict", help="predict again on a copy with a chosen calibration")
+    r.add_argument("--warehouse", type=Path, required=True,
+                   help="the run's SEGMENTS_WAREHOUSE_DIR (holds warehouse.duckdb)")
+    r.add_argument("--work", type=Path, required=True, help="where the copy goes")
+    r.add_argument("--held", type=Path, required=True)
+    r.add_argument("--cutoff", type=date.fromisoformat, required=True)
+    r.add_argument("--calibration", choices=CALIBRATIONS, default="all_cutoffs")
     a = ap.parse_args(argv)
     if a.cmd == "holdout":
         out: Any = asdict(split_landing(a.src, a.landing, a.held, a.cutoff))
+    elif a.cmd == "repredict":
+        out = repredict(a.warehouse, a.work, a.held, a.cutoff, a.calibration)
     else:
         out = evaluate(a.snapshot, a.held, a.cutoff, a.horizon)
     json.dump(out, sys.stdout, indent=2, default=str)

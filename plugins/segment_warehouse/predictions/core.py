@@ -437,7 +437,7 @@ def _code_digest() -> str:
 
 def input_fingerprint(con: Any, as_of: date, ps: PredictionSettings) -> str:
     summary = con.execute(_INPUT_SUMMARY_SQL).fetchone()
-    parts = [str(as_of), repr(ps), _code_digest(), *map(str, summary)]
+    parts = [str(as_of), repr(ps), mdl.CALIBRATION, _code_digest(), *map(str, summary)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
