@@ -110,6 +110,11 @@ def scored() -> dict[tuple[str, str], dict]:
          "city": "leeds", "postal": "LS19QQ", "email": "siobhan.t"},
         {"id": "M2", "first": "siobhan", "last": "thomposn",
          "city": "leeds", "postal": "LS19QQ", "email": "sio.thompson"},
+        # one person: a typed surname and day and month swapped, moved
+        {"id": "W1", "first": "hanna", "last": "schulz", "dob": date(1985, 3, 7),
+         "city": "berlin", "postal": "10117"},
+        {"id": "W2", "first": "hanna", "last": "schultz", "dob": date(1985, 7, 3),
+         "city": "paris", "postal": "75011"},
     ]
     pairs = matching.predict_pairs(_features(rows), min_probability=0.0)
     return {(r["contact_id_l"], r["contact_id_r"]): r for r in pairs.to_pylist()}
@@ -148,6 +153,13 @@ def test_a_dateless_duplicate_at_the_same_postal_code_is_scored(scored: dict) ->
     pair = scored[("M1", "M2")]
     assert pair["birth_date_level"] == "null"
     assert pair["location_level"] == "postal_and_city"
+
+
+def test_a_typed_surname_with_day_and_month_swapped_is_scored(scored: dict) -> None:
+    # reached by the first name + birth year + day/month set rule alone
+    pair = scored[("W1", "W2")]
+    assert pair["name_level"] == "fuzzy"
+    assert pair["birth_date_level"] == "day_month_swapped"
 
 
 def test_strangers_are_not_likely_matches(scored: dict) -> None:

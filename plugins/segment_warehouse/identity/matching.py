@@ -240,8 +240,10 @@ BLOCKING_RULES: tuple[str, ...] = (
     " and l.birth_year = r.birth_year and l.birth_day = r.birth_day",
     "l.first_name_key = r.first_name_key and l.last_name_key = r.last_name_key"
     " and l.birth_month = r.birth_month and l.birth_day = r.birth_day",
-    # a nickname (or first-name typo) with day and month swapped
+    # a nickname or a typo in one name part, with day and month swapped
     "l.last_name_key = r.last_name_key and l.birth_year = r.birth_year"
+    " and l.birth_day_month_set = r.birth_day_month_set",
+    "l.first_name_key = r.first_name_key and l.birth_year = r.birth_year"
     " and l.birth_day_month_set = r.birth_day_month_set",
     "l.first_name_key = r.last_name_key and l.last_name_key = r.first_name_key",
     # a record without a birth date at the same postal code: one name part
