@@ -221,3 +221,20 @@ def test_regularise_keeps_priors_and_no_impossible_level() -> None:
             prior = [lv["m_probability"] for lv in priors["phone"]["comparison_levels"]
                      if not lv.get("is_null_level")]
             assert m == pytest.approx([p / sum(prior) for p in prior])
+
+
+def test_the_matcher_spills_where_it_is_told(tmp_path: Path) -> None:
+    """Splink's in-memory DuckDB spills into the given directory (the warehouse's temp
+    dir under dbt), not into ``.tmp`` of the working directory (the repository)."""
+    spill = str(tmp_path / "warehouse.duckdb.tmp" / "splink")
+    con = matching.matcher_connection(threads=1, memory_limit="1GB", temp_directory=spill)
+    try:
+        setting = "select current_setting('temp_directory'), current_setting('threads')"
+        assert con.execute(setting).fetchone() == (spill, 1)
+    finally:
+        con.close()
+    bare = matching.matcher_connection(threads=None, memory_limit=None, temp_directory=None)
+    try:
+        assert bare.execute("select current_setting('temp_directory')").fetchone() == (".tmp",)
+    finally:
+        bare.close()

@@ -336,12 +336,15 @@ def predict_pairs(
     model_path: Path = MODEL_PATH,
     threads: int | None = None,
     memory_limit: str | None = None,
+    temp_directory: str | None = None,
 ) -> pa.Table:
     """Score candidate pairs of ``features`` (int_contacts_match_features rows).
 
     Returns one row per pair with match_probability >= ``min_probability``:
     contact_id_l < contact_id_r, match_weight, match_probability and, per
     comparison, the level key that decided it (``name_level`` ...).
+    ``temp_directory``: where Splink spills beyond ``memory_limit``
+    (:func:`matcher_connection`).
     """
     from splink import DuckDBAPI, Linker
 
@@ -353,13 +356,10 @@ def predict_pairs(
         raise ValueError(f"matcher input lacks columns {missing}")
     features = features.select(list(FEATURE_COLUMNS))
 
-    con = duckdb.connect(":memory:")
+    con = matcher_connection(
+        threads=threads, memory_limit=memory_limit, temp_directory=temp_directory
+    )
     try:
-        if threads:
-            con.execute(f"set threads = {int(threads)}")
-        if memory_limit:
-            con.execute(f"set memory_limit = '{_safe_memory_limit(memory_limit)}'")
-        con.execute("set preserve_insertion_order = false")
         db_api = DuckDBAPI(con)
         contacts = db_api.register(features, dataset_display_name="contacts")
         logging.getLogger("splink").setLevel(logging.WARNING)
@@ -394,6 +394,25 @@ def predict_pairs(
         ).to_arrow_table()
     finally:
         con.close()
+
+
+def matcher_connection(
+    *, threads: int | None, memory_limit: str | None, temp_directory: str | None
+) -> duckdb.DuckDBPyConnection:
+    """Splink's own in-memory DuckDB: its intermediate tables never touch the warehouse.
+
+    Without ``temp_directory`` DuckDB would spill into ``.tmp`` of the current
+    directory (the repository, when dbt runs there).
+    """
+    con = duckdb.connect(":memory:")
+    if threads:
+        con.execute(f"set threads = {int(threads)}")
+    if memory_limit:
+        con.execute(f"set memory_limit = '{_safe_memory_limit(memory_limit)}'")
+    if temp_directory:
+        con.execute("set temp_directory = ?", [str(temp_directory)])
+    con.execute("set preserve_insertion_order = false")
+    return con
 
 
 def _safe_memory_limit(value: str) -> str:

@@ -29,9 +29,12 @@ def model(dbt: Any, session: Any) -> Any:
     if enabled in {"false", "0", "no"}:
         features = features.slice(0, 0)
     threads = session.execute("select current_setting('threads')").fetchone()[0]
+    # spill beside the warehouse's own temp files, never into the working directory
+    warehouse_temp = session.execute("select current_setting('temp_directory')").fetchone()[0]
     pairs = predict_pairs(
         features, min_probability=candidate_probability, threads=int(threads),
         memory_limit=dbt.config.get("matcher_memory_limit") or "2GB",
+        temp_directory=f"{warehouse_temp}/splink" if warehouse_temp else None,
     )
     version = model_version()
     return pairs.append_column(
