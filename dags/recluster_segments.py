@@ -36,7 +36,7 @@ def _schedule() -> AssetOrTimeSchedule:
 @dag(
     dag_id="recluster_segments",
     schedule=_schedule(),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    start_date=pendulum.parse(tasks.DAG_START_DATE, tz="UTC"),
     catchup=False,
     max_active_runs=1,
     default_args=tasks.DEFAULT_ARGS,

@@ -37,7 +37,7 @@ LANDING = landing_watch.landing_asset()
     schedule=AssetOrTimeSchedule(
         timetable=CronTriggerTimetable("0 2 * * *", timezone="UTC"), assets=[LANDING]
     ),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    start_date=pendulum.parse(tasks.DAG_START_DATE, tz="UTC"),
     catchup=False,
     max_active_runs=1,
     default_args=tasks.DEFAULT_ARGS,

@@ -177,6 +177,20 @@ def test_bad_date_is_refused(cli_env: Path, capsys: pytest.CaptureFixture[str]) 
     assert "\\nrm" in capsys.readouterr().err
 
 
+def test_a_date_before_the_dags_start_is_refused(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Airflow would create the runs and run none of their tasks ("succeeded", nothing
+    published); a historical backfill from 1997 is after the start date and runs."""
+    from datetime import date
+
+    from segment_warehouse.tasks import DAG_START_DATE
+
+    assert date.fromisoformat(DAG_START_DATE) <= date(1997, 1, 1)
+    assert cli.run_pipeline("1989-12-31", lock=False) == 2
+    assert "before the DAGs' start date" in capsys.readouterr().err
+
+
 def test_local_key_lives_with_its_warehouse(tmp_path: Path, monkeypatch) -> None:
     from segment_warehouse.cli import ensure_local_pii_key
     from segment_warehouse.config import get_settings

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from segment_warehouse.config import REPO_ROOT, Settings, get_settings
+from segment_warehouse.tasks import DAG_START_DATE
 
 DAG_IDS: tuple[str, ...] = ("segment_pipeline", "recluster_segments")
 LOCK_FILE = ".segments_run.lock"
@@ -367,6 +368,10 @@ def run_pipeline(
     day = _checked_date(logical_date)
     if day is None:
         print(f"--date must be YYYY-MM-DD, got {printable(logical_date)}", file=sys.stderr)
+        return 2
+    if day < DAG_START_DATE:
+        # Airflow would create the runs and run none of their tasks
+        print(f"--date {day} is before the DAGs' start date {DAG_START_DATE}", file=sys.stderr)
         return 2
     env = airflow_env()
     if lock:
