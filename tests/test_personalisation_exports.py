@@ -206,6 +206,15 @@ def test_segment_pipeline_refresh_drops_an_erased_customer_without_a_recluster(
 
     assert tasks.refresh_exports("r0") == {"skipped": "no audience export yet"}
     assert not (env.exports_dir / "current").exists()
+    # a release in the exports dir but a snapshot without decisions (a new warehouse
+    # on an old SEGMENTS_EXPORTS_DIR): left alone, the run does not fail
+    (env.exports_dir / "current").mkdir(parents=True)
+    con = duckdb.connect(str(env.analytics_db))
+    con.execute("create schema marts")
+    con.close()
+    assert tasks.refresh_exports("r1") == {"skipped": "the snapshot has no content decisions yet"}
+    (env.exports_dir / "current").rmdir()
+    env.analytics_db.unlink()
     run_all(env)
     assert "v1" in ids(env.exports_dir / "current" / "rules" / "vip.csv")
     write_inputs(env, [p for p in PEOPLE if p["customer_id"] != "v1"])

@@ -383,12 +383,29 @@ def refresh_exports(run_id: str) -> dict[str, Any]:
     now, not only after recluster_segments' export (which a skip or a failure
     there would postpone indefinitely). Nothing was ever exported: nothing to do.
     """
+    import duckdb
+
     from segment_warehouse.config import get_settings
     from segment_warehouse.personalisation import export_audiences as export
     from segment_warehouse.personalisation.exports import CURRENT
+    from segment_warehouse.warehouse import table_exists
 
-    if not (get_settings().exports_dir / CURRENT).exists():
+    settings = get_settings()
+    if not (settings.exports_dir / CURRENT).exists():
         return {"skipped": "no audience export yet"}
+    con = duckdb.connect(str(settings.analytics_db), read_only=True)
+    try:
+        decided = table_exists(con, "personalisation", "content_rules")
+    finally:
+        con.close()
+    if not decided:
+        # exports from elsewhere (another warehouse on the same SEGMENTS_EXPORTS_DIR?):
+        # nothing of this snapshot to export yet; recluster_segments writes the first one
+        log.warning(
+            "refresh_exports: %s has a release but the snapshot has no decisions yet; "
+            "left as it is", settings.exports_dir,
+        )
+        return {"skipped": "the snapshot has no content decisions yet"}
     return _plain(export(run_id=run_id))
 
 

@@ -42,9 +42,9 @@ def _env(base: Path, airflow_home: Path) -> dict[str, str]:
         SEGMENTS_LANDING_DIR=str(base / "landing"),
         SEGMENTS_WAREHOUSE_DIR=str(base / "warehouse"),
         SEGMENTS_REPORTS_DIR=str(base / "reports"),
+        SEGMENTS_EXPORTS_DIR=str(base / "exports"),
         SEGMENTS_PII_KEY=env.get("SEGMENTS_PII_KEY", "benchmark-secret"),
         AIRFLOW_HOME=str(airflow_home),
-        PYTHONPATH=str(REPO_ROOT / "plugins"),
     )
     return env
 
