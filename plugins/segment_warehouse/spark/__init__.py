@@ -1,0 +1,6 @@
+"""The optional Spark engine (issue #19): a local or cluster Spark session with
+the warehouse's custom functions, and dbt run against it (``--target spark``).
+
+Needs ``requirements-spark.txt`` (pyspark, dbt-spark) and a Java runtime;
+nothing else in the package imports this subpackage.
+"""

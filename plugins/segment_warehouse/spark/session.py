@@ -1,0 +1,92 @@
+"""The Spark session the dbt ``spark`` target runs on, with the warehouse UDFs.
+
+dbt-spark's ``session`` method calls ``SparkSession.builder.getOrCreate()`` in
+its own process, so the session built here (same process, before dbt starts)
+is the one every model runs on: its catalog, its configuration and the Python
+functions registered on it. The functions are the very ones the DuckDB target
+gets from :mod:`segment_warehouse.dbt_plugin`, so both engines give the same
+answers:
+
+* ``normalise_phone(phone, country)``: :func:`dbt_plugin.normalise_phone_value`.
+* ``pseudonymise(value)``: :func:`privacy.keyed_hash` (HMAC-SHA256, hex) under
+  :meth:`Settings.pii_key`; the key lives in this process only (the Python
+  worker gets it through the pickled closure), never in compiled SQL or logs.
+
+Settings (environment): ``SEGMENTS_SPARK_MASTER`` (default ``local[2]``),
+``SEGMENTS_SPARK_DRIVER_MEMORY`` (default ``2g``), ``SEGMENTS_SPARK_SHUFFLE_PARTITIONS``
+(default 4: the local zones are small; a cluster wants more). The catalog (a
+Derby metastore) and the managed tables live under ``<warehouse_dir>/spark``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from segment_warehouse.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+def spark_dir(settings: Settings) -> Path:
+    """Where the Spark catalog and its managed tables live for this warehouse."""
+    return settings.warehouse_dir / "spark"
+
+
+def build_session(settings: Settings | None = None, *, app_name: str = "segment_warehouse") -> SparkSession:
+    """Start (or return) the process's Spark session, with Hive catalog and UDFs."""
+    from pyspark.sql import SparkSession
+
+    settings = settings or get_settings()
+    root = spark_dir(settings)
+    root.mkdir(parents=True, exist_ok=True)
+    # Python workers must import segment_warehouse: the interpreter of this venv.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .master(os.environ.get("SEGMENTS_SPARK_MASTER", "local[2]"))
+        .config("spark.driver.memory", os.environ.get("SEGMENTS_SPARK_DRIVER_MEMORY", "2g"))
+        .config(
+            "spark.sql.shuffle.partitions",
+            os.environ.get("SEGMENTS_SPARK_SHUFFLE_PARTITIONS", "4"),
+        )
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.warehouse.dir", str(root / "warehouse"))
+        # The Derby metastore (catalog of schemas and tables) beside the tables,
+        # not metastore_db/ and derby.log in whatever directory dbt was started from.
+        .config(
+            "spark.hadoop.javax.jdo.option.ConnectionURL",
+            f"jdbc:derby:;databaseName={root / 'metastore_db'};create=true",
+        )
+        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={root}")
+        .config("spark.ui.enabled", "false")
+        # What dbt-spark forces on every cursor; set here too so SQL run outside
+        # dbt (tests, exports) behaves the same.
+        .config("spark.sql.ansi.enabled", "false")
+        .enableHiveSupport()
+    )
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("SEGMENTS_SPARK_LOG_LEVEL", "WARN"))
+    register_udfs(spark, settings.pii_key())
+    return spark
+
+
+def register_udfs(spark: SparkSession, pii_key: str) -> None:
+    """Register ``normalise_phone`` and ``pseudonymise`` on ``spark`` (session-scoped)."""
+    from pyspark.sql.types import StringType
+
+    from segment_warehouse.dbt_plugin import normalise_phone_value
+    from segment_warehouse.privacy import keyed_hash
+
+    def _normalise_phone(phone: str | None, country: str | None) -> str | None:
+        return normalise_phone_value(phone, country)
+
+    def _pseudonymise(value: str | None) -> str | None:
+        return None if value is None else keyed_hash(value, pii_key)
+
+    spark.udf.register("normalise_phone", _normalise_phone, StringType())
+    spark.udf.register("pseudonymise", _pseudonymise, StringType())
