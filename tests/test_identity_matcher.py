@@ -238,3 +238,65 @@ def test_the_matcher_spills_where_it_is_told(tmp_path: Path) -> None:
         assert bare.execute("select current_setting('temp_directory')").fetchone() == (".tmp",)
     finally:
         bare.close()
+
+
+def _namesakes(n_people: int, n_pairs: int) -> list[dict]:
+    """n_people distinct people (no two share name and birth date), of whom the
+    first n_pairs have a second record with the same name and birth date."""
+    rows = []
+    for i in range(n_people):
+        person = {
+            "first": f"f{i % 97}", "last": f"l{i // 97}",
+            "dob": date(1940 + i % 60, 1 + i % 12, 1 + i % 28),
+            "city": f"c{i % 13}", "postal": f"{20000 + i}",
+        }
+        rows.append({"id": f"R{i:05d}", **person})
+        if i < n_pairs:
+            rows.append({"id": f"R{i:05d}b", **person, "postal": f"{90000 + i}"})
+    return rows
+
+
+def _prior(rows: list[dict]) -> float:
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.register("features", _features(rows))
+        return matching.run_prior(con, "features", trained_prior=3e-5)
+    finally:
+        con.close()
+
+
+def test_the_prior_is_estimated_from_the_run_records() -> None:
+    # 1,000 people, 40 of them twice: 40 rule pairs among 1,040 records
+    records, pairs = 1040, 40
+    expected = pairs / matching.DETERMINISTIC_RECALL / (records * (records - 1) / 2)
+    assert _prior(_namesakes(1000, 40)) == pytest.approx(expected)
+    # the same duplicates among four times the people: a quarter or less of the prior
+    assert _prior(_namesakes(4000, 40)) < expected / 4 * 1.01
+
+
+def test_too_few_rule_pairs_keep_the_trained_prior() -> None:
+    assert _prior(_namesakes(500, matching.MIN_PRIOR_PAIRS - 1)) == 3e-5
+    assert _prior(_population()) == 3e-5
+
+
+def test_a_bigger_population_lowers_a_coincidental_agreement() -> None:
+    """The pair that agrees on name and birth date only (different city and postal
+    code) is less likely one person among more records with the same duplicate count."""
+    pair = [
+        {"id": "Q1", "first": "ada", "last": "byron", "dob": date(1980, 5, 6),
+         "city": "york", "postal": "YO1"},
+        {"id": "Q2", "first": "ada", "last": "byron", "dob": date(1980, 5, 6),
+         "city": "bath", "postal": "BA1"},
+    ]
+    scores = []
+    for people in (1000, 4000):
+        pairs = matching.predict_pairs(
+            _features([*_namesakes(people, 40), *pair]), min_probability=0.0
+        ).to_pylist()
+        [q] = [p for p in pairs if (p["contact_id_l"], p["contact_id_r"]) == ("Q1", "Q2")]
+        rows = [*_namesakes(people, 40), *pair]
+        assert q["prior_match_probability"] == pytest.approx(_prior(rows))
+        scores.append(q["match_probability"])
+    assert scores[1] < scores[0]

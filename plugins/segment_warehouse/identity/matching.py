@@ -11,7 +11,9 @@ dbt), so training and prediction see the same normalised features.
   ``int_contact_matches`` refer to).
 * :func:`predict_pairs` - score with the trained model saved in
   ``splink_model.json`` (m/u parameters, versioned with the repo; retrained
-  only by ``python -m segment_warehouse.identity.train``).
+  only by ``python -m segment_warehouse.identity.train``). The one parameter
+  that belongs to the data rather than the model - the prior that two random
+  records match - is estimated on every run (:func:`run_prior`).
 
 Splink runs on its own in-memory DuckDB connection: its many intermediate
 tables never touch the warehouse file, and the result comes back as Arrow.
@@ -261,6 +263,45 @@ BLOCKING_RULES: tuple[str, ...] = (
 )
 
 
+# The prior that two random records match, estimated as Splink does
+# (estimate_probability_two_random_records_match): pairs a near-certain rule
+# finds, divided by its assumed recall, over all pairs. Training uses the same
+# rule and recall on the training sets.
+DETERMINISTIC_KEYS: tuple[str, ...] = ("first_name_key", "last_name_key", "birth_date")
+DETERMINISTIC_RECALL = 0.6
+# Below this many rule pairs the estimate is noise (a fixture, a first small
+# delivery): the trained prior stands.
+MIN_PRIOR_PAIRS = 20
+
+
+def run_prior(con: duckdb.DuckDBPyConnection, table: str, trained_prior: float) -> float:
+    """The prior for this run's records.
+
+    Why per run: the prior falls with the square of the record count while the
+    number of duplicates grows with it, so a prior fixed on a 15,000-record
+    training set is hundreds of times too high at a million records, where
+    coincidental name + birth-date agreements between strangers (namesakes
+    born on the same day) then score as matches. Counted with a group-by (the
+    rule is an equi-join on DETERMINISTIC_KEYS), which at a million records
+    is cheaper than Splink's pair join; Splink's estimator gives the same
+    number.
+    """
+    keys = ", ".join(DETERMINISTIC_KEYS)
+    not_null = " and ".join(f"{k} is not null" for k in DETERMINISTIC_KEYS)
+    [(records, rule_pairs)] = con.execute(
+        f"""
+        select
+            (select count(*) from {table}),
+            (select coalesce(sum(n * (n - 1) / 2), 0) from (
+                select count(*) as n from {table} where {not_null} group by {keys}))
+        """
+    ).fetchall()
+    all_pairs = records * (records - 1) / 2
+    if rule_pairs < MIN_PRIOR_PAIRS or all_pairs <= 0:
+        return trained_prior
+    return min(rule_pairs / DETERMINISTIC_RECALL / all_pairs, 1.0)
+
+
 def splink_settings() -> dict[str, Any]:
     """The (untrained) Splink model specification."""
     return {
@@ -325,6 +366,7 @@ def _empty_pairs() -> pa.Table:
         pa.field("contact_id_r", pa.string()),
         pa.field("match_weight", pa.float64()),
         pa.field("match_probability", pa.float64()),
+        pa.field("prior_match_probability", pa.float64()),
     ] + [pa.field(f"{name}_level", pa.string()) for name in COMPARISON_LEVELS]
     return pa.schema(fields).empty_table()
 
@@ -341,7 +383,8 @@ def predict_pairs(
     """Score candidate pairs of ``features`` (int_contacts_match_features rows).
 
     Returns one row per pair with match_probability >= ``min_probability``:
-    contact_id_l < contact_id_r, match_weight, match_probability and, per
+    contact_id_l < contact_id_r, match_weight, match_probability, the run's
+    prior (``prior_match_probability``, :func:`run_prior`) and, per
     comparison, the level key that decided it (``name_level`` ...).
     ``temp_directory``: where Splink spills beyond ``memory_limit``
     (:func:`matcher_connection`).
@@ -363,9 +406,17 @@ def predict_pairs(
         db_api = DuckDBAPI(con)
         contacts = db_api.register(features, dataset_display_name="contacts")
         logging.getLogger("splink").setLevel(logging.WARNING)
+        prior = run_prior(
+            con, contacts.physical_name, float(model["probability_two_random_records_match"])
+        )
+        logging.getLogger(__name__).info(
+            "matcher prior %.3g for %d records (trained %.3g)",
+            prior, features.num_rows, model["probability_two_random_records_match"],
+        )
         # the gamma (level) columns explain every pair in audit.identity_merges
         settings = {
             **model,
+            "probability_two_random_records_match": prior,
             "retain_intermediate_calculation_columns": True,
             "retain_matching_columns": True,
         }
@@ -388,6 +439,7 @@ def predict_pairs(
                 greatest(contact_id_l, contact_id_r) as contact_id_r,
                 cast(match_weight as double) as match_weight,
                 cast(match_probability as double) as match_probability,
+                cast({prior!r} as double) as prior_match_probability,
                 {level_columns}
             from {predictions.physical_name}
             """

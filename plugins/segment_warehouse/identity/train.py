@@ -24,6 +24,8 @@ import duckdb
 import pyarrow as pa
 
 from segment_warehouse.identity.matching import (
+    DETERMINISTIC_KEYS,
+    DETERMINISTIC_RECALL,
     FEATURE_COLUMNS,
     MODEL_PATH,
     model_version,
@@ -41,11 +43,11 @@ _EM_BLOCKS: tuple[str, ...] = (
     "l.birth_date = r.birth_date and l.postal_key = r.postal_key",
     "l.first_name_key = r.first_name_key and l.last_name_key = r.last_name_key",
 )
-# Pairs these rules find are near-certain matches; with the assumed recall
-# they estimate the share of matching pairs among all pairs.
+# Pairs this rule finds are near-certain matches; with the assumed recall
+# they estimate the share of matching pairs among all pairs (the same rule
+# re-estimates it for every run's records: matching.run_prior).
 _DETERMINISTIC_RULES: tuple[str, ...] = (
-    "l.first_name_key = r.first_name_key and l.last_name_key = r.last_name_key"
-    " and l.birth_date = r.birth_date",
+    " and ".join(f"l.{key} = r.{key}" for key in DETERMINISTIC_KEYS),
 )
 
 
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-pairs", type=float, default=3e6,
                         help="random pairs for the u estimate")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--recall", type=float, default=0.6,
+    parser.add_argument("--recall", type=float, default=DETERMINISTIC_RECALL,
                         help="assumed recall of the deterministic rules")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

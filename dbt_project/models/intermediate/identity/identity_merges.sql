@@ -42,6 +42,7 @@ final as (
         matches.location_level,
         matches.email_local_level,
         matches.phone_level,
+        matches.prior_match_probability,
         matches.model_version
 
     from matches

@@ -170,6 +170,7 @@ final as (
                 then 'vetoed_ambiguous'
             else 'merged'
         end as decision,
+        prior_match_probability,
         model_version
 
     from checked
