@@ -1,7 +1,18 @@
 {#- ISO-8601 text -> naive UTC timestamp. The session TimeZone is UTC
-    (profiles.yml), so text without an offset is read as UTC. -#}
+    (profiles.yml; spark.sql.session.timeZone on Spark), so text without an
+    offset is read as UTC. -#}
 {% macro to_utc_timestamp(column) -%}
+    {{ return(adapter.dispatch('to_utc_timestamp')(column)) }}
+{%- endmacro %}
+
+{% macro default__to_utc_timestamp(column) -%}
     timezone('UTC', try_cast(nullif(trim({{ column }}), '') as timestamptz))
+{%- endmacro %}
+
+{#- Spark's timestamp is an instant; timestamp_ntz is the naive UTC wall time
+    (the cast goes through the session time zone, UTC). -#}
+{% macro spark__to_utc_timestamp(column) -%}
+    cast(try_cast(nullif(trim({{ column }}), '') as timestamp) as timestamp_ntz)
 {%- endmacro %}
 
 {#- true/false/yes/no/1/0/y/n in any case -> boolean; anything else -> null. -#}

@@ -37,28 +37,28 @@
         'DE': '49', 'FR': '33', 'AU': '61', 'NL': '31', 'SE': '46',
     } -%}
     {%- set t = phone -%}
-    {%- set d = "regexp_replace(" ~ t ~ ", '[^0-9]', '', 'g')" -%}
-    {%- set intl = "(case when starts_with(" ~ t ~ ", '+') then " ~ d
-        ~ " when starts_with(" ~ t ~ ", '00') then substr(" ~ d ~ ", 3) end)" -%}
+    {%- set d = regexp_replace_all(t, "'[^0-9]'", "''") -%}
+    {%- set intl = "(case when " ~ text_starts_with(t, "'+'") ~ " then " ~ d
+        ~ " when " ~ text_starts_with(t, "'00'") ~ " then substr(" ~ d ~ ", 3) end)" -%}
     case
-        when not regexp_full_match({{ t }}, '\+?[0-9 ().-]+') then null
-        when starts_with({{ t }}, '+') or starts_with({{ t }}, '00') then
+        when not {{ regex_full_match(t, "'\+?[0-9 ().-]+'") }} then null
+        when {{ text_starts_with(t, "'+'") }} or {{ text_starts_with(t, "'00'") }} then
             case
-                when regexp_full_match({{ intl }}, '1[2-9][0-9]{9}') then '+' || {{ intl }}
+                when {{ regex_full_match(intl, "'1[2-9][0-9]{9}'") }} then '+' || {{ intl }}
                 {%- for cc, lengths in _intl_lengths.items() %}
-                when regexp_full_match({{ intl }}, '{{ cc }}[1-9][0-9]*')
-                    and not starts_with({{ intl }}, '{{ cc }}18')
+                when {{ regex_full_match(intl, "'" ~ cc ~ "[1-9][0-9]*'") }}
+                    and not {{ text_starts_with(intl, "'" ~ cc ~ "18'") }}
                     and length({{ intl }}) - {{ cc | length }} in ({{ lengths | join(', ') }})
                     then '+' || {{ intl }}
                 {%- endfor %}
             end
         when coalesce({{ country }}, '') in ('', 'US', 'CA')
-            and regexp_full_match({{ d }}, '1?[2-9][0-9]{9}')
+            and {{ regex_full_match(d, "'1?[2-9][0-9]{9}'") }}
             then '+1' || right({{ d }}, 10)
         {%- for region, cc in _national_zero_prefix.items() %}
         when {{ country }} = '{{ region }}'
-            and regexp_full_match({{ d }}, '0[1-9][0-9]*')
-            and not starts_with({{ d }}, '018')
+            and {{ regex_full_match(d, "'0[1-9][0-9]*'") }}
+            and not {{ text_starts_with(d, "'018'") }}
             and length({{ d }}) - 1 in ({{ _intl_lengths[cc] | join(', ') }})
             then '+{{ cc }}' || substr({{ d }}, 2)
         {%- endfor %}

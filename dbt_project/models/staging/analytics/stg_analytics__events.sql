@@ -51,11 +51,11 @@ blocked as (
 {#- dbt does not resolve macros defined inside a model, so the scrubbed columns are
     written out by a loop over (expression, column name). -#}
 {%- set scrubbed_columns = [
-    ('context_values[3]', 'page_url'),
-    ('context_values[4]', 'page_referrer'),
-    ('context_values[5]', 'campaign_source'),
-    ('context_values[6]', 'campaign_medium'),
-    ('context_values[7]', 'campaign_name'),
+    (list_item('context_values', 3), 'page_url'),
+    (list_item('context_values', 4), 'page_referrer'),
+    (list_item('context_values', 5), 'campaign_source'),
+    (list_item('context_values', 6), 'campaign_medium'),
+    (list_item('context_values', 7), 'campaign_name'),
 ] -%}
 
 -- Each JSON document is parsed once (multi-path extraction), and the parsed
@@ -64,16 +64,16 @@ extracted as (
 
     select
         *,
-        json_extract_string(context, [
+        {{ json_extract_strings('context', [
             '$.device.type', '$.userAgent', '$.page.url', '$.page.referrer',
             '$.campaign.source', '$.campaign.medium', '$.campaign.name'
-        ]) as context_values,
-        json_extract_string(traits, ['$.email', '$.phone']) as trait_values
+        ]) }} as context_values,
+        {{ json_extract_strings('traits', ['$.email', '$.phone']) }} as trait_values
     from source
 
 ),
 
-parsed as materialized (
+parsed as {{ materialized_cte() }} (
 
     select
         {{ clean_text('message_id') }} as message_id,
@@ -82,18 +82,19 @@ parsed as materialized (
         {{ clean_text('anonymous_id') }} as anonymous_id,
         {{ clean_text('user_id') }} as user_id,
         {{ to_utc_timestamp('timestamp') }} as event_ts,
-        lower(context_values[1]) as device_type,
-        context_values[2] as user_agent,
+        lower({{ list_item('context_values', 1) }}) as device_type,
+        {{ list_item('context_values', 2) }} as user_agent,
         {%- for expr, name in scrubbed_columns %}
-        case when regexp_matches({{ expr }}, '{{ trigger_re }}') then
-            regexp_replace(regexp_replace(regexp_replace(
-                {{ expr }}, '{{ param_re }}', '\1[redacted]', 'g'),
-                '{{ email_re }}', '[email]', 'g'),
-                '{{ phone_re }}', '[phone]', 'g')
+        case when {{ regex_contains(expr, "'" ~ trigger_re ~ "'") }} then
+            {{ regexp_replace_all(
+                regexp_replace_all(
+                    regexp_replace_all(expr, "'" ~ param_re ~ "'", "'\\1[redacted]'"),
+                    "'" ~ email_re ~ "'", "'[email]'"),
+                "'" ~ phone_re ~ "'", "'[phone]'") }}
         else {{ expr }} end as {{ name }},
         {%- endfor %}
-        {{ clean_email("trait_values[1]") }} as trait_email,
-        {{ clean_text("trait_values[2]") }} as trait_phone_raw,
+        {{ clean_email(list_item('trait_values', 1)) }} as trait_email,
+        {{ clean_text(list_item('trait_values', 2)) }} as trait_phone_raw,
         _source_file,
         _line_number,
         _loaded_at,

@@ -82,7 +82,7 @@ final as (
         {{ is_placeholder_email('renamed.email', 'blocked') }} as is_placeholder_email,
         phones_normalised.phone_e164,
         coalesce(renamed.phone_raw is not null and (
-            regexp_replace(renamed.phone_raw, '[^0-9+]', '', 'g')
+            {{ regexp_replace_all('renamed.phone_raw', "'[^0-9+]'", "''") }}
                 in (select value from blocked where identifier_type = 'phone')
             or lower(renamed.phone_raw) in (select value from blocked where identifier_type = 'phone')
             or phones_normalised.phone_e164 in (select value from blocked where identifier_type = 'phone')

@@ -59,16 +59,23 @@ renamed as (
 
 ),
 
--- Rate valid at the order date: latest valid_from <= order_ts (ASOF join).
+-- Rate valid at the order date: latest valid_from <= order_ts (ASOF join,
+-- macros/portable.sql).
+{%- set reporting_fx_rates %}(
+        select valid_from, rate_to_usd
+        from fx_rates
+        where currency = upper('{{ var("reporting_currency") }}')
+    ){% endset %}
 priced as (
 
     select
         renamed.*,
         order_fx.rate_to_usd as order_rate_to_usd
     from renamed
-    asof left join fx_rates as order_fx
-        on renamed.currency = order_fx.currency
-        and renamed.order_ts >= order_fx.valid_from
+    {{ asof_left_join(
+        'fx_rates', 'order_fx', 'renamed.order_ts', 'valid_from',
+        equal=[('renamed.currency', 'currency')]
+    ) }}
 
 ),
 
@@ -78,12 +85,7 @@ reporting_priced as (
         priced.*,
         reporting_fx.rate_to_usd as reporting_rate_to_usd
     from priced
-    asof left join (
-        select valid_from, rate_to_usd
-        from fx_rates
-        where currency = upper('{{ var("reporting_currency") }}')
-    ) as reporting_fx
-        on priced.order_ts >= reporting_fx.valid_from
+    {{ asof_left_join(reporting_fx_rates, 'reporting_fx', 'priced.order_ts', 'valid_from') }}
 
 ),
 

@@ -1,0 +1,152 @@
+{#-
+    SQL that differs between the two targets (issue #19), as adapter.dispatch
+    macros: the `default__` body is what the DuckDB target always ran, the
+    `spark__` body says the same thing in Spark SQL. Patterns and replacements
+    are passed as SQL string literals (quotes included). Both targets read
+    string literals raw (the Spark session sets
+    spark.sql.parser.escapedStringLiterals, segment_warehouse.spark.session),
+    so one regex literal means the same on both; RE2 (DuckDB) and Java (Spark)
+    agree on the constructs used here.
+-#}
+
+{#- Every match of `pattern` in `expr` replaced. `replacement` may refer to
+    groups as \1..\9 (DuckDB's syntax; Java's is $1). Spark's regexp_replace
+    always replaces all matches; its fourth argument is a position, and a
+    DuckDB-style 'g' there turns the whole result into null. -#}
+{% macro regexp_replace_all(expr, pattern, replacement) -%}
+    {{ return(adapter.dispatch('regexp_replace_all')(expr, pattern, replacement)) }}
+{%- endmacro %}
+
+{% macro default__regexp_replace_all(expr, pattern, replacement) -%}
+    regexp_replace({{ expr }}, {{ pattern }}, {{ replacement }}, 'g')
+{%- endmacro %}
+
+{% macro spark__regexp_replace_all(expr, pattern, replacement) -%}
+    {%- set java_replacement = replacement -%}
+    {%- for n in range(1, 10) -%}
+        {%- set java_replacement = java_replacement | replace('\\' ~ n, '$' ~ n) -%}
+    {%- endfor -%}
+    regexp_replace({{ expr }}, {{ pattern }}, {{ java_replacement }})
+{%- endmacro %}
+
+{#- True when the whole of `expr` matches `pattern` (null for null). Java's `$`
+    also matches before a final line break; `\z` does not. -#}
+{% macro regex_full_match(expr, pattern) -%}
+    {{ return(adapter.dispatch('regex_full_match')(expr, pattern)) }}
+{%- endmacro %}
+
+{% macro default__regex_full_match(expr, pattern) -%}
+    regexp_full_match({{ expr }}, {{ pattern }})
+{%- endmacro %}
+
+{% macro spark__regex_full_match(expr, pattern) -%}
+    ({{ expr }} rlike '^(?:{{ pattern.strip()[1:-1] }})\z')
+{%- endmacro %}
+
+{#- True when `pattern` matches somewhere in `expr`. -#}
+{% macro regex_contains(expr, pattern) -%}
+    {{ return(adapter.dispatch('regex_contains')(expr, pattern)) }}
+{%- endmacro %}
+
+{% macro default__regex_contains(expr, pattern) -%}
+    regexp_matches({{ expr }}, {{ pattern }})
+{%- endmacro %}
+
+{% macro spark__regex_contains(expr, pattern) -%}
+    ({{ expr }} rlike {{ pattern }})
+{%- endmacro %}
+
+{#- `expr` starts with the text of the literal `prefix`. -#}
+{% macro text_starts_with(expr, prefix) -%}
+    {{ return(adapter.dispatch('text_starts_with')(expr, prefix)) }}
+{%- endmacro %}
+
+{% macro default__text_starts_with(expr, prefix) -%}
+    starts_with({{ expr }}, {{ prefix }})
+{%- endmacro %}
+
+{% macro spark__text_starts_with(expr, prefix) -%}
+    startswith({{ expr }}, {{ prefix }})
+{%- endmacro %}
+
+{#- The string values at JSON `paths` (a list of '$.a.b' paths) of the JSON
+    text `column`, as a list: read its items with list_item(). DuckDB parses
+    each document once for all paths; Spark's get_json_object once per path. -#}
+{% macro json_extract_strings(column, paths) -%}
+    {{ return(adapter.dispatch('json_extract_strings')(column, paths)) }}
+{%- endmacro %}
+
+{% macro default__json_extract_strings(column, paths) -%}
+    json_extract_string({{ column }}, [
+            {%- for path in paths %}'{{ path }}'{% if not loop.last %}, {% endif %}{% endfor -%}
+        ])
+{%- endmacro %}
+
+{% macro spark__json_extract_strings(column, paths) -%}
+    array(
+        {%- for path in paths %}get_json_object({{ column }}, '{{ path }}'){% if not loop.last %}, {% endif %}{% endfor -%}
+    )
+{%- endmacro %}
+
+{#- Item `n` (1-based, as in SQL) of the list `expr`. -#}
+{% macro list_item(expr, n) -%}
+    {{ return(adapter.dispatch('list_item')(expr, n)) }}
+{%- endmacro %}
+
+{% macro default__list_item(expr, n) -%}
+    {{ expr }}[{{ n }}]
+{%- endmacro %}
+
+{% macro spark__list_item(expr, n) -%}
+    {{ expr }}[{{ n - 1 }}]
+{%- endmacro %}
+
+{#- `name as materialized (` for a CTE read more than once: DuckDB computes it
+    once; Spark has no such hint (its planner may reuse the exchange). -#}
+{% macro materialized_cte() -%}
+    {{ return(adapter.dispatch('materialized_cte')()) }}
+{%- endmacro %}
+
+{% macro default__materialized_cte() -%}
+    materialized
+{%- endmacro %}
+
+{% macro spark__materialized_cte() -%}
+{%- endmacro %}
+
+{#-
+    `left join` of each left row to the one `right` row with the latest
+    `right_ts` <= `left_ts` among the rows whose `equal` columns match: the
+    DuckDB ASOF join. `right` is a relation or a parenthesised select, `alias`
+    its name in the query, `equal` a list of (left expression, right column)
+    pairs. Spark has no ASOF join: each right row gets the validity interval up
+    to its successor's `right_ts` (lead), and the join is a range join on it.
+-#}
+{% macro asof_left_join(right, alias, left_ts, right_ts, equal=[]) -%}
+    {{ return(adapter.dispatch('asof_left_join')(right, alias, left_ts, right_ts, equal)) }}
+{%- endmacro %}
+
+{% macro default__asof_left_join(right, alias, left_ts, right_ts, equal) -%}
+    asof left join {{ right }} as {{ alias }}
+        on {% for left_expr, right_col in equal -%}
+        {{ left_expr }} = {{ alias }}.{{ right_col }}
+        and {% endfor -%}
+        {{ left_ts }} >= {{ alias }}.{{ right_ts }}
+{%- endmacro %}
+
+{% macro spark__asof_left_join(right, alias, left_ts, right_ts, equal) -%}
+    left join (
+        select
+            *,
+            lead({{ right_ts }}) over (
+                {% if equal %}partition by {% for _, right_col in equal %}{{ right_col }}{% if not loop.last %}, {% endif %}{% endfor %}{% endif %}
+                order by {{ right_ts }}
+            ) as _asof_next
+        from {{ right }} as _asof_right
+    ) as {{ alias }}
+        on {% for left_expr, right_col in equal -%}
+        {{ left_expr }} = {{ alias }}.{{ right_col }}
+        and {% endfor -%}
+        {{ left_ts }} >= {{ alias }}.{{ right_ts }}
+        and ({{ alias }}._asof_next is null or {{ left_ts }} < {{ alias }}._asof_next)
+{%- endmacro %}
