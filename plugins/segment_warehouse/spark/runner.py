@@ -57,18 +57,37 @@ def _spec(settings: Settings, args: list[str], vars: dict[str, Any] | None) -> d
 
 
 def run_in_process(spec: dict[str, Any], settings: Settings | None = None) -> int:
-    """Start the Spark session with the UDFs, then run the dbt commands of ``spec``."""
+    """Start the Spark session with the UDFs, then run the dbt commands of ``spec``.
+
+    Optional spec keys: ``parquet_tables`` (``[[schema, table, folder], ...]``,
+    registered before dbt starts: the sources of a run whose loaders wrote
+    Parquet) and ``export_tables`` (``{"schema.table": folder}``, written as
+    Parquet after a successful run). Timings go to ``spark_session.json``.
+    """
     from segment_warehouse.dbt_session import run_session
     from segment_warehouse.spark.session import build_session
+    from segment_warehouse.spark.tables import export_spark_tables, register_parquet_tables
 
     settings = settings or get_settings()
-    started = time.time()
-    build_session(settings)
-    session_seconds = time.time() - started
     target = target_dir(settings)
     target.mkdir(parents=True, exist_ok=True)
-    (target / "spark_session.json").write_text(json.dumps({"start_seconds": session_seconds}))
-    return run_session(spec)
+    timings: dict[str, float] = {}
+    started = time.time()
+    spark = build_session(settings)
+    timings["session_start_seconds"] = time.time() - started
+    register_parquet_tables(
+        spark,
+        {(schema, table): Path(folder) for schema, table, folder in spec.get("parquet_tables", [])},
+    )
+    started = time.time()
+    code = run_session(spec)
+    timings["dbt_seconds"] = time.time() - started
+    if code == 0 and spec.get("export_tables"):
+        export_spark_tables(
+            spark, {name: Path(folder) for name, folder in spec["export_tables"].items()}
+        )
+    (target / "spark_session.json").write_text(json.dumps(timings, indent=1))
+    return code
 
 
 def run_dbt_spark(
@@ -77,10 +96,20 @@ def run_dbt_spark(
     settings: Settings | None = None,
     vars: dict[str, Any] | None = None,
     as_of_date: str | None = None,
+    parquet_tables: dict[tuple[str, str], Path] | None = None,
+    export_tables: dict[str, Path] | None = None,
 ) -> DbtRunResult:
-    """``dbt <args> --target spark`` in a subprocess; per-node results as for DuckDB."""
+    """``dbt <args> --target spark`` in a subprocess; per-node results as for DuckDB.
+
+    ``parquet_tables`` are registered as Spark tables before dbt runs,
+    ``export_tables`` written as Parquet after it (see :func:`run_in_process`).
+    """
     settings = settings or get_settings()
     spec = _spec(settings, list(args), vars)
+    spec["parquet_tables"] = [
+        [schema, table, str(folder)] for (schema, table), folder in (parquet_tables or {}).items()
+    ]
+    spec["export_tables"] = {name: str(folder) for name, folder in (export_tables or {}).items()}
     target = target_dir(settings)
     spec_file = target / "session_spec.json"
     spec_file.write_text(json.dumps(spec, indent=1))
@@ -109,7 +138,11 @@ def run_dbt_spark(
         check=False,
     )
     session_file = target / "session.json"
-    outcomes = {o["name"]: o for o in json.loads(session_file.read_text())} if session_file.exists() else {}
+    outcomes = (
+        {o["name"]: o for o in json.loads(session_file.read_text())}
+        if session_file.exists()
+        else {}
+    )
     outcome = outcomes.get(name)
     ok = proc.returncode == 0 and bool(outcome and outcome["success"])
     return DbtRunResult(

@@ -11,6 +11,7 @@ answers:
 * ``pseudonymise(value)``: :func:`privacy.keyed_hash` (HMAC-SHA256, hex) under
   :meth:`Settings.pii_key`; the key lives in this process only (the Python
   worker gets it through the pickled closure), never in compiled SQL or logs.
+* ``regexp_full_match(value, pattern)``: DuckDB's built-in, as a SQL function.
 
 Settings (environment): ``SEGMENTS_SPARK_MASTER`` (default ``local[2]``),
 ``SEGMENTS_SPARK_DRIVER_MEMORY`` (default ``2g``), ``SEGMENTS_SPARK_SHUFFLE_PARTITIONS``
@@ -36,7 +37,9 @@ def spark_dir(settings: Settings) -> Path:
     return settings.warehouse_dir / "spark"
 
 
-def build_session(settings: Settings | None = None, *, app_name: str = "segment_warehouse") -> SparkSession:
+def build_session(
+    settings: Settings | None = None, *, app_name: str = "segment_warehouse"
+) -> SparkSession:
     """Start (or return) the process's Spark session, with Hive catalog and UDFs."""
     from pyspark.sql import SparkSession
 
@@ -64,9 +67,17 @@ def build_session(settings: Settings | None = None, *, app_name: str = "segment_
         )
         .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={root}")
         .config("spark.ui.enabled", "false")
+        # Parquet timestamps as the standard int64 micros (instant or wall time
+        # kept apart), not Spark's legacy INT96, which readers (DuckDB) take
+        # for a naive timestamp.
+        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         # What dbt-spark forces on every cursor; set here too so SQL run outside
         # dbt (tests, exports) behaves the same.
         .config("spark.sql.ansi.enabled", "false")
+        # String literals read raw, as DuckDB reads them: one regex literal
+        # ('\+?[0-9]+') means the same on both targets (by default Spark
+        # drops the backslash of an unknown escape).
+        .config("spark.sql.parser.escapedStringLiterals", "true")
         .enableHiveSupport()
     )
     spark = builder.getOrCreate()
@@ -90,3 +101,10 @@ def register_udfs(spark: SparkSession, pii_key: str) -> None:
 
     spark.udf.register("normalise_phone", _normalise_phone, StringType())
     spark.udf.register("pseudonymise", _pseudonymise, StringType())
+    # DuckDB's regexp_full_match as a SQL function (no Python per row), for the
+    # project SQL outside the portable macros (macros/identity.sql, the
+    # valid_e164 test). `\z`: Java's `$` also matches before a final line break.
+    spark.sql(
+        "create or replace temporary function regexp_full_match(value string, pattern string) "
+        "returns boolean return value rlike concat('^(?:', pattern, ')\\z')"
+    )

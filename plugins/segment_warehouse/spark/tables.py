@@ -24,6 +24,13 @@ def _ident(name: str) -> str:
     return name
 
 
+def _path_literal(path: Path) -> str:
+    text = path.as_posix()
+    if "'" in text or "\\" in text:
+        raise ValueError(f"unsupported character in path: {text!r}")
+    return f"'{text}'"
+
+
 def export_duckdb_tables(
     con: duckdb.DuckDBPyConnection, tables: Iterable[tuple[str, str]], out_dir: Path
 ) -> dict[tuple[str, str], Path]:
@@ -33,7 +40,9 @@ def export_duckdb_tables(
         folder = out_dir / _ident(schema) / _ident(table)
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / "data.parquet"
-        con.execute(f"copy {schema}.{table} to '{target}' (format parquet)")
+        con.execute(
+            f"copy {_ident(schema)}.{_ident(table)} to {_path_literal(target)} (format parquet)"
+        )
         written[(schema, table)] = folder
     return written
 
@@ -43,4 +52,13 @@ def register_parquet_tables(spark: SparkSession, folders: dict[tuple[str, str], 
     for (schema, table), folder in folders.items():
         spark.sql(f"create database if not exists {_ident(schema)}")
         spark.sql(f"drop table if exists {schema}.{_ident(table)}")
-        spark.sql(f"create table {schema}.{table} using parquet location '{folder.as_posix()}'")
+        spark.sql(f"create table {schema}.{table} using parquet location {_path_literal(folder)}")
+
+
+def export_spark_tables(spark: SparkSession, tables: dict[str, Path]) -> None:
+    """Write each Spark table (``"schema.table"``) as Parquet files into its folder."""
+    for name, folder in tables.items():
+        schema, table = name.split(".", 1)
+        spark.table(f"{_ident(schema)}.{_ident(table)}").write.mode("overwrite").parquet(
+            folder.as_posix()
+        )
