@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: help install demo run serve test test-fast lint bench clean
+.PHONY: help install demo run serve test test-fast test-spark lint bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,10 @@ test: install  ## the full test suite (unit, dbt, GX, clustering, Airflow end-to
 
 test-fast: install  ## everything except the Airflow end-to-end tests
 	$(BIN)/python -m pytest -m "not e2e"
+
+test-spark: install  ## staging on Spark equals staging on DuckDB (needs requirements-spark.txt, Java)
+	$(BIN)/pip install -q -r requirements-spark.txt
+	$(BIN)/python -m pytest tests/spark -m spark
 
 lint: install  ## ruff
 	$(BIN)/ruff check plugins dags tests tools scripts
