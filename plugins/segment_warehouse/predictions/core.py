@@ -26,6 +26,7 @@ from segment_warehouse.predictions.features import (
     features_at,
     history_bounds,
     labels_after,
+    population_at,
 )
 from segment_warehouse.warehouse import connect, ensure_schemas
 
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 PURCHASE_HORIZON_DAYS = 30  # fixed by the predictions contract (DESIGN.md section 6)
 SMALL_DATA_ROWS = 50_000  # customers below which training runs single-threaded
 HOLDOUT_SHARE = 0.25  # customers held out when no earlier cut-off allows a time split
+# Above this share of a cut-off's population, one query over every customer costs
+# less than reading the kept customers' history through the subset filter.
+FULL_QUERY_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -79,48 +83,99 @@ def plan_cutoffs(
 
 
 class _History:
-    """Point-in-time features and labels per cut-off, each computed once per run."""
+    """Point-in-time training populations, features and labels per cut-off.
+
+    Who can be a training row at a cut-off (``population``) is one cheap query;
+    features are computed only for the rows a caller keeps (a hash sample of the
+    stacked history, a holdout), so a run's cost follows its training rows, not
+    customers x cut-offs. Each cut-off's features are queried once per run and
+    dropped (``forget``) when its target is trained."""
 
     def __init__(self, con: Any, refused_now: set[str]) -> None:
         self.con = con
         self.refused_now = refused_now
+        self._population: dict[date, pd.DataFrame] = {}
         self._features: dict[date, pd.DataFrame] = {}
+        self._complete: set[date] = set()  # cut-offs whose features cover every customer
         self._labels: dict[tuple[date, int], pd.DataFrame] = {}
 
-    def features(self, cutoff: date) -> pd.DataFrame:
-        if cutoff not in self._features:
-            self._features[cutoff] = features_at(self.con, cutoff)
-        return self._features[cutoff]
+    def features(self, cutoff: date, customers: pd.Series | None = None) -> pd.DataFrame:
+        """Features at ``cutoff`` of every known customer, or of ``customers`` (sorted
+        by customer_id either way)."""
+        have = self._features.get(cutoff)
+        if customers is None:
+            if cutoff not in self._complete:
+                have = features_at(self.con, cutoff)
+                self._features[cutoff] = have
+                self._complete.add(cutoff)
+            return have
+        if cutoff not in self._complete:
+            missing = customers if have is None else customers[~customers.isin(have["customer_id"])]
+            if len(missing) or have is None:
+                new = features_at(self.con, cutoff, missing)
+                have = new if have is None else pd.concat([have, new], ignore_index=True)
+                have = have.sort_values("customer_id", kind="stable").reset_index(drop=True)
+                self._features[cutoff] = have
+        return have[have["customer_id"].isin(customers).to_numpy()]
 
-    def rows(self, target: str, cutoff: date, horizon: int) -> pd.DataFrame:
-        """Labelled training rows at ``cutoff``: customers who had not refused consent
-        then (point in time) and have not refused it since (governance)."""
-        df = self.features(cutoff)
-        # Unknown consent (NA) is profiled, like in the marts; only an explicit false is not.
-        refused_then = df["marketing_consent"].eq(False).fillna(False).astype(bool)
-        df = df[~refused_then & ~df["customer_id"].isin(self.refused_now)]
-        if target == "churn":
-            df = df[df["frequency"] > 0]
+    def population(self, target: str, cutoff: date) -> pd.DataFrame:
+        """Who can be a ``target`` row at ``cutoff`` (customer_id, sorted, and the fixed
+        hash of customer|cutoff that samples stacked rows): customers who had not
+        refused consent then (point in time) and have not refused it since (governance);
+        for churn, those who had bought by then."""
+        if cutoff not in self._population:
+            pop = population_at(self.con, cutoff)
+            # Unknown consent (NA) is profiled, like in the marts; only an explicit false is not.
+            keep = ~pop["refused_consent"].to_numpy(dtype=bool)
+            keep &= ~pop["customer_id"].isin(self.refused_now).to_numpy()
+            pop = pop[keep].drop(columns="refused_consent").reset_index(drop=True)
+            pop["u"] = mdl.stable_fraction(pop["customer_id"] + "|" + str(cutoff))
+            self._population[cutoff] = pop
+        pop = self._population[cutoff]
+        return pop[pop["is_buyer"].to_numpy(dtype=bool)] if target == "churn" else pop
+
+    def rows(
+        self, target: str, cutoff: date, horizon: int, keep: np.ndarray | None = None
+    ) -> pd.DataFrame:
+        """Labelled training rows at ``cutoff``: the population's (or its ``keep`` mask's)."""
+        pop = self.population(target, cutoff)
+        if keep is None or (len(keep) > 0 and keep.mean() > FULL_QUERY_SHARE):
+            df = self.features(cutoff)
+            ids = pop["customer_id"] if keep is None else pop["customer_id"][keep]
+            df = df[df["customer_id"].isin(ids).to_numpy()]
+        else:
+            df = self.features(cutoff, pop["customer_id"][keep])
         key = (cutoff, horizon)
         if key not in self._labels:
             self._labels[key] = labels_after(self.con, cutoff, horizon)
         bought = set(self._labels[key]["customer_id"])
         ordered = df["customer_id"].isin(bought).to_numpy()
-        df = df.assign(
+        return df.assign(
             label=(ordered if target == "purchase" else ~ordered).astype(int), cutoff=cutoff
         )
-        return df
 
     def stacked(self, target: str, cutoffs: list[date], horizon: int, cap: int) -> pd.DataFrame:
-        parts = [self.rows(target, c, horizon) for c in cutoffs]
-        if not parts:
+        if not cutoffs:
             return pd.DataFrame(columns=["customer_id", *FEATURE_NAMES, "label", "cutoff"])
-        df = pd.concat(parts, ignore_index=True)
-        if len(df) > cap:
-            # Fixed hash of (customer, cut-off): the same sample on every rerun.
-            u = mdl.stable_fraction(df["customer_id"] + "|" + df["cutoff"].astype(str))
-            df = df[u < cap / len(df)].reset_index(drop=True)
-        return df
+        total = sum(len(self.population(target, c)) for c in cutoffs)
+        if total <= cap:
+            parts = [self.rows(target, c, horizon) for c in cutoffs]
+            return pd.concat(parts, ignore_index=True)
+        # Fixed hash of (customer, cut-off): the same sample on every rerun, drawn
+        # before any feature is computed.
+        parts = [
+            self.rows(target, c, horizon, self.population(target, c)["u"].to_numpy() < cap / total)
+            for c in cutoffs
+        ]
+        return pd.concat(parts, ignore_index=True)
+
+    def forget(self, cutoffs: list[date]) -> None:
+        """Free what was computed for these cut-offs (a later call recomputes it)."""
+        for c in cutoffs:
+            self._features.pop(c, None)
+            self._population.pop(c, None)
+            self._complete.discard(c)
+        self._labels = {k: v for k, v in self._labels.items() if k[0] not in cutoffs}
 
 
 def _train_and_backtest(
@@ -139,7 +194,6 @@ def _train_and_backtest(
     kind: str | None = None
     if cutoffs:
         bt_cutoff = cutoffs[0]
-        test = hist.rows(target, bt_cutoff, horizon)
         # Training cut-offs whose windows closed by the test cut-off: the final model's
         # own older cut-offs when there are any (their features are computed once).
         earlier = [c for c in cutoffs if c <= bt_cutoff - timedelta(days=horizon)]
@@ -147,13 +201,17 @@ def _train_and_backtest(
         train = hist.stacked(target, earlier, horizon, ps.max_train_rows)
         if mdl.trainable(train["label"].to_numpy(dtype=int)):
             kind = "time_split"
+            test = hist.rows(target, bt_cutoff, horizon)
         else:
             # Not enough history for a training window that ends before the test
             # cut-off: hold out a fixed quarter of customers instead (weaker: same period).
             all_rows = hist.stacked(target, cutoffs, horizon, ps.max_train_rows)
             held = mdl.stable_fraction(all_rows["customer_id"]) < HOLDOUT_SHARE
             train = all_rows[~held].reset_index(drop=True)
-            test = test[mdl.stable_fraction(test["customer_id"]) < HOLDOUT_SHARE]
+            pop = hist.population(target, bt_cutoff)
+            test = hist.rows(
+                target, bt_cutoff, horizon, mdl.stable_fraction(pop["customer_id"]) < HOLDOUT_SHARE
+            )
             kind = "customer_holdout"
         fitted_bt = mdl.fit_target(target, train, horizon)
         if fitted_bt.method == "rate_heuristic" or len(test) == 0:
@@ -169,6 +227,7 @@ def _train_and_backtest(
             notes += fitted_bt.notes
     beat, sentence = mdl.verdict(target, bt)
     train_all = hist.stacked(target, cutoffs, horizon, ps.max_train_rows)
+    hist.forget([*cutoffs, *earlier] if cutoffs else [])
     # The model is published only when it beat the baseline (higher ROC AUC and a
     # Brier score no worse); otherwise the simpler calibrated baseline is.
     use_model = beat is True
@@ -298,7 +357,7 @@ def predict(*, run_id: str, as_of: str, settings: Settings | None = None) -> Pre
         if latest is not None and latest["input_fingerprint"] == fingerprint:
             # Same day, same settings, same history: a rerun changes nothing.
             log.info("predictions unchanged (inputs as for %s)", latest["model_version"])
-            return _result_of(latest, t0)
+            return _result_from_run(latest, t0)
         refused_now = {
             r[0]
             for r in con.execute(
@@ -387,29 +446,7 @@ def predict(*, run_id: str, as_of: str, settings: Settings | None = None) -> Pre
         report = _write_report(con, model_version, settings)
     finally:
         con.close()
-    return PredictionResult(
-        model_version=model_version,
-        run_id=run_id,
-        as_of_date=str(as_of_date),
-        purchase_method=row["purchase_method"],
-        churn_method=row["churn_method"],
-        n_scored=len(scores),
-        n_excluded=n_excluded,
-        rows_trained=row["rows_trained"],
-        churn_rows_trained=row["churn_rows_trained"],
-        training_cutoffs=row["training_cutoffs"]["purchase"],
-        backtest_cutoff=str(row["backtest_cutoff"]) if row["backtest_cutoff"] else None,
-        backtest_kind=row["backtest_kind"],
-        roc_auc=row["roc_auc"],
-        baseline_roc_auc=row["baseline_roc_auc"],
-        brier_score=row["brier_score"],
-        beats_baseline=row["beats_baseline"],
-        mean_purchase_probability=mean_p,
-        verdict=verdict,
-        model_path=str(model_path),
-        report_path=str(report) if report else None,
-        duration_seconds=round(time.perf_counter() - t0, 3),
-    )
+    return _result_from_run(row, t0, report)
 
 
 # What a prediction run depends on: the history it trains on (order and CRM
@@ -441,8 +478,11 @@ def input_fingerprint(con: Any, as_of: date, ps: PredictionSettings) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def _result_of(run: dict[str, Any], t0: float) -> PredictionResult:
-    """The result of an earlier run whose inputs equal this one's."""
+def _result_from_run(
+    run: dict[str, Any], t0: float, report: Path | None = None
+) -> PredictionResult:
+    """The task's result from a prediction_runs row: this run's, just written (with
+    its report), or an earlier run's whose inputs equal this one's (read back)."""
     cutoffs = run["training_cutoffs"]
     cutoffs = json.loads(cutoffs) if isinstance(cutoffs, str) else cutoffs
     return PredictionResult(
@@ -465,7 +505,7 @@ def _result_of(run: dict[str, Any], t0: float) -> PredictionResult:
         mean_purchase_probability=float(run["mean_purchase_probability"] or 0.0),
         verdict=run["verdict"],
         model_path=run["model_path"] or "",
-        report_path=None,
+        report_path=str(report) if report else None,
         duration_seconds=round(time.perf_counter() - t0, 3),
     )
 

@@ -15,7 +15,9 @@ computed from the versioned history as it stood at the end of the cut-off day:
 
 Customers are the warehouse's current unified ids (``marts.identity_map``),
 so erased people, whose rows erasure deleted, cannot appear. All of it is
-one set-based DuckDB query per cut-off (``cutoff`` is a bound parameter).
+one set-based DuckDB query per cut-off (``cutoff`` is a bound parameter), over
+every customer (scoring, a backtest) or over a sample of them (training rows);
+:func:`population_at` says who is there, cheaply, so a sample can be drawn first.
 """
 
 from __future__ import annotations
@@ -54,15 +56,18 @@ FEATURE_NAMES: tuple[str, ...] = tuple(name for name, _ in FEATURES)
 
 # The identity map names a customer's orders and contacts; an order without a
 # row there (quarantined, erased) has no customer and is ignored.
-_POINT_IN_TIME_SQL = """
-with
+# {orders_of}, {contacts_of}, {sessions_of} and {customers_of} are empty, or (for a
+# subset of customers) _RESTRICT's filters: the subset's orders, contacts and
+# sessions are narrowed before the version windows, which partition by order and
+# contact, so each customer's features equal those of the unrestricted query.
+_ORDERS_AND_CONTACTS_SQL = """
 params as (select cast($cutoff as date) as cutoff),
 order_versions as (
     select o.order_id, o.order_ts, o.status, o.total_amount_reporting,
            o.discount_amount_reporting
     from staging.stg_transactions__orders o, params
     where cast(o.updated_at as date) <= params.cutoff
-      and cast(o.order_ts as date) <= params.cutoff
+      and cast(o.order_ts as date) <= params.cutoff{orders_of}
     qualify row_number() over (
         partition by o.order_id
         order by o._source_file desc, o.updated_at desc nulls last, o._line_number desc
@@ -76,7 +81,7 @@ orders as (
 contact_versions as (
     select c.contact_id, c.marketing_consent, c.updated_at, c.created_at
     from staging.stg_crm__contacts c, params
-    where cast(c.updated_at as date) <= params.cutoff
+    where cast(c.updated_at as date) <= params.cutoff{contacts_of}
     qualify row_number() over (
         partition by c.contact_id
         order by c.updated_at desc nulls last, c._loaded_at desc, c._source_file desc,
@@ -92,6 +97,12 @@ contacts as (
     join marts.identity_map m on m.source = 'crm' and m.source_id = v.contact_id
     group by m.customer_id
 ),
+"""
+
+_POINT_IN_TIME_SQL = (
+    "with"
+    + _ORDERS_AND_CONTACTS_SQL
+    + """
 order_measures as (
     select o.customer_id,
         count(*) filter (where is_completed) as frequency,
@@ -127,7 +138,7 @@ session_measures as (
         coalesce(sum(s.products_added_count) filter (where s.orders_completed_count = 0), 0)
             as cart_adds_without_purchase
     from marts.fct_sessions s, params p
-    where s.customer_id is not null and s.session_date <= p.cutoff
+    where s.customer_id is not null and s.session_date <= p.cutoff{sessions_of}
     group by s.customer_id
 ),
 known as (
@@ -175,7 +186,46 @@ cross join params p
 left join contacts c using (customer_id)
 left join order_measures om using (customer_id)
 left join session_measures sm using (customer_id)
+{customers_of}
 """
+)
+
+# Who can be a training row at a cut-off, without the features: known customers,
+# whether they had refused consent then, and whether they had bought by then
+# (the churn population). Same definitions as _POINT_IN_TIME_SQL.
+_POPULATION_SQL = (
+    "with"
+    + _ORDERS_AND_CONTACTS_SQL
+    + """
+buyers as (select distinct customer_id from orders where is_completed),
+known as (
+    select customer_id from contacts
+    union
+    select customer_id from orders
+)
+select k.customer_id,
+       coalesce(not c.marketing_consent, false) as refused_consent,
+       b.customer_id is not null as is_buyer
+from known k
+left join contacts c using (customer_id)
+left join buyers b using (customer_id)
+"""
+)
+
+_SUBSET = "_pit_customers"  # the registered frame of customer ids (restricted queries)
+_RESTRICT = {
+    "orders_of": f"""
+      and o.order_id in (select m.source_id from marts.identity_map m
+                         where m.source = 'transactions'
+                           and m.customer_id in (select customer_id from {_SUBSET}))""",
+    "contacts_of": f"""
+      and c.contact_id in (select m.source_id from marts.identity_map m
+                           where m.source = 'crm'
+                             and m.customer_id in (select customer_id from {_SUBSET}))""",
+    "sessions_of": f" and s.customer_id in (select customer_id from {_SUBSET})",
+    "customers_of": f"where k.customer_id in (select customer_id from {_SUBSET})",
+}
+_UNRESTRICTED = dict.fromkeys(_RESTRICT, "")
 
 # Outcomes in (cutoff, cutoff + days]: completed orders, judged by the versions
 # known at the end of the window (a refund inside the window un-completes it).
@@ -219,9 +269,28 @@ def history_bounds(con: duckdb.DuckDBPyConnection) -> HistoryBounds:
     return HistoryBounds(first, last, session)
 
 
-def features_at(con: duckdb.DuckDBPyConnection, cutoff: date) -> pd.DataFrame:
-    """One row per customer known at the end of ``cutoff``: id, consent then, features."""
-    df = con.execute(_POINT_IN_TIME_SQL, {"cutoff": cutoff}).df()
+def features_at(
+    con: duckdb.DuckDBPyConnection, cutoff: date, customers: pd.Series | None = None
+) -> pd.DataFrame:
+    """One row per customer known at the end of ``cutoff``: id, consent then, features.
+    With ``customers``, only those of them (the same values; the query reads only
+    their orders, contacts and sessions)."""
+    if customers is None:
+        df = con.execute(_POINT_IN_TIME_SQL.format(**_UNRESTRICTED), {"cutoff": cutoff}).df()
+    else:
+        subset = pd.DataFrame({"customer_id": pd.Series(customers, dtype=object).unique()})
+        con.register(_SUBSET, subset)
+        try:
+            df = con.execute(_POINT_IN_TIME_SQL.format(**_RESTRICT), {"cutoff": cutoff}).df()
+        finally:
+            con.unregister(_SUBSET)
+    return df.sort_values("customer_id", kind="stable").reset_index(drop=True)
+
+
+def population_at(con: duckdb.DuckDBPyConnection, cutoff: date) -> pd.DataFrame:
+    """Customers known at the end of ``cutoff`` (those of :func:`features_at`), sorted:
+    customer_id, refused_consent (consent false then), is_buyer (a completed order by then)."""
+    df = con.execute(_POPULATION_SQL.format(**_UNRESTRICTED), {"cutoff": cutoff}).df()
     return df.sort_values("customer_id", kind="stable").reset_index(drop=True)
 
 
