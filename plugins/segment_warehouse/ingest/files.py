@@ -112,6 +112,25 @@ def _open_regular(path: Path) -> IO[bytes]:
         raise
 
 
+class HashingReader:
+    """A read-only stream over ``raw`` that feeds every byte it returns to ``digest``, so
+    the reading pass also yields the file's sha256 (no second read of the file)."""
+
+    def __init__(self, raw: IO[bytes], digest: Any) -> None:
+        self._raw = raw
+        self._digest = digest
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._raw.read(size)
+        self._digest.update(data)
+        return data
+
+    def drain(self) -> None:
+        """Hash whatever the consumer left unread (the digest covers the whole file)."""
+        while block := self._raw.read(8 << 20):
+            self._digest.update(block)
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with _open_regular(path) as fh:
@@ -169,8 +188,12 @@ def decompressed_limit(compressed_bytes: int) -> int:
 
 
 @contextmanager
-def open_bytes(path: Path) -> Iterator[IO[bytes]]:
-    """Decompressed byte stream of a landing file; unreadable input -> FileRejected."""
+def open_bytes(path: Path, digest: Any = None) -> Iterator[IO[bytes]]:
+    """Decompressed byte stream of a landing file; unreadable input -> FileRejected.
+
+    With ``digest`` (a hashlib object), the file's stored bytes are hashed as they are read;
+    the digest is complete once the block exits without an error.
+    """
     is_gz = path.name.lower().endswith(".gz")
     with _open_regular(path) as raw:
         head = raw.read(2)
@@ -179,17 +202,20 @@ def open_bytes(path: Path) -> Iterator[IO[bytes]]:
             raise FileRejected("not a gzip file (the name ends in .gz but the content is not gzip)")
         if not is_gz and head == GZIP_MAGIC:
             raise FileRejected("file is gzip-compressed but its name does not end in .gz")
+        src: Any = HashingReader(raw, digest) if digest is not None else raw
         if not is_gz:
-            yield raw
-            return
-        size = os.fstat(raw.fileno()).st_size
-        with _BoundedGzip(raw, decompressed_limit(size), size) as gz:
-            try:
-                yield gz
-            except EOFError as exc:
-                raise TruncatedGzip(f"truncated gzip file: {exc}") from exc
-            except (gzip.BadGzipFile, zlib.error) as exc:
-                raise FileRejected(f"corrupt gzip file: {exc}") from exc
+            yield src
+        else:
+            size = os.fstat(raw.fileno()).st_size
+            with _BoundedGzip(src, decompressed_limit(size), size) as gz:
+                try:
+                    yield gz
+                except EOFError as exc:
+                    raise TruncatedGzip(f"truncated gzip file: {exc}") from exc
+                except (gzip.BadGzipFile, zlib.error) as exc:
+                    raise FileRejected(f"corrupt gzip file: {exc}") from exc
+        if digest is not None:
+            src.drain()
 
 
 def read_whole(path: Path, limit: int) -> bytes | None:

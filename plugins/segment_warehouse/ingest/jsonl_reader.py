@@ -13,6 +13,7 @@ a regex over every line.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import queue
@@ -48,6 +49,8 @@ JSONL_CHUNK_BYTES = 64 << 20
 # contract just asks for them to be ignored and noted, and scanning every line's keys
 # costs almost as much as the raw insert.
 EXTRA_FIELD_SAMPLE_LINES = 2_000
+# Passing rows are inserted into the raw table this many at a time (see PendingRaw).
+JSONL_INSERT_ROWS = 500_000
 # Lines that may hold the non-standard number literals DuckDB accepts.
 _LENIENT_SQL = "(contains(line, 'NaN') or contains(line, 'Infinity'))"
 
@@ -82,7 +85,63 @@ def json_error(line: str) -> str:
     return "invalid JSON (rejected by DuckDB's JSON parser)"
 
 
-def load_jsonl(con: duckdb.DuckDBPyConnection, ctx: FileContext) -> Counts:
+class PendingRaw:
+    """Stage tables of parsed, checked chunks whose passing rows are not in the raw table yet.
+
+    Passing rows go to the raw table in one insert per ``JSONL_INSERT_ROWS`` rows (or when
+    the loader commits), not one per chunk: an insert smaller than a DuckDB row group is
+    compressed again, single-threaded, when the transaction commits, which cost more than
+    the parse of a small file. Everything stays in the caller's transaction.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, table: str) -> None:
+        self.con = con
+        self.table = table
+        self.rows = 0
+        self._stages: list[tuple[str, FileContext]] = []
+        self._next = 0
+
+    def new_stage(self, ctx: FileContext) -> str:
+        name = f"_ingest_stage_{self._next}"
+        self._next += 1
+        self._stages.append((name, ctx))
+        return name
+
+    def flush(self) -> None:
+        """Insert the passing rows of every pending stage and drop the stages."""
+        if not self._stages:
+            return
+        raw_cols = jsonl_raw_columns()
+        selects, params = [], []
+        for name, ctx in self._stages:
+            selects.append(
+                f"select {raw_cols}, ?, _line_number, ?, ? from {name} where _reason is null"
+            )
+            params += [ctx.rel, ctx.loaded_at, ctx.batch_id]
+        self.con.execute(f"insert into {self.table}\n" + "\nunion all\n".join(selects), params)
+        self._drop(self._stages)
+
+    def discard(self, ctx: FileContext) -> None:
+        """Forget the pending rows of one file (rejected as a whole part-way through)."""
+        mine = [(n, c) for n, c in self._stages if (c.rel, c.batch_id) == (ctx.rel, ctx.batch_id)]
+        self._drop(mine)
+
+    def _drop(self, stages: list[tuple[str, FileContext]]) -> None:
+        for name, _ in stages:
+            self.con.execute(f"drop table if exists {name}")
+        dropped = {n for n, _ in stages}
+        self._stages = [(n, c) for n, c in self._stages if n not in dropped]
+        if not self._stages:
+            self.rows = 0
+
+
+def load_jsonl(
+    con: duckdb.DuckDBPyConnection, ctx: FileContext, pending: PendingRaw | None = None
+) -> Counts:
+    """Parse and check one file; passing rows go to the raw table through ``pending``
+    (flushed here when the caller gives none)."""
+    own = pending is None
+    pending = pending or PendingRaw(con, ctx.spec.table)
     counts = Counts()
     blank = 0
     extra_fields: set[str] = set()
@@ -90,19 +149,21 @@ def load_jsonl(con: duckdb.DuckDBPyConnection, ctx: FileContext) -> Counts:
     known = ", ".join(sql_str(f) for f, _, _ in ANALYTICS_FIELDS)
     struct = jsonl_struct()
     checks = jsonl_checks(ctx.suppress_erased)
-    raw_cols = jsonl_raw_columns()
-    # Decompression and line splitting run in a background thread (zlib, numpy and
-    # DuckDB all release the GIL), overlapping with DuckDB's work on the previous chunk.
-    for chunk in prefetched(lambda: jsonl_chunks(ctx.path)):
+    digest = hashlib.sha256()
+    # Reading, hashing, decompression and line splitting run in a background thread
+    # (hashlib, zlib, numpy and DuckDB all release the GIL), overlapping with DuckDB's
+    # work on the previous chunk.
+    for chunk in prefetched(lambda: jsonl_chunks(ctx.path, digest)):
         n = chunk.num_rows
         first_line = counts.rows_in_file + 1
         con.register("_ingest_chunk", chunk)
         try:
             # from_json parses each line once into the typed struct (try(): NULL for
-            # malformed lines instead of an error). The stage keeps no line text, the
-            # few failing lines are joined back from the chunk.
+            # malformed lines instead of an error). The stage keeps no line text: the
+            # few failing lines are taken from the Arrow chunk.
+            stage = pending.new_stage(ctx)
             con.execute(
-                f"""create or replace temp table _ingest_stage as
+                f"""create or replace temp table {stage} as
                     with s as (
                         select _line_number, line,
                                try(from_json(line, '{struct}')) as _j
@@ -110,33 +171,36 @@ def load_jsonl(con: duckdb.DuckDBPyConnection, ctx: FileContext) -> Counts:
                     )
                     select _line_number, _j, {checks} as _reason from s"""
             )
-            _strict_recheck(con)
+            _strict_recheck(con, stage)
             # At most one row beyond the bound is fetched: a flood of bad lines stops here.
             room = files.MAX_QUARANTINE_ROWS_PER_FILE - len(failed) + 1
-            chunk_failed = con.execute(
-                f"""select s._line_number, s._reason, rtrim(c.line, chr(13) || chr(10))
-                    from _ingest_stage s join _ingest_chunk c using (_line_number)
-                    where s._reason is not null order by s._line_number
+            bad = con.execute(
+                f"""select _line_number, _reason from {stage}
+                    where _reason is not null order by _line_number
                     limit {max(room, 1):d}"""
             ).fetchall()
-            check_quarantine_bound(len(failed) + len(chunk_failed))
-            con.execute(
-                f"""insert into {ctx.spec.table}
-                    select {raw_cols}, ?, _line_number, ?, ? from _ingest_stage
-                    where _reason is null""",
-                [ctx.rel, ctx.loaded_at, ctx.batch_id],
-            )
+            check_quarantine_bound(len(failed) + len(bad))
+            text = chunk.column("line").take(pa.array([b[0] - first_line for b in bad], pa.int64()))
+            chunk_failed = [
+                (number, reason, line.rstrip("\r\n"))
+                for (number, reason), line in zip(bad, text.to_pylist(), strict=True)
+            ]
             if first_line <= EXTRA_FIELD_SAMPLE_LINES:
-                extra_fields.update(
-                    r[0]
-                    for r in con.execute(
-                        f"""select distinct k from (
-                              select unnest(try(json_keys(line))) as k from _ingest_chunk
-                              where _line_number <= {EXTRA_FIELD_SAMPLE_LINES:d}
-                            ) where k not in ({known})"""
-                    ).fetchall()
+                con.register(
+                    "_ingest_sample", chunk.slice(0, EXTRA_FIELD_SAMPLE_LINES - first_line + 1)
                 )
-            con.execute("drop table _ingest_stage")
+                try:
+                    extra_fields.update(
+                        r[0]
+                        for r in con.execute(
+                            f"""select distinct k from (
+                                  select unnest(try(json_keys(line))) as k from _ingest_sample
+                                ) where k not in ({known})"""
+                        ).fetchall()
+                    )
+                finally:
+                    with contextlib.suppress(duckdb.Error):
+                        con.unregister("_ingest_sample")
         finally:
             # Keep the original error if the transaction is already aborted.
             with contextlib.suppress(duckdb.Error):
@@ -145,6 +209,9 @@ def load_jsonl(con: duckdb.DuckDBPyConnection, ctx: FileContext) -> Counts:
         blank += sum(1 for f in chunk_failed if f[1] == "blank line")
         counts.rows_loaded += n - len(chunk_failed)
         counts.rows_in_file += n
+        pending.rows += n - len(chunk_failed)
+        if pending.rows >= JSONL_INSERT_ROWS:
+            pending.flush()
     counts.physical_lines = counts.rows_in_file
     if counts.rows_in_file == blank:
         raise FileRejected("empty file" if blank == 0 else "empty file (only blank lines)")
@@ -165,18 +232,18 @@ def load_jsonl(con: duckdb.DuckDBPyConnection, ctx: FileContext) -> Counts:
         ],
     )
     counts.rows_quarantined = len(failed)
+    counts.sha256 = digest.hexdigest()
+    if own:
+        pending.flush()
     return counts
 
 
-def _strict_recheck(con: duckdb.DuckDBPyConnection) -> None:
+def _strict_recheck(con: duckdb.DuckDBPyConnection, stage: str) -> None:
     """Quarantine lines DuckDB parsed that hold NaN/Infinity values."""
-    # Filtering the Arrow chunk first is ~50x cheaper than carrying a flag through the
-    # stage (which makes DuckDB materialise every line).
+    # A substring filter on the Arrow chunk finds the few candidates; lines that failed
+    # another check keep that reason.
     candidates = con.execute(
-        f"""select c._line_number, c.line
-            from (select _line_number, line from _ingest_chunk where {_LENIENT_SQL}) c
-            join _ingest_stage s using (_line_number)
-            where s._reason is null"""
+        f"select _line_number, line from _ingest_chunk where {_LENIENT_SQL}"
     ).fetchall()
     rejected = [
         (reason, number)
@@ -184,13 +251,17 @@ def _strict_recheck(con: duckdb.DuckDBPyConnection) -> None:
         if (reason := non_finite_error(line)) is not None
     ]
     if rejected:
-        con.executemany("update _ingest_stage set _reason = ? where _line_number = ?", rejected)
+        con.executemany(
+            f"update {stage} set _reason = ? where _line_number = ? and _reason is null",
+            rejected,
+        )
 
 
-def jsonl_chunks(path: Path) -> Iterator[pa.Table]:
-    """Arrow tables (_line_number, line) over the decompressed file, chunk by chunk."""
+def jsonl_chunks(path: Path, digest: Any = None) -> Iterator[pa.Table]:
+    """Arrow tables (_line_number, line) over the decompressed file, chunk by chunk
+    (``digest``: see files.open_bytes)."""
     next_line = 1
-    with files.open_bytes(path) as fh:
+    with files.open_bytes(path, digest) as fh:
         for chunk in files.iter_line_chunks(fh, JSONL_CHUNK_BYTES):
             lines = files.split_lines(chunk)
             try:

@@ -195,6 +195,9 @@ def _load_source(
     # is not hashed again (the daily run would otherwise re-read the whole landing zone).
     seen_paths: dict[str, tuple[str, int | None, int | None, str]] = {}
     loaded_by_sha: dict[str, tuple[str, int]] = {}
+    # Byte sizes of the loaded files: a file of another size cannot be a duplicate, so a
+    # JSONL reader can hash it while reading it instead of in a pass of its own.
+    loaded_sizes: set[int | None] = set()
     for rel, sha, status, rows, size, mtime_ns in con.execute(
         "select source_file, sha256, status, rows_in_file, file_bytes, file_mtime_ns "
         "from audit.load_manifest where source = ? order by loaded_at, source_file",
@@ -203,6 +206,7 @@ def _load_source(
         seen_paths[rel] = (sha, size, mtime_ns, status)
         if status == "loaded":
             loaded_by_sha.setdefault(sha, (rel, rows))
+            loaded_sizes.add(size)
 
     # Refused entries and new files (known, unchanged ones are skipped before any read).
     refused: list[tuple[Path, str, os.stat_result, str]] = []
@@ -226,6 +230,9 @@ def _load_source(
     # because they commit together or not at all.
     pending: list[FileLoadResult] = []
     pending_rows = pending_bytes = 0
+    # JSONL rows that passed their checks wait here for one large raw insert; it is
+    # flushed before every commit, so a file's rows still commit with its manifest row.
+    staged = jsonl_reader.PendingRaw(con, spec.table) if spec.kind == "jsonl" else None
     now = datetime.now(UTC)
     con.begin()
     try:
@@ -240,8 +247,8 @@ def _load_source(
                 _defer(summary, spec, rel, unsettled[rel])
                 continue
             known = seen_paths.get(rel)
-            sha = files.sha256_file(path)
             if known:
+                sha = files.sha256_file(path)
                 if known[0] != sha:
                     result = _changed_after_load(con, spec, path, rel, st, sha, known, batch_id)
                     pending.append(result)
@@ -249,24 +256,32 @@ def _load_source(
                 else:
                     summary.skipped_already_loaded.append(rel)
                 continue
+            hash_first = spec.kind != "jsonl" or bool(loaded_sizes & {st.st_size, None})
+            new_sha = files.sha256_file(path) if hash_first else None
             ctx = FileContext(
                 spec, path, rel, batch_id, datetime.now(UTC), currencies, suppressed, key
             )
             try:
-                result = _load_file(con, ctx, sha, st, loaded_by_sha.get(sha))
+                duplicate_of = loaded_by_sha.get(new_sha) if new_sha else None
+                result = _load_file(con, ctx, new_sha, st, duplicate_of, staged)
             except FileDeferred as why:
                 _defer(summary, spec, rel, str(why))
                 continue
             pending.append(result)
             pending_rows += result.rows_in_file
             pending_bytes += st.st_size
-            seen_paths[rel] = (sha, st.st_size, st.st_mtime_ns, result.status)
+            seen_paths[rel] = (result.sha256, st.st_size, st.st_mtime_ns, result.status)
             if result.status == "loaded":
-                loaded_by_sha.setdefault(sha, (rel, result.rows_in_file))
+                loaded_by_sha.setdefault(result.sha256, (rel, result.rows_in_file))
+                loaded_sizes.add(st.st_size)
             if pending_rows >= BATCH_MAX_ROWS or pending_bytes >= BATCH_MAX_FILE_BYTES:
+                if staged:
+                    staged.flush()
                 _commit_batch(con, spec, pending, summary)
                 pending, pending_rows, pending_bytes = [], 0, 0
                 con.begin()
+        if staged:
+            staged.flush()
         _commit_batch(con, spec, pending, summary)
     except BaseException:
         # Discards the whole open batch; its files are not in the manifest, so the next
@@ -330,11 +345,15 @@ def _commit_batch(
 def _load_file(
     con: duckdb.DuckDBPyConnection,
     ctx: FileContext,
-    sha: str,
+    sha: str | None,
     stat: os.stat_result,
     duplicate_of: tuple[str, int] | None,
+    staged: jsonl_reader.PendingRaw | None = None,
 ) -> FileLoadResult:
     """Write one file (raw rows + quarantine rows + manifest row) in the open transaction.
+
+    ``sha`` None: the reader hashes the file while reading it (the caller made sure no
+    loaded file has its size, so it cannot be a duplicate).
 
     The caller owns the transaction (one per batch of files). A file rejected as a whole
     part-way through has its already-written rows deleted here: DuckDB has no savepoints,
@@ -349,23 +368,26 @@ def _load_file(
     else:
         status = "loaded"
         try:
-            counts = _read_into_warehouse(con, ctx)
+            counts = _read_into_warehouse(con, ctx, staged)
             _check_unchanged(ctx, stat)
+            sha = sha or counts.sha256
         except TruncatedGzip as rej:
-            discard_file_rows(con, ctx)
+            _discard(con, ctx, staged)
             if time.time() - stat.st_mtime < TRUNCATED_GZIP_GRACE_SECONDS:
                 raise FileDeferred(f"{rej.reason} (an upload in progress?)") from None
             status, reason = "file_quarantined", rej.reason
             counts = Counts(rows_in_file=1, rows_quarantined=1)
             insert_quarantine(con, ctx, [(None, rej.reason, rej.excerpt)])
         except FileDeferred:
-            discard_file_rows(con, ctx)
+            _discard(con, ctx, staged)
             raise
         except FileRejected as rej:
-            discard_file_rows(con, ctx)
+            _discard(con, ctx, staged)
             status, reason = "file_quarantined", rej.reason
             counts = Counts(rows_in_file=1, rows_quarantined=1)
             insert_quarantine(con, ctx, [(None, rej.reason, rej.excerpt)])
+    if sha is None:  # rejected before the reader finished its hash
+        sha = files.sha256_file(ctx.path)
     duration = time.perf_counter() - started
     result = FileLoadResult(
         source_file=ctx.rel,
@@ -383,6 +405,14 @@ def _load_file(
     return result
 
 
+def _discard(
+    con: duckdb.DuckDBPyConnection, ctx: FileContext, staged: jsonl_reader.PendingRaw | None
+) -> None:
+    if staged:
+        staged.discard(ctx)
+    discard_file_rows(con, ctx)
+
+
 def _check_unchanged(ctx: FileContext, before: os.stat_result) -> None:
     """The file must not have changed while it was read (the completeness rule)."""
     after = ctx.path.lstat()
@@ -390,7 +420,9 @@ def _check_unchanged(ctx: FileContext, before: os.stat_result) -> None:
         raise FileDeferred("changed while it was being read (still being written?)")
 
 
-def _read_into_warehouse(con: duckdb.DuckDBPyConnection, ctx: FileContext) -> Counts:
+def _read_into_warehouse(
+    con: duckdb.DuckDBPyConnection, ctx: FileContext, staged: jsonl_reader.PendingRaw | None
+) -> Counts:
     name = ctx.path.name.lower()
     if not name.endswith(ctx.spec.suffixes):
         raise FileRejected(
@@ -400,7 +432,7 @@ def _read_into_warehouse(con: duckdb.DuckDBPyConnection, ctx: FileContext) -> Co
         )
     try:
         if ctx.spec.kind == "jsonl":
-            return jsonl_reader.load_jsonl(con, ctx)
+            return jsonl_reader.load_jsonl(con, ctx, staged)
         return csv_reader.load_csv(con, ctx)
     except RecursionError:
         raise FileRejected("unreadable: nested too deeply") from None

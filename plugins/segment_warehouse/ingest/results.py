@@ -113,3 +113,5 @@ class Counts:
     rows_quarantined: int = 0
     physical_lines: int | None = None
     notes: list[str] = field(default_factory=list)
+    # sha256 of the stored file when the reader hashed it while reading (JSONL).
+    sha256: str | None = None
