@@ -720,3 +720,62 @@ def test_csv_with_quotes_takes_the_csv_module_path(
     land(settings, "crm/q.csv", CRM_HEADER + "\n" + crm_row("c1", city='"Portland, OR"') + "\n")
     assert ingest.load_source("crm").rows_loaded == 1
     assert query(settings, "select city from raw.crm_contacts") == [("Portland, OR",)]
+
+
+def test_jsonl_sha256_hashed_while_reading_and_duplicates_found_in_one_batch(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reading pass hashes a JSONL file; a file the size of a loaded one is hashed first,
+    so a redelivery in the same batch (plain or gzip) is still a duplicate."""
+    import hashlib
+
+    hashed: list[str] = []
+    real_sha256 = ingest.files.sha256_file
+    monkeypatch.setattr(
+        ingest.files, "sha256_file", lambda p: hashed.append(p.name) or real_sha256(p)
+    )
+    body = "\n".join([event("m1"), event("m2"), "oops"]) + "\n"
+    a = land(settings, "analytics/a.jsonl", body)
+    b = land(settings, "analytics/b.jsonl", body)  # same bytes, same batch
+    c = land(settings, "analytics/c.jsonl.gz", "\n".join([event("m3"), event("m4")]) + "\n")
+    d = land(settings, "analytics/d.jsonl.gz", c.read_bytes(), gz=False)
+    summary = ingest.load_source("analytics")
+    assert [(f.source_file, f.status, f.duplicate_of) for f in summary.files] == [
+        ("analytics/a.jsonl", "loaded", None),
+        ("analytics/b.jsonl", "duplicate", "analytics/a.jsonl"),
+        ("analytics/c.jsonl.gz", "loaded", None),
+        ("analytics/d.jsonl.gz", "duplicate", "analytics/c.jsonl.gz"),
+    ]
+    assert hashed == ["b.jsonl", "d.jsonl.gz"]  # a and c: hashed by the reading pass
+    shas = dict(query(settings, "select source_file, sha256 from audit.load_manifest"))
+    for path in (a, b, c, d):
+        assert shas[f"analytics/{path.name}"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert query(settings, "select count(*) from raw.analytics_events") == [(4,)]
+    assert_accounting(settings)
+
+
+def test_jsonl_rows_staged_across_files_and_a_file_rejected_late_leaves_none(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Passing rows wait for one raw insert across files and chunks; a file rejected as a
+    whole after some of its chunks were staged (or already inserted) leaves no row."""
+    monkeypatch.setattr(ingest.jsonl_reader, "JSONL_CHUNK_BYTES", 400)
+    monkeypatch.setattr(ingest.jsonl_reader, "JSONL_INSERT_ROWS", 5)
+    monkeypatch.setattr(ingest.files, "MAX_QUARANTINE_ROWS_PER_FILE", 10)
+    land(settings, "analytics/1.jsonl", "\n".join(event(f"a{i}") for i in range(12)) + "\n")
+    flood = [event(f"b{i}") for i in range(12)] + ["oops"] * 11
+    land(settings, "analytics/2.jsonl", "\n".join(flood) + "\n")
+    land(settings, "analytics/3.jsonl.gz", "\n".join(event(f"c{i}") for i in range(3)) + "\n")
+    summary = ingest.load_source("analytics")
+    assert [(f.status, f.rows_loaded) for f in summary.files] == [
+        ("loaded", 12),
+        ("file_quarantined", 0),
+        ("loaded", 3),
+    ]
+    ids = [r[0] for r in query(settings, "select message_id from raw.analytics_events")]
+    assert sorted(ids) == sorted([f"a{i}" for i in range(12)] + [f"c{i}" for i in range(3)])
+    assert [r[1][:10] for r in quarantine(settings, "analytics/2.jsonl")] == ["more than "]
+    assert query(
+        settings, "select count(*) from duckdb_tables() where table_name like '_ingest_stage%'"
+    ) == [(0,)]
+    assert_accounting(settings)
