@@ -150,3 +150,20 @@
         {{ left_ts }} >= {{ alias }}.{{ right_ts }}
         and ({{ alias }}._asof_next is null or {{ left_ts }} < {{ alias }}._asof_next)
 {%- endmacro %}
+
+{#- A double rounded to `digits` decimals, the same on both engines. DuckDB
+    rounds the binary value (round(x * 10^d) / 10^d); Spark's round(x, d)
+    rounds x's shortest decimal text, so 2717.39 * 0.095 (258.15204999...)
+    gives 258.152 on DuckDB and 258.1521 on Spark. Spark's body spells out
+    DuckDB's arithmetic. -#}
+{% macro round_double(expr, digits) -%}
+    {{ return(adapter.dispatch('round_double')(expr, digits)) }}
+{%- endmacro %}
+
+{% macro default__round_double(expr, digits) -%}
+    round({{ expr }}, {{ digits }})
+{%- endmacro %}
+
+{% macro spark__round_double(expr, digits) -%}
+    (round(({{ expr }}) * cast({{ 10 ** digits }} as double)) / cast({{ 10 ** digits }} as double))
+{%- endmacro %}

@@ -105,9 +105,9 @@ final as (
         channel,
         updated_at,
         order_rate_to_usd / reporting_rate_to_usd as fx_rate_to_reporting,
-        round(cast(total_amount as double) * order_rate_to_usd / reporting_rate_to_usd, 4)
+        {{ round_double('cast(total_amount as double) * order_rate_to_usd / reporting_rate_to_usd', 4) }}
             as total_amount_reporting,
-        round(cast(discount_amount as double) * order_rate_to_usd / reporting_rate_to_usd, 4)
+        {{ round_double('cast(discount_amount as double) * order_rate_to_usd / reporting_rate_to_usd', 4) }}
             as discount_amount_reporting,
         _source_file,
         _line_number,
