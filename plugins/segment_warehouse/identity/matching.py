@@ -171,10 +171,13 @@ def _location_comparison() -> dict[str, Any]:
                 " or (postal_key_r is null and city_key_r is null)",
                 null=True,
             ),
+            # term-frequency adjusted: a postal code shared by many records
+            # (a big-city code, a generator's few codes) says little
             _level(
-                "postal_and_city", "postal_key_l = postal_key_r and city_key_l = city_key_r", m=0.6
+                "postal_and_city", "postal_key_l = postal_key_r and city_key_l = city_key_r",
+                tf="postal_key", m=0.6,
             ),
-            _level("postal", "postal_key_l = postal_key_r", m=0.05),
+            _level("postal", "postal_key_l = postal_key_r", tf="postal_key", m=0.05),
             _level("city", "city_key_l = city_key_r", tf="city_key", m=0.1),
             _level(
                 "near",

@@ -4,7 +4,9 @@
     comparison keys: names folded by fold_name (José = Jose, Müller = Mueller),
     the first name's nickname forms (seed name_nicknames), birth date as text
     and with day and month swapped, folded city, postal code without spaces,
-    the local part of a real (non-placeholder) mailbox, a real phone.
+    the local part of a real (non-placeholder) mailbox unless it only spells
+    the contact's names (john.smith, jsmith82: two namesakes have such local
+    parts alike, so comparing them repeats the name comparison), a real phone.
     The train command (python -m segment_warehouse.identity.train) reads this
     table too, so training and prediction see the same features.
 -#}
@@ -96,7 +98,10 @@ final as (
         keyed.gender,
         keyed.city_key,
         keyed.postal_key,
-        keyed.email_local,
+        case
+            when not {{ email_local_is_name('keyed.email_local', 'keyed.first_name_key', 'keyed.last_name_key') }}
+                then keyed.email_local
+        end as email_local,
         keyed.phone_e164
 
     from keyed
