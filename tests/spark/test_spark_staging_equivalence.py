@@ -1,9 +1,12 @@
 """The staging layer on Spark equals the staging layer on DuckDB, row for row.
 
-(a) the hand-made raw fixture of tests/test_dbt_models.py is loaded into a
-DuckDB warehouse as ingest.py would load it, and staging is built there the
-normal way (dbt_runner); (b) the raw tables are exported to Parquet and
-registered as Spark tables of the same names; (c) the same dbt project builds
+(a) a small generated landing zone (segment_tools.generator, 1,000 customers,
+seed 19: the generator's mix of phone formats, currencies, user agents and bad
+rows) is ingested into a DuckDB warehouse by the real loaders, the hand-made
+raw fixture of tests/test_dbt_models.py (its edge cases) is added to the same
+raw tables, and staging is built there the normal way (dbt_runner); (b) the
+raw tables are exported to Parquet and registered as Spark tables of the same
+names; (c) the same dbt project builds
 staging with ``--target spark`` (segment_warehouse.spark.runner: a local Spark
 session with the same Python UDFs); (d) every staging table, read back from
 the Parquet Spark wrote, is compared with DuckDB's: the same columns with the
@@ -18,6 +21,8 @@ Run with ``make test-spark``; needs requirements-spark.txt and Java 17+.
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -33,6 +38,7 @@ from test_dbt_models import AS_OF, RAW_COLUMNS, load_fixture
 
 from segment_warehouse.config import get_settings
 from segment_warehouse.dbt_runner import run_dbt
+from segment_warehouse.ingest.loader import load_all
 from segment_warehouse.spark.runner import run_dbt_spark
 from segment_warehouse.spark.tables import export_duckdb_tables
 
@@ -43,6 +49,8 @@ STAGING_MODELS = ("stg_crm__contacts", "stg_transactions__orders", "stg_analytic
 SELECT = ["--select", "+staging", "--indirect-selection", "cautious"]
 VARS = {"as_of_date": AS_OF, "reporting_currency": "USD"}
 FLOAT_DIGITS = 12
+ZONE_CUSTOMERS = 1000
+ZONE_SEED = 19
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +62,19 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     mp.setenv("SEGMENTS_PII_KEY", "test-key-not-secret")
     mp.setenv("SEGMENTS_DUCKDB_THREADS", "1")
     mp.setenv("SEGMENTS_SPARK_MASTER", "local[1]")
+    mp.setenv("SEGMENTS_LANDING_DIR", str(root / "landing"))
+    mp.setenv("SEGMENTS_LANDING_SETTLE_SECONDS", "0")
     settings = get_settings()
     settings.warehouse_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            sys.executable, "-m", "segment_tools.generator", "--customers", str(ZONE_CUSTOMERS),
+            "--seed", str(ZONE_SEED), "--out", str(root / "landing"), "--workers", "1",
+            "--no-progress",
+        ],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    load_all(settings=settings, settle_seconds=0)
     con = duckdb.connect(str(settings.warehouse_db))
     try:
         load_fixture(con, "b1", datetime(2024, 6, 30, 23, 0, tzinfo=UTC))
