@@ -761,19 +761,23 @@ def test_jsonl_rows_staged_across_files_and_a_file_rejected_late_leaves_none(
     whole after some of its chunks were staged (or already inserted) leaves no row."""
     monkeypatch.setattr(ingest.jsonl_reader, "JSONL_CHUNK_BYTES", 400)
     monkeypatch.setattr(ingest.jsonl_reader, "JSONL_INSERT_ROWS", 5)
+    monkeypatch.setattr(ingest.jsonl_reader, "JSONL_MAX_PENDING_STAGES", 2)
     monkeypatch.setattr(ingest.files, "MAX_QUARANTINE_ROWS_PER_FILE", 10)
     land(settings, "analytics/1.jsonl", "\n".join(event(f"a{i}") for i in range(12)) + "\n")
+    for i in range(5):  # small files: flushed by the stage count, not the row count
+        land(settings, f"analytics/0{i}.jsonl", event(f"s{i}") + "\n")
     flood = [event(f"b{i}") for i in range(12)] + ["oops"] * 11
     land(settings, "analytics/2.jsonl", "\n".join(flood) + "\n")
     land(settings, "analytics/3.jsonl.gz", "\n".join(event(f"c{i}") for i in range(3)) + "\n")
     summary = ingest.load_source("analytics")
-    assert [(f.status, f.rows_loaded) for f in summary.files] == [
+    assert [(f.status, f.rows_loaded) for f in summary.files] == [("loaded", 1)] * 5 + [
         ("loaded", 12),
         ("file_quarantined", 0),
         ("loaded", 3),
     ]
     ids = [r[0] for r in query(settings, "select message_id from raw.analytics_events")]
-    assert sorted(ids) == sorted([f"a{i}" for i in range(12)] + [f"c{i}" for i in range(3)])
+    expected = [f"s{i}" for i in range(5)] + [f"a{i}" for i in range(12)]
+    assert sorted(ids) == sorted(expected + [f"c{i}" for i in range(3)])
     assert [r[1][:10] for r in quarantine(settings, "analytics/2.jsonl")] == ["more than "]
     assert query(
         settings, "select count(*) from duckdb_tables() where table_name like '_ingest_stage%'"

@@ -49,8 +49,10 @@ JSONL_CHUNK_BYTES = 64 << 20
 # contract just asks for them to be ignored and noted, and scanning every line's keys
 # costs almost as much as the raw insert.
 EXTRA_FIELD_SAMPLE_LINES = 2_000
-# Passing rows are inserted into the raw table this many at a time (see PendingRaw).
+# Passing rows are inserted into the raw table this many at a time (see PendingRaw), or
+# sooner once this many stages wait (many small files: one statement stays small).
 JSONL_INSERT_ROWS = 500_000
+JSONL_MAX_PENDING_STAGES = 64
 # Lines that may hold the non-standard number literals DuckDB accepts.
 _LENIENT_SQL = "(contains(line, 'NaN') or contains(line, 'Infinity'))"
 
@@ -88,10 +90,10 @@ def json_error(line: str) -> str:
 class PendingRaw:
     """Stage tables of parsed, checked chunks whose passing rows are not in the raw table yet.
 
-    Passing rows go to the raw table in one insert per ``JSONL_INSERT_ROWS`` rows (or when
-    the loader commits), not one per chunk: an insert smaller than a DuckDB row group is
-    compressed again, single-threaded, when the transaction commits, which cost more than
-    the parse of a small file. Everything stays in the caller's transaction.
+    Passing rows go to the raw table in one insert per ``JSONL_INSERT_ROWS`` rows (or
+    ``JSONL_MAX_PENDING_STAGES`` stages, or when the loader commits), not one per chunk:
+    an insert smaller than a DuckDB row group is compressed again, single-threaded, when
+    the transaction commits. Everything stays in the caller's transaction.
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, table: str) -> None:
@@ -100,6 +102,10 @@ class PendingRaw:
         self.rows = 0
         self._stages: list[tuple[str, FileContext]] = []
         self._next = 0
+
+    @property
+    def stages(self) -> int:
+        return len(self._stages)
 
     def new_stage(self, ctx: FileContext) -> str:
         name = f"_ingest_stage_{self._next}"
@@ -210,7 +216,7 @@ def load_jsonl(
         counts.rows_loaded += n - len(chunk_failed)
         counts.rows_in_file += n
         pending.rows += n - len(chunk_failed)
-        if pending.rows >= JSONL_INSERT_ROWS:
+        if pending.rows >= JSONL_INSERT_ROWS or pending.stages >= JSONL_MAX_PENDING_STAGES:
             pending.flush()
     counts.physical_lines = counts.rows_in_file
     if counts.rows_in_file == blank:
