@@ -15,10 +15,10 @@ import duckdb
 import jinja2
 import pytest
 
-MODEL = (
-    Path(__file__).resolve().parents[2]
-    / "dbt_project/models/staging/analytics/stg_analytics__events.sql"
-)
+DBT_PROJECT = Path(__file__).resolve().parents[2] / "dbt_project"
+MODEL = DBT_PROJECT / "models/staging/analytics/stg_analytics__events.sql"
+# engine-portable macros (adapter.dispatch): rendered with their DuckDB bodies
+PORTABLE = DBT_PROJECT / "macros/portable.sql"
 COLUMNS = ("page_url", "page_referrer", "campaign_source", "campaign_medium", "campaign_name")
 
 
@@ -30,8 +30,14 @@ def _scrub_expressions() -> dict[str, str]:
     names = ["config", "source", "ref", "where_loaded_since_last_run"]
     names += ["clean_text", "clean_lower", "clean_email", "to_utc_timestamp", "phone_to_e164"]
     names += ["is_placeholder_email"]
+    portable = env.from_string(PORTABLE.read_text()).module
+    duckdb_bodies = {
+        name.removeprefix("default__"): getattr(portable, name)
+        for name in dir(portable)
+        if name.startswith("default__")
+    }
     sql = env.from_string(MODEL.read_text()).render(
-        **{n: stub for n in names}, this="this", is_incremental=lambda: False
+        **{n: stub for n in names}, **duckdb_bodies, this="this", is_incremental=lambda: False
     )
     out = {
         m.group(2): m.group(1)
