@@ -162,6 +162,32 @@ class DbtCommand:
     required: bool = True
 
 
+def dbt_common_args(
+    settings: Settings,
+    target_dir: Path,
+    *,
+    target: str | None = None,
+    vars: dict[str, Any] | None = None,
+) -> list[str]:
+    """The arguments every dbt command of a session shares (logs under ``target_dir``)."""
+    log_dir = target_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    project_dir = settings.dbt_project_dir
+    common = [
+        "--quiet",
+        "--no-use-colors",
+        "--log-path", str(log_dir),
+        "--project-dir", str(project_dir),
+        "--profiles-dir", str(project_dir),
+        "--target-path", str(target_dir),
+    ]  # fmt: skip
+    if target:
+        common += ["--target", target]
+    if vars:
+        common += ["--vars", json.dumps(vars)]
+    return common
+
+
 def run_dbt_session(
     commands: list[DbtCommand],
     *,
@@ -183,19 +209,8 @@ def run_dbt_session(
     settings = settings or get_settings()
     settings.warehouse_dir.mkdir(parents=True, exist_ok=True)
     target_dir = settings.dbt_target_dir
+    common = dbt_common_args(settings, target_dir, vars=vars)
     log_dir = target_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    project_dir = settings.dbt_project_dir
-    common = [
-        "--quiet",
-        "--no-use-colors",
-        "--log-path", str(log_dir),
-        "--project-dir", str(project_dir),
-        "--profiles-dir", str(project_dir),
-        "--target-path", str(target_dir),
-    ]  # fmt: skip
-    if vars:
-        common += ["--vars", json.dumps(vars)]
     spec = {
         "common": common,
         "commands": [{"name": c.name, "args": c.args, "required": c.required} for c in commands],

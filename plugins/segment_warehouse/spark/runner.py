@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from segment_warehouse.config import Settings, get_settings
-from segment_warehouse.dbt_runner import DbtRunResult, _read_run_results
+from segment_warehouse.dbt_runner import DbtRunResult, _read_run_results, dbt_common_args
 from segment_warehouse.spark.session import spark_dir
 
 TARGET = "spark"
@@ -37,21 +37,7 @@ def target_dir(settings: Settings) -> Path:
 
 
 def _spec(settings: Settings, args: list[str], vars: dict[str, Any] | None) -> dict[str, Any]:
-    target = target_dir(settings)
-    log_dir = target / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    project_dir = settings.dbt_project_dir
-    common = [
-        "--quiet",
-        "--no-use-colors",
-        "--log-path", str(log_dir),
-        "--project-dir", str(project_dir),
-        "--profiles-dir", str(project_dir),
-        "--target-path", str(target),
-        "--target", TARGET,
-    ]  # fmt: skip
-    if vars:
-        common += ["--vars", json.dumps(vars)]
+    common = dbt_common_args(settings, target_dir(settings), target=TARGET, vars=vars)
     name = args[0] if args else "build"
     return {"common": common, "commands": [{"name": name, "args": args or ["build"]}]}
 
