@@ -300,3 +300,23 @@ def test_a_bigger_population_lowers_a_coincidental_agreement() -> None:
         assert q["prior_match_probability"] == pytest.approx(_prior(rows))
         scores.append(q["match_probability"])
     assert scores[1] < scores[0]
+
+
+def test_the_run_prior_equals_splinks_estimate() -> None:
+    import duckdb
+    from splink import DuckDBAPI, Linker
+
+    from segment_warehouse.identity.train import _DETERMINISTIC_RULES
+
+    con = duckdb.connect()
+    try:
+        contacts = DuckDBAPI(con).register(_features(_namesakes(1000, 40)))
+        ours = matching.run_prior(con, contacts.physical_name, trained_prior=3e-5)
+        linker = Linker(contacts, matching.splink_settings())
+        linker.training.estimate_probability_two_random_records_match(
+            list(_DETERMINISTIC_RULES), recall=matching.DETERMINISTIC_RECALL
+        )
+        splinks = linker.misc.save_model_to_json()["probability_two_random_records_match"]
+    finally:
+        con.close()
+    assert ours == pytest.approx(splinks)
