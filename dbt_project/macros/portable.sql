@@ -114,6 +114,51 @@
 {% macro spark__materialized_cte() -%}
 {%- endmacro %}
 
+{#- `name as not materialized (` for a CTE read more than once that DuckDB
+    must inline (each reader scans only what it needs). Spark inlines CTEs
+    unless its planner reuses the exchange: no hint. -#}
+{% macro not_materialized_cte() -%}
+    {{ return(adapter.dispatch('not_materialized_cte')()) }}
+{%- endmacro %}
+
+{% macro default__not_materialized_cte() -%}
+    not materialized
+{%- endmacro %}
+
+{% macro spark__not_materialized_cte() -%}
+{%- endmacro %}
+
+{#- Whole seconds from `start_ts` to `end_ts`: DuckDB's date_diff('second', ...)
+    counts second boundaries crossed, i.e. the difference of the epoch seconds
+    with the fraction cut off. Spark's timestampdiff would truncate the
+    difference instead (0.9 s to 1.1 s: 0, not 1), so its body subtracts
+    unix_seconds (a naive UTC timestamp is read in the session time zone, UTC). -#}
+{% macro seconds_between(start_ts, end_ts) -%}
+    {{ return(adapter.dispatch('seconds_between')(start_ts, end_ts)) }}
+{%- endmacro %}
+
+{% macro default__seconds_between(start_ts, end_ts) -%}
+    date_diff('second', {{ start_ts }}, {{ end_ts }})
+{%- endmacro %}
+
+{% macro spark__seconds_between(start_ts, end_ts) -%}
+    (unix_seconds(cast({{ end_ts }} as timestamp)) - unix_seconds(cast({{ start_ts }} as timestamp)))
+{%- endmacro %}
+
+{#- The `value` of the row with the smallest `key` (an aggregate; a `filter`
+    clause may follow). DuckDB's arg_min is Spark's min_by. -#}
+{% macro arg_min_by(value, key) -%}
+    {{ return(adapter.dispatch('arg_min_by')(value, key)) }}
+{%- endmacro %}
+
+{% macro default__arg_min_by(value, key) -%}
+    arg_min({{ value }}, {{ key }})
+{%- endmacro %}
+
+{% macro spark__arg_min_by(value, key) -%}
+    min_by({{ value }}, {{ key }})
+{%- endmacro %}
+
 {#-
     `left join` of each left row to the one `right` row with the latest
     `right_ts` <= `left_ts` among the rows whose `equal` columns match: the

@@ -1,11 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='order_id',
-        on_schema_change='fail'
-    )
-}}
+{{ config(**keyed_incremental('order_id')) }}
 
 -- Latest version of each order. The landing contract says the same order_id
 -- in a later file is an update (e.g. a refund) and files are processed in name
@@ -14,7 +7,8 @@
 -- Incremental: only orders with a newly loaded version are re-ranked (over all
 -- their versions) and replaced. The watermark is the newest _loaded_at among
 -- the kept versions, never later than anything processed: at worst an order is
--- re-ranked twice, never skipped.
+-- re-ranked twice, never skipped. On Spark a table rebuilt every run
+-- (keyed_incremental in macros/incremental.sql).
 
 with
 

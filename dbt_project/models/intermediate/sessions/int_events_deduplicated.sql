@@ -14,7 +14,7 @@
 with
 
 -- Read three times below: not materialized, each branch scans only what it needs.
-events as not materialized (
+events as {{ not_materialized_cte() }} (
 
     select
         message_id,

@@ -1,11 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='anonymous_id',
-        on_schema_change='fail'
-    )
-}}
+{{ config(**keyed_incremental('anonymous_id')) }}
 
 {#-
     Sessions, one row per session, cut from the events and aggregated in one
@@ -22,14 +15,15 @@
     so a future timestamp cannot freeze the watermark: every run re-sessionises
     *all* events of the anonymous ids touched by new loads (late events can
     split or join sessions), plus ids with events after the newest session end
-    (future events that became eligible as as_of_date moves on).
+    (future events that became eligible as as_of_date moves on). On Spark a
+    table rebuilt every run (keyed_incremental in macros/incremental.sql).
 -#}
 
 {%- set gap_seconds = var('session_gap_minutes') * 60 %}
 
 with
 
-events as not materialized (
+events as {{ not_materialized_cte() }} (
 
     select * from {{ ref('int_events_deduplicated') }}
     where anonymous_id is not null
@@ -41,7 +35,7 @@ events as not materialized (
 
 {%- set watermark_sql -%}
     select
-        coalesce(max(last_loaded_at), '1900-01-01'::timestamptz) as max_loaded_at,
+        coalesce(max(last_loaded_at), {{ watermark_floor() }}) as max_loaded_at,
         coalesce(max(session_end_at), '1900-01-01'::timestamp) as max_event_ts
     from {{ this }}
 {%- endset %}
@@ -58,7 +52,7 @@ gaps as (
         *,
         case
             when lag(event_ts) over by_device is null then 1
-            when date_diff('second', lag(event_ts) over by_device, event_ts) > {{ gap_seconds }}
+            when {{ seconds_between('lag(event_ts) over by_device', 'event_ts') }} > {{ gap_seconds }}
                 then 1
             else 0
         end as is_session_start
@@ -76,7 +70,7 @@ sessionised as (
             partition by anonymous_id
             order by event_ts, message_id
             rows between unbounded preceding and current row
-        ) as varchar)), 16) as session_id
+        ) as string)), 16) as session_id
 
     from gaps
 
@@ -96,14 +90,14 @@ final as (
         count(*) filter (where event_name = 'Order Completed') as orders_completed_count,
         count(distinct user_id) as distinct_user_ids,
         min(user_id) as user_id,
-        arg_min(device_type, event_ts) filter (where device_type is not null) as device_type,
-        arg_min(campaign_source, event_ts) filter (
+        {{ arg_min_by('device_type', 'event_ts') }} filter (where device_type is not null) as device_type,
+        {{ arg_min_by('campaign_source', 'event_ts') }} filter (
             where campaign_source is not null
         ) as campaign_source,
-        arg_min(campaign_medium, event_ts) filter (
+        {{ arg_min_by('campaign_medium', 'event_ts') }} filter (
             where campaign_medium is not null
         ) as campaign_medium,
-        arg_min(page_url, event_ts) filter (where page_url is not null) as landing_page_url,
+        {{ arg_min_by('page_url', 'event_ts') }} filter (where page_url is not null) as landing_page_url,
         max(_loaded_at) as last_loaded_at
 
     from sessionised
