@@ -128,11 +128,11 @@ def test_crash_during_load_converges(workspace: Path, reference_state: dict, mon
     real = ingest.loader._read_into_warehouse
     calls = {"n": 0}
 
-    def crash_on_third_file(con, ctx):
+    def crash_on_third_file(con, ctx, *args):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt("simulated kill during load")
-        return real(con, ctx)
+        return real(con, ctx, *args)
 
     monkeypatch.setattr(ingest.loader, "_read_into_warehouse", crash_on_third_file)
     with pytest.raises(KeyboardInterrupt):
