@@ -17,7 +17,6 @@ returns the same :class:`~segment_warehouse.dbt_runner.DbtRunResult`.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -25,7 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from segment_warehouse.config import Settings, get_settings
-from segment_warehouse.dbt_runner import DbtRunResult, _read_run_results, dbt_common_args
+from segment_warehouse.dbt_runner import (
+    DbtRunResult,
+    _environment,
+    _read_run_results,
+    dbt_common_args,
+)
 from segment_warehouse.spark.session import spark_dir
 
 TARGET = "spark"
@@ -102,18 +106,9 @@ def run_dbt_spark(
     name = spec["commands"][0]["name"]
     for stale in (target / "session.json", target / f"run_results_{name}.json"):
         stale.unlink(missing_ok=True)
-    env = dict(os.environ)
-    env.pop("SEGMENTS_AS_OF_DATE", None)
-    if as_of_date is not None:
-        env["SEGMENTS_AS_OF_DATE"] = as_of_date
-    env.update(
-        {
-            # The DuckDB output of profiles.yml is rendered too; it must resolve.
-            "SEGMENTS_WAREHOUSE_DB": str(settings.warehouse_db),
-            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-            "DO_NOT_TRACK": "1",
-        }
-    )
+    # the DuckDB runner's environment: the DuckDB output of profiles.yml is
+    # rendered too and must resolve
+    env = _environment(settings, as_of_date)
     started = time.time()
     proc = subprocess.run(
         [sys.executable, "-m", "segment_warehouse.spark.runner", "--spec", str(spec_file)],
