@@ -67,13 +67,18 @@ def _env_flag(name: str) -> bool:
 
 @dataclass(frozen=True)
 class PredictionSettings:
-    """Predictions: churn window N, training cut-off spacing and count, history, sample."""
+    """Predictions: churn window N, training cut-off spacing and count, history, sample,
+    and how long a trained model keeps scoring before the next run retrains."""
 
     churn_window_days: int = 90
     cutoff_step_days: int = 14
     max_cutoffs: int = 6
     min_history_days: int = 28
     max_train_rows: int = 150_000
+    # A run within this many days of the saved model's as-of date scores with it
+    # instead of retraining (0: retrain on every run). Not part of what a model is
+    # trained on: two settings that differ only here train the same model.
+    retrain_days: int = 7
 
     @classmethod
     def from_env(cls) -> PredictionSettings:
@@ -83,6 +88,7 @@ class PredictionSettings:
             max_cutoffs=_env_int("SEGMENTS_PREDICTION_MAX_CUTOFFS", 6, 1),
             min_history_days=_env_int("SEGMENTS_PREDICTION_MIN_HISTORY_DAYS", 28, 0),
             max_train_rows=_env_int("SEGMENTS_PREDICTION_MAX_TRAIN_ROWS", 150_000, 1_000),
+            retrain_days=_env_int("SEGMENTS_PREDICTION_RETRAIN_DAYS", 7, 0),
         )
 
 
