@@ -15,6 +15,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from segment_warehouse.config import ConfigError, get_settings
+from segment_warehouse.erasure import ensure_erasure_tables
 from segment_warehouse.predictions import predict
 from segment_warehouse.predictions.features import FEATURE_NAMES, features_at, labels_after
 from tests.predictions.synthetic import build_warehouse
@@ -253,16 +254,94 @@ def test_erased_customer_leaves_no_trace_after_the_next_run(env: Path) -> None:
         for table in ("marts.identity_map", "marts.fct_sessions", "marts.customer_profiles",
                       "segments.customer_predictions"):  # fmt: skip
             con.execute(f"delete from {table} where customer_id = ?", [victim])
+        ensure_erasure_tables(con)
+        con.execute("insert into audit.erasure_log values ('req-1', null, now(), 'h', 1, 1, '{}')")
     finally:
         con.close()
+    # the saved model is young enough to score with, but it was fitted on the victim
     second = predict(run_id="after", as_of=AS_OF)
+    assert second.run_kind == "train"
     remaining = _q(env, "select customer_id from segments.customer_predictions")
     assert victim not in {r[0] for r in remaining}
     assert not Path(first.model_path).exists() and Path(second.model_path).exists()
     assert second.n_scored == first.n_scored - 1
 
 
-def test_rerun_with_unchanged_inputs_changes_nothing(env: Path) -> None:
+def test_a_missing_model_file_is_retrained(env: Path) -> None:
+    """Erasure deletes the model files (erasure.drop_models): the next run refits."""
+    build_warehouse(env, customers=300, days=90)
+    first = predict(run_id="r1", as_of=AS_OF)
+    Path(first.model_path).unlink()
+    later = predict(run_id="r2", as_of=str(date.fromisoformat(AS_OF) + dt.timedelta(days=1)))
+    assert later.run_kind == "train" and Path(later.model_path).is_file()
+
+
+def test_a_saved_model_scores_until_it_is_due_for_retraining(env: Path) -> None:
+    build_warehouse(env, customers=300, days=90)
+    first = predict(run_id="r1", as_of=AS_OF)
+    con = duckdb.connect(str(env))
+    try:  # a new day brings a late order: new inputs, scored by the saved model
+        con.execute(
+            "insert into staging.stg_transactions__orders "
+            "select * replace (order_id || '-late' as order_id) "
+            "from staging.stg_transactions__orders limit 1"
+        )
+    finally:
+        con.close()
+    day = date.fromisoformat(AS_OF)
+    scored = predict(run_id="r2", as_of=str(day + dt.timedelta(days=1)))
+    assert scored.run_kind == "score" and scored.fitted_model_version == first.model_version
+    assert scored.model_version != first.model_version
+    assert scored.model_path == first.model_path
+    runs = _q(env, "select model_version, run_kind, fitted_model_version, as_of_date, "
+                   "trained_at, scored_at, roc_auc, n_scored from segments.prediction_runs "
+                   "order by scored_at")  # fmt: skip
+    assert [(r[1], r[2]) for r in runs] == [
+        ("train", first.model_version), ("score", first.model_version)
+    ]  # fmt: skip
+    assert runs[1][3] == day + dt.timedelta(days=1)
+    assert runs[1][4] == runs[0][4] and runs[1][5] > runs[0][5]  # same model, scored later
+    assert runs[1][6] == runs[0][6]  # the backtest is the model's
+    # the published scores are today's, under the score run's version
+    assert _q(env, "select distinct model_version, as_of_date from segments.customer_predictions"
+              ) == [(scored.model_version, day + dt.timedelta(days=1))]  # fmt: skip
+    # what a retrain would give with the same inputs (retrain_days 0 refits every run)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SEGMENTS_PREDICTION_RETRAIN_DAYS", "0")
+        refit = predict(run_id="r3", as_of=str(day + dt.timedelta(days=1)))
+    assert refit.run_kind == "train"
+    # the model of day + 1 scores for six more days; seven days on it is refitted
+    due = predict(run_id="r4", as_of=str(day + dt.timedelta(days=7)))
+    assert due.run_kind == "score" and due.fitted_model_version == refit.model_version
+    stale = predict(run_id="r5", as_of=str(day + dt.timedelta(days=8)))
+    assert stale.run_kind == "train"
+    # a backfill to a date before the model's as-of date refits too
+    back = predict(run_id="r6", as_of=str(day + dt.timedelta(days=2)))
+    assert back.run_kind == "train"
+
+
+def test_score_run_equals_scoring_the_saved_model_by_hand(env: Path) -> None:
+    build_warehouse(env, customers=300, days=90)
+    first = predict(run_id="r1", as_of=AS_OF)
+    nxt = str(date.fromisoformat(AS_OF) + dt.timedelta(days=3))
+    scored = predict(run_id="r2", as_of=nxt)
+    assert scored.run_kind == "score"
+    bundle = joblib.load(first.model_path)
+    con = duckdb.connect(str(env), read_only=True)
+    try:
+        feats = features_at(con, date.fromisoformat(nxt))
+        pub = con.execute(
+            "select customer_id, purchase_probability_30d from segments.customer_predictions"
+        ).df()
+    finally:
+        con.close()
+    X = pub[["customer_id"]].merge(feats, on="customer_id", how="left")
+    expected = np.clip(bundle["purchase"].predict(X), 0.0, 1.0)
+    assert np.allclose(pub["purchase_probability_30d"].to_numpy(), expected)
+
+
+def test_rerun_with_unchanged_inputs_changes_nothing(env: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SEGMENTS_PREDICTION_RETRAIN_DAYS", "0")  # every new input refits
     build_warehouse(env, customers=300, days=90)
     first = predict(run_id="r1", as_of=AS_OF)
     before = _q(env, "select * from segments.customer_predictions order by all")
@@ -290,9 +369,7 @@ def test_rerun_with_unchanged_inputs_changes_nothing(env: Path) -> None:
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(core, "_code_digest", lambda: "changed")
-        upgraded = predict(
-            run_id="r5", as_of=str(date.fromisoformat(AS_OF) + dt.timedelta(days=1))
-        )
+        upgraded = predict(run_id="r5", as_of=str(date.fromisoformat(AS_OF) + dt.timedelta(days=1)))
     assert upgraded.model_version != retrained.model_version
 
 
@@ -342,9 +419,16 @@ def _drifting_rows(n: int = 800) -> pd.DataFrame:
         feats = {name: np.zeros(n) for name in FEATURE_NAMES}
         feats["frequency"], feats["recency_days"] = np.exp(x), np.full(n, 10.0)
         feats["monetary"] = np.exp(x) * 50
-        parts.append(pd.DataFrame(feats | {
-            "customer_id": [f"c{i}" for i in range(n)], "label": y,
-            "cutoff": date(2026, 10, 1) - dt.timedelta(days=14 * k)}))
+        parts.append(
+            pd.DataFrame(
+                feats
+                | {
+                    "customer_id": [f"c{i}" for i in range(n)],
+                    "label": y,
+                    "cutoff": date(2026, 10, 1) - dt.timedelta(days=14 * k),
+                }
+            )
+        )
     return pd.concat(parts, ignore_index=True)
 
 
@@ -359,8 +443,12 @@ def test_recent_window_calibration_follows_the_newest_window() -> None:
     assert recent.calibration["method"] == "recent_window"
     assert recent.calibration["cutoff"] == "2026-10-01"
     assert recent.calibration["rows"] == len(newest)
-    assert average.calibration == {"method": "all_cutoffs", "cutoff": None,
-                                   "rows": len(rows), "mapping": "sigmoid"}
+    assert average.calibration == {
+        "method": "all_cutoffs",
+        "cutoff": None,
+        "rows": len(rows),
+        "mapping": "sigmoid",
+    }
     observed = newest["label"].mean()
     # recent: at the newest window's level; average: pulled up by the older windows
     assert abs(recent.predict(newest).mean() - observed) < 0.2 * observed
@@ -389,6 +477,10 @@ def test_run_records_the_calibration(scored: dict) -> None:
     row = _q(scored["db"], "select calibration, rows_trained from segments.prediction_runs")
     cal, rows = json.loads(row[0][0]), row[0][1]
     # published: calibrated on every cut-off's held-out rows
-    assert cal["purchase"] == {"method": "all_cutoffs", "cutoff": None, "rows": rows,
-                               "mapping": "isotonic" if rows >= 5000 else "sigmoid"}
+    assert cal["purchase"] == {
+        "method": "all_cutoffs",
+        "cutoff": None,
+        "rows": rows,
+        "mapping": "isotonic" if rows >= 5000 else "sigmoid",
+    }
     assert cal["churn"]["method"] in {"all_cutoffs", "none"}

@@ -193,7 +193,7 @@ def evaluate(snapshot: Path, held: Path, cutoff: date, horizon: int = 30) -> dic
         ).df()
         run = con.execute(
             "select purchase_method, roc_auc, baseline_roc_auc, as_of_date "
-            "from segments.prediction_runs order by trained_at desc limit 1"
+            "from segments.prediction_runs order by scored_at desc, trained_at desc limit 1"
         ).fetchall()[0]
         orders = _held_orders(held, cutoff, horizon)
         buyers, unmatched = _buyers(con, orders, key)

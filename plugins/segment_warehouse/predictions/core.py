@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from segment_warehouse.predictions.features import (
     labels_after,
     population_at,
 )
-from segment_warehouse.warehouse import connect, ensure_schemas
+from segment_warehouse.warehouse import connect, ensure_schemas, table_exists
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,8 @@ class PredictionResult:
     model_path: str
     report_path: str | None
     duration_seconds: float
+    run_kind: str = "train"  # train | score (a saved model scored, nothing refitted)
+    fitted_model_version: str = ""  # the training run whose model scored
 
 
 def plan_cutoffs(
@@ -337,6 +339,111 @@ def _save_bundle(settings: Settings, model_version: str, bundle: dict[str, Any])
     return path
 
 
+def _training_settings(ps: PredictionSettings) -> PredictionSettings:
+    """The settings a model is fitted with (retrain_days only says when to refit)."""
+    return replace(ps, retrain_days=0)
+
+
+def _reusable_model(
+    con: Any, as_of: date, ps: PredictionSettings
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The latest training run and its saved model, if this run may score with it
+    instead of retraining: the model is at most ``retrain_days`` older than ``as_of``
+    (and not newer), was fitted by this code with these settings, its file still
+    exists (erasure deletes model files) and no erasure was processed after it was
+    trained. Anything else (a backfill to an earlier date, new code or settings, a
+    missing or unreadable file) retrains."""
+    if ps.retrain_days <= 0:
+        return None
+    run = store.latest_training_run(con)
+    if run is None or not run["model_path"]:
+        return None
+    age = (as_of - run["as_of_date"]).days
+    if not 0 <= age < ps.retrain_days:
+        return None
+    erased_at = None
+    if table_exists(con, "audit", "erasure_log"):
+        erased_at = con.execute("select max(processed_at) from audit.erasure_log").fetchall()[0][0]
+    if erased_at is not None and erased_at >= run["trained_at"]:
+        return None
+    path = Path(run["model_path"])
+    if not path.is_file():
+        return None
+    try:
+        bundle = joblib.load(path)
+    except Exception as exc:  # a damaged file is retrained, not a failed run
+        log.warning("saved prediction model %s unreadable (%s): retraining", path, exc)
+        return None
+    if (
+        bundle.get("model_version") != run["model_version"]
+        or bundle.get("code_digest") != _code_digest()
+        or bundle.get("features") != list(FEATURE_NAMES)
+        or _training_settings(bundle.get("settings", ps)) != _training_settings(ps)
+    ):
+        return None
+    return run, bundle
+
+
+def _score_with_saved_model(
+    con: Any,
+    hist: _History,
+    as_of: date,
+    trained: dict[str, Any],
+    bundle: dict[str, Any],
+    *,
+    model_version: str,
+    run_id: str,
+    scored_at: datetime,
+    fingerprint: str,
+    ps: PredictionSettings,
+    settings: Settings,
+    t0: float,
+) -> dict[str, Any]:
+    """Score today's customers with a saved model and record a ``score`` run: the
+    model's training facts (cut-offs, backtest, calibration) are the training run's;
+    what was scored, when and as of which date are this run's."""
+    n_profiles = len(hist.features(as_of))
+    threads = 1 if n_profiles < SMALL_DATA_ROWS else max(1, settings.duckdb_threads)
+    with threadpool_limits(limits=threads):
+        scores, n_excluded = _score(con, hist, as_of, bundle["purchase"], bundle["churn"])
+    scores["model_version"] = model_version
+    scores["as_of_date"] = as_of
+    scores["scored_at"] = scored_at
+    keep = {
+        k: (json.loads(v) if isinstance(v, str) and k in _JSON_COLUMNS else v)
+        for k, v in trained.items()
+    }
+    note = (
+        f"Scored with the model of {trained['model_version']} (trained as of "
+        f"{trained['as_of_date']}; retrained every {ps.retrain_days} days, after an "
+        "erasure, or when code or settings change)."
+    )
+    row = keep | {
+        "model_version": model_version,
+        "run_id": run_id,
+        "as_of_date": as_of,
+        "verdict": f"{note} {trained['verdict']}",
+        "n_scored": len(scores),
+        "n_excluded": n_excluded,
+        "mean_purchase_probability": (
+            float(scores["purchase_probability_30d"].mean()) if len(scores) else 0.0
+        ),
+        "duration_seconds": round(time.perf_counter() - t0, 3),
+        "input_fingerprint": fingerprint,
+        "run_kind": "score",
+        "fitted_model_version": trained["model_version"],
+        "scored_at": scored_at,
+    }
+    store.write_predictions(con, scores, row)
+    log.info("predictions %s: %s", model_version, note)
+    return row
+
+
+_JSON_COLUMNS = frozenset(
+    {"training_cutoffs", "label_windows", "backtest", "features", "calibration"}
+)
+
+
 def predict(*, run_id: str, as_of: str, settings: Settings | None = None) -> PredictionResult:
     """Train on the warehouse's history as of earlier cut-offs, backtest, score the
     profiled customers at ``as_of`` and write segments.customer_predictions /
@@ -365,6 +472,16 @@ def predict(*, run_id: str, as_of: str, settings: Settings | None = None) -> Pre
             ).fetchall()
         }
         hist = _History(con, refused_now)
+        saved = _reusable_model(con, as_of_date, ps)
+        if saved is not None:
+            trained_run, saved_bundle = saved
+            row = _score_with_saved_model(
+                con, hist, as_of_date, trained_run, saved_bundle,
+                model_version=model_version, run_id=run_id, scored_at=trained_at,
+                fingerprint=fingerprint, ps=ps, settings=settings, t0=t0,
+            )  # fmt: skip
+            report = _write_report(con, model_version, settings)
+            return _result_from_run(row, t0, report)
         bounds = history_bounds(con)
         # Cut-offs need history before them: of orders, and of sessions when there are
         # any (an event history shorter than the order history would otherwise train
@@ -392,6 +509,7 @@ def predict(*, run_id: str, as_of: str, settings: Settings | None = None) -> Pre
             "purchase": pur["fitted"],
             "churn": chu["fitted"],
             "settings": ps,
+            "code_digest": _code_digest(),
         }
         model_path = _save_bundle(settings, model_version, bundle)
         pbt, cbt = pur["backtest"], chu["backtest"]
@@ -440,6 +558,9 @@ def predict(*, run_id: str, as_of: str, settings: Settings | None = None) -> Pre
             "model_path": str(model_path),
             "duration_seconds": round(time.perf_counter() - t0, 3),
             "input_fingerprint": fingerprint,
+            "run_kind": "train",
+            "fitted_model_version": model_version,
+            "scored_at": trained_at,
         }
         store.write_predictions(con, scores, row)
         log.info("predictions %s: %s", model_version, verdict)
@@ -507,6 +628,8 @@ def _result_from_run(
         model_path=run["model_path"] or "",
         report_path=str(report) if report else None,
         duration_seconds=round(time.perf_counter() - t0, 3),
+        run_kind=run.get("run_kind") or "train",
+        fitted_model_version=run.get("fitted_model_version") or run["model_version"],
     )
 
 

@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from segment_warehouse.config import Settings, get_settings
+from segment_warehouse.predictions import store
 from segment_warehouse.warehouse import table_exists
 
 
@@ -33,7 +34,7 @@ def _run(con: duckdb.DuckDBPyConnection, model_version: str | None) -> dict[str,
     if not table_exists(con, "segments", "prediction_runs"):
         return None
     sql = "select * from segments.prediction_runs "
-    sql += "where model_version = ?" if model_version else "order by trained_at desc limit 1"
+    sql += "where model_version = ?" if model_version else f"{store.LATEST_FIRST} limit 1"
     cur = con.execute(sql, [model_version] if model_version else [])
     rows = cur.fetchall()
     if not rows:

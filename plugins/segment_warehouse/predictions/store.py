@@ -62,7 +62,11 @@ DDL: tuple[str, ...] = (
         model_path varchar,
         duration_seconds double,
         input_fingerprint varchar,            -- as-of date, settings and inputs it saw
-        calibration json                      -- per target: method, cut-off, rows, mapping
+        calibration json,                     -- per target: method, cut-off, rows, mapping
+        run_kind varchar,                     -- train: fitted, backtested and scored here;
+                                              -- score: scored with a saved model
+        fitted_model_version varchar,         -- the training run whose model scored
+        scored_at timestamptz                 -- when this run scored (trained_at: the model)
     )
     """,
 )
@@ -72,18 +76,45 @@ def ensure_prediction_tables(con: duckdb.DuckDBPyConnection) -> None:
     for ddl in DDL:
         con.execute(ddl)
     # tables of earlier versions
-    for column, kind in (("input_fingerprint", "varchar"), ("calibration", "json")):
+    for column, kind in (
+        ("input_fingerprint", "varchar"),
+        ("calibration", "json"),
+        ("run_kind", "varchar"),
+        ("fitted_model_version", "varchar"),
+        ("scored_at", "timestamptz"),
+    ):
         con.execute(
             f"alter table segments.prediction_runs add column if not exists {column} {kind}"
         )
+    # rows of earlier versions were all training runs that scored when they trained
+    con.execute(
+        "update segments.prediction_runs set run_kind = 'train', "
+        "fitted_model_version = model_version, scored_at = trained_at where run_kind is null"
+    )
+
+
+# The newest run is the one that scored last; a training run and the score-only
+# runs after it share its trained_at.
+LATEST_FIRST = "order by scored_at desc, trained_at desc"
+
+
+def _first(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any] | None:
+    cur = con.execute(sql)
+    rows = cur.fetchall()
+    if not rows:
+        return None
+    return dict(zip([d[0] for d in cur.description], rows[0], strict=True))
 
 
 def latest_run(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
-    cur = con.execute("select * from segments.prediction_runs order by trained_at desc limit 1")
-    row = cur.fetchone()
-    if row is None:
-        return None
-    return dict(zip([d[0] for d in cur.description], row, strict=True))
+    return _first(con, f"select * from segments.prediction_runs {LATEST_FIRST} limit 1")
+
+
+def latest_training_run(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
+    return _first(
+        con,
+        f"select * from segments.prediction_runs where run_kind = 'train' {LATEST_FIRST} limit 1",
+    )
 
 
 def write_predictions(
