@@ -47,3 +47,14 @@ def test_bad_k_range(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEGMENTS_K_MAX", "3")
     with pytest.raises(ConfigError):
         get_settings()
+
+
+def test_full_validation_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SEGMENTS_VALIDATION_FULL_EVERY_DAYS", raising=False)
+    assert get_settings().validation_full_every_days == 7
+    monkeypatch.setenv("SEGMENTS_VALIDATION_FULL_EVERY_DAYS", "0")
+    assert get_settings().validation_full_every_days == 0  # every run
+    for bad in ("-1", "weekly"):
+        monkeypatch.setenv("SEGMENTS_VALIDATION_FULL_EVERY_DAYS", bad)
+        with pytest.raises(ConfigError, match="SEGMENTS_VALIDATION_FULL_EVERY_DAYS"):
+            get_settings()

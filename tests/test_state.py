@@ -148,3 +148,23 @@ def test_run_as_of_records_the_rule(segments_env: Path) -> None:
     assert landing_watch.run_as_of(None, {})["as_of_rule"].startswith("last dbt build")
     context = {"run_id": "asset_triggered__x", "triggering_asset_events": events}  # no ds
     assert landing_watch.run_as_of_date(context) == "2026-12-05"
+
+
+def test_full_validation_is_recorded_per_suite_and_requests_are_dated(segments_env: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    at = datetime(2026, 12, 1, 6, tzinfo=UTC)
+    with warehouse() as con:
+        assert state.last_full_validation(con, "marts") is None
+        assert state.full_validation_requests(con) == []
+        state.record_full_validation(con, "marts", at, "fp1", run_id="r1")
+        assert state.last_full_validation(con, "marts") == (at, "fp1")
+        assert state.last_full_validation(con, "segments") is None
+        for i in range(state.KEEP_FULL_VALIDATION_REQUESTS + 3):
+            state.request_full_validation(con, f"reason {i}", at=at + timedelta(minutes=i))
+        requests = state.full_validation_requests(con)
+        assert len(requests) == state.KEEP_FULL_VALIDATION_REQUESTS  # bounded, newest kept
+        assert requests[-1] == (at + timedelta(minutes=22), "reason 22")
+        state.put_validation_watermarks(con, "staging", {"events": at, "orders": at})
+        assert state.validation_watermarks(con, "staging") == {"events": at, "orders": at}
+        assert state.validation_watermarks(con, "raw_contract") == {}

@@ -21,8 +21,7 @@ from segment_warehouse.validation import (
     load_suite,
     validate_layer,
 )
-from segment_warehouse.validation.runner import fetch_batch, prune_run_dirs
-from segment_warehouse.validation.suites import BatchSpec
+from segment_warehouse.validation.runner import _chunks, prune_run_dirs
 from segment_warehouse.warehouse import warehouse
 
 ALL_LAYERS = ["raw", "staging", "marts", "segments"]
@@ -113,12 +112,14 @@ def test_duplicate_customer_fails_critically(fixture_settings: Settings) -> None
     with pytest.raises(ValidationFailed) as info:
         validate_layer("marts", run_id="run_dup")
 
-    assert "customer_profiles: expect_column_values_to_be_unique" in str(info.value)
+    assert "customer_profiles_full_table: expect_column_max_to_be_between" in str(info.value)
     failed = [r for r in _results(fixture_settings, "run_dup") if not r["success"]]
-    unique = [r for r in failed if r["expectation_type"] == "expect_column_values_to_be_unique"]
-    assert unique and unique[0]["severity"] == "critical"
-    assert unique[0]["column_name"] == "customer_id"
-    assert unique[0]["observed_value"].startswith("2 of 6 checked rows broke the rule")
+    # uniqueness is a table-level invariant: SQL over the whole table, reported once
+    assert [(r["batch_name"], r["column_name"]) for r in failed] == [
+        ("customer_profiles_full_table", "duplicate_customer_ids")
+    ]
+    assert failed[0]["severity"] == "critical" and failed[0]["check_scope"] == "table"
+    assert failed[0]["observed_value"] == "found 1"
     html = (fixture_settings.validation_reports_dir / "index.html").read_text(encoding="utf-8")
     assert "Each customer has exactly one profile" in html and "Failed" in html
 
@@ -189,19 +190,14 @@ def test_rerun_of_same_run_replaces_rows(fixture_settings: Settings) -> None:
     assert len(_results(fixture_settings, "run_retry")) == len(first.results)
 
 
-def test_deterministic_hash_sample() -> None:
+def test_rows_are_streamed_in_chunks_of_one_scan() -> None:
     con = duckdb.connect()
     con.execute("create table t as select 'id' || i as key, i from range(5000) r(i)")
-    batch = BatchSpec(
-        name="t", title="t", sql="select key, i from t", expectations=(), sample_key="key"
-    )
-    first, note = fetch_batch(con, batch, sample_rows=500)
-    second, _ = fetch_batch(con, batch, sample_rows=500)
-    assert note and "1 in 10" in note
-    assert 300 < len(first) < 800
-    assert first["key"].tolist() == second["key"].tolist()
-    whole, no_note = fetch_batch(con, batch, sample_rows=10_000)
-    assert len(whole) == 5000 and no_note is None
+    frames = list(_chunks(con, "select key, i from t where i >= ?", [0], chunk_rows=2048))
+    assert [len(f) for f in frames] == [2048, 2048, 904]
+    assert sorted(k for f in frames for k in f["key"]) == sorted(f"id{i}" for i in range(5000))
+    empty = list(_chunks(con, "select key, i from t where i < 0", [], chunk_rows=2048))
+    assert len(empty) == 1 and list(empty[0].columns) == ["key", "i"] and empty[0].empty
 
 
 def test_prune_keeps_newest_run_folders(tmp_path: Path) -> None:

@@ -113,6 +113,9 @@ class Settings:
     # A landing file is loaded once its size and mtime were unchanged this long.
     landing_settle_seconds: float
     predictions: PredictionSettings
+    # Row-level expectations run on new/changed rows; every row at least this often
+    # (days; 0: every run). SEGMENTS_VALIDATION_FULL_EVERY_DAYS.
+    validation_full_every_days: int = 7
 
     repo_root: Path = REPO_ROOT
 
@@ -224,4 +227,5 @@ def get_settings() -> Settings:
         max_component_size=_env_int("SEGMENTS_MAX_COMPONENT_SIZE", 50),
         landing_settle_seconds=_env_float("SEGMENTS_LANDING_SETTLE_SECONDS", 2.0),
         predictions=PredictionSettings.from_env(),
+        validation_full_every_days=_env_int("SEGMENTS_VALIDATION_FULL_EVERY_DAYS", 7, 0),
     )

@@ -20,6 +20,13 @@ Keys:
 - ``segments_marts_generation``: the marts generation the current segments,
   predictions and decisions were computed from (written by the recluster DAG);
   a snapshot whose marts are newer marks them stale (``segments_current``).
+- ``validation_full_requested``: JSON list of ``[requested_at, reason]`` (newest
+  last): a full row-level validation is due for every suite whose last full one
+  is older (a dbt full refresh: backfill, erasure, changed seeds; or an operator).
+- ``validation_full:<suite>``: JSON ``{"at", "fingerprint", "run_id"}`` of the
+  suite's last successful full validation (``validation/scope.py``).
+- ``validation_watermarks:<suite>``: JSON ``{batch: load time}``, the newest
+  ``_loaded_at`` each append-only batch had when it last validated successfully.
 
 Two levels: functions taking a connection (``get``, ``put``, ...) join the
 caller's transaction; ``read``/``write`` open and close their own connection
@@ -28,6 +35,7 @@ caller's transaction; ``read``/``write`` open and close their own connection
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterable, Iterator
@@ -59,6 +67,11 @@ STATE_DDL = """
         run_id varchar                     -- the run that wrote it (null: outside a run)
     )
 """
+
+VALIDATION_FULL_REQUESTED = "validation_full_requested"
+VALIDATION_FULL_PREFIX = "validation_full:"
+VALIDATION_WATERMARKS_PREFIX = "validation_watermarks:"
+KEEP_FULL_VALIDATION_REQUESTS = 20
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -127,6 +140,75 @@ def request_full_refresh(
 def full_refresh_reasons(con: duckdb.DuckDBPyConnection) -> list[str]:
     value = get(con, FULL_REFRESH_REQUIRED) or ""
     return [line for line in value.split("\n") if line.strip()]
+
+
+def request_full_validation(
+    con: duckdb.DuckDBPyConnection,
+    reason: str,
+    *,
+    run_id: str | None = None,
+    at: datetime | None = None,
+) -> None:
+    """Make the next validation of every suite a full one (all rows, every row rule).
+
+    Kept as a dated request, not a flag: each suite compares it with its own last
+    full validation, so both DAGs' suites honour it without one clearing it for
+    the other."""
+    reason = " ".join(reason.split())
+    entries = full_validation_requests(con)
+    entries.append(((at or datetime.now(UTC)), reason or "requested"))
+    value = [[when.isoformat(), why] for when, why in entries[-KEEP_FULL_VALIDATION_REQUESTS:]]
+    put(con, VALIDATION_FULL_REQUESTED, json.dumps(value), run_id=run_id)
+
+
+def full_validation_requests(con: duckdb.DuckDBPyConnection) -> list[tuple[datetime, str]]:
+    """Every recorded request for a full validation, oldest first."""
+    raw = get(con, VALIDATION_FULL_REQUESTED)
+    if not raw:
+        return []
+    return [(datetime.fromisoformat(when), str(why)) for when, why in json.loads(raw)]
+
+
+def last_full_validation(
+    con: duckdb.DuckDBPyConnection, suite: str
+) -> tuple[datetime, str] | None:
+    """(when, suite fingerprint) of ``suite``'s last successful full validation."""
+    raw = get(con, VALIDATION_FULL_PREFIX + suite)
+    if not raw:
+        return None
+    doc = json.loads(raw)
+    return datetime.fromisoformat(doc["at"]), str(doc.get("fingerprint") or "")
+
+
+def record_full_validation(
+    con: duckdb.DuckDBPyConnection,
+    suite: str,
+    at: datetime,
+    fingerprint: str,
+    *,
+    run_id: str | None = None,
+) -> None:
+    doc = {"at": at.isoformat(), "fingerprint": fingerprint, "run_id": run_id}
+    put(con, VALIDATION_FULL_PREFIX + suite, json.dumps(doc), run_id=run_id)
+
+
+def validation_watermarks(con: duckdb.DuckDBPyConnection, suite: str) -> dict[str, datetime]:
+    """Batch -> newest load time validated (append-only batches of ``suite``)."""
+    raw = get(con, VALIDATION_WATERMARKS_PREFIX + suite)
+    if not raw:
+        return {}
+    return {batch: datetime.fromisoformat(at) for batch, at in json.loads(raw).items()}
+
+
+def put_validation_watermarks(
+    con: duckdb.DuckDBPyConnection,
+    suite: str,
+    watermarks: dict[str, datetime],
+    *,
+    run_id: str | None = None,
+) -> None:
+    value = {batch: at.isoformat() for batch, at in sorted(watermarks.items())}
+    put(con, VALIDATION_WATERMARKS_PREFIX + suite, json.dumps(value), run_id=run_id)
 
 
 def import_legacy_files(con: duckdb.DuckDBPyConnection, warehouse_dir: Path) -> list[str]:

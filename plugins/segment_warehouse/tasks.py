@@ -239,6 +239,8 @@ def dbt_build(
         state.put(con, state.DBT_LAST_AS_OF_DATE, as_of_date, run_id=run_id)
         state.put(con, state.DBT_SEEDS_SHA256, seeds_hash, run_id=run_id)
         state.delete(con, state.FULL_REFRESH_REQUIRED)
+        if reasons:  # rebuilt rows (backfill, erasure, seeds): every row rule runs again
+            state.request_full_validation(con, "; ".join(reasons), run_id=run_id)
         con.execute("commit")
     counts: dict[str, int] = {}
     for node in result.nodes:

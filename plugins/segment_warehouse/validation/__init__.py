@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from segment_warehouse.validation.report import render_report
 from segment_warehouse.validation.runner import (
-    DEFAULT_SAMPLE_ROWS,
+    DEFAULT_CHUNK_ROWS,
     ExpectationResult,
     SuiteOutcome,
     ValidationFailed,
@@ -25,7 +25,7 @@ from segment_warehouse.validation.runner import (
 from segment_warehouse.validation.suites import LAYER_SUITES, SuiteError, load_suite
 
 __all__ = [
-    "DEFAULT_SAMPLE_ROWS",
+    "DEFAULT_CHUNK_ROWS",
     "LAYER_SUITES",
     "ExpectationResult",
     "SuiteError",

@@ -299,6 +299,30 @@ def _quarantine_section(con: duckdb.DuckDBPyConnection) -> str:
     return "\n".join(out)
 
 
+def scope_text(r: dict) -> str:
+    """Which data a check covered, from its audit row (older rows have no scope)."""
+    scope = r.get("check_scope")
+    if scope == "table":
+        return "whole table, in SQL (every run)"
+    if scope == "rows":
+        checked, total = r.get("rows_checked"), r.get("rows_total")
+        note = str(r.get("scope_note") or "")
+        kind = "all rows" if note.startswith("full") else "new or changed rows"
+        if checked is None:
+            return f"rows: {kind} ({note})"
+        return f"rows: {_num(checked)} of {_num(total)} ({kind}; {note})"
+    return "–"
+
+
+def _suite_scope(results: list[dict]) -> str:
+    """The suite's run scope (full or delta, and why) for the card header."""
+    notes = [str(r.get("scope_note") or "") for r in results if r.get("check_scope") == "rows"]
+    if not notes:
+        return ""
+    full = [n for n in notes if n.startswith("full")]
+    return (full or notes)[0].split("; ")[0]
+
+
 def _suite_card(
     suite: str,
     title: str,
@@ -320,6 +344,13 @@ def _suite_card(
         f'<span class="counts">{passed} passed · {warned} need a look · {failed} failed'
         f"{docs}</span></div>"
     ]
+    run_scope = _suite_scope(results)
+    if run_scope:
+        out.append(
+            f'<p class="small muted">Row-level checks this run: {_e(run_scope)}. '
+            "Table-level checks (uniqueness, reconciliation, row accounting, empty values, "
+            "links between tables) always cover the whole tables.</p>"
+        )
 
     def row_status(r: dict) -> str:
         if r["success"]:
@@ -329,7 +360,7 @@ def _suite_card(
     def table(rows: list[dict]) -> str:
         parts = [
             "<table><tr><th>Result</th><th>What is checked</th><th>What we found</th>"
-            "<th>Data checked</th><th>If it fails</th></tr>"
+            "<th>Data checked</th><th>Scope</th><th>If it fails</th></tr>"
         ]
         for r in rows:
             st = row_status(r)
@@ -340,7 +371,7 @@ def _suite_card(
                 f"<td>{_e(r['description'] or r['expectation'])}<br>"
                 f"<code>{_e(r['expectation'])}</code></td>"
                 f"<td>{_e(r['observed_value'])}</td><td>{_e(data)}</td>"
-                f"<td>{blocking}</td></tr>"
+                f"<td class=small>{_e(scope_text(r))}</td><td>{blocking}</td></tr>"
             )
         parts.append("</table>")
         return "\n".join(parts)
@@ -374,6 +405,8 @@ def _runs_section(
         if has_extra
         else "null as description, null as batch_name, null as data_docs_path"
     )
+    if _has_column(con, "audit", "validation_results", "check_scope"):
+        extra += ", check_scope, rows_checked, rows_total, scope_note"
     runs = _rows(
         con,
         """

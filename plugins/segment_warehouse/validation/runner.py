@@ -4,22 +4,23 @@ How data reaches GX: GX Core has no DuckDB dialect, so every batch is a pandas
 DataFrame fetched from DuckDB (``con.sql(...).df()``, Arrow-backed columns in
 pandas 3). Each batch query selects only the columns its expectations need.
 
-Scale (1 M customers, ~20 M events, a few M orders): per-customer batches
-(profiles, CRM contacts, identity checks) are 1 M rows x 2-8 narrow columns,
-a few hundred MB at most, so they are validated whole. Event- and order-sized
-tables are never pulled whole: critical row rules on them (nulls, negative
-amounts, timestamp range, raw required fields) are SQL aggregates computed by
-DuckDB over the full table and validated as one-row DataFrames, and
-row-shaped rules (regexes, value sets) run on a deterministic sample,
-``hash(key) % m = 0``, sized to ``sample_rows``. Hash sampling is stable
-across runs and thread counts (unlike ``USING SAMPLE``) and keeps duplicates
-of a key together, so uniqueness checks stay meaningful on a sample.
+Scope (``suites.py``, ``scope.py``): ``table`` batches are aggregates DuckDB
+computes over the full tables every run (uniqueness, reconciliation, row
+accounting, null counts, referential integrity), validated as small
+DataFrames. ``rows`` batches hold row-level rules; a delta run fetches only the
+rows new or changed since the last successful validation, a full run (at least
+weekly, after backfills and erasures, on request) every row - streamed in
+chunks of ``chunk_rows`` whose counts are added up, never sampled. Every
+result records its scope (``check_scope``, ``rows_checked`` of ``rows_total``,
+``scope_note``: why full or delta).
 
 Each call writes one row per expectation to ``audit.validation_results``
 (replacing earlier rows of the same run and suite, so task retries are
 idempotent), builds GX data docs per run and suite, re-renders the governance
 ``index.html`` and raises :class:`ValidationFailed` if a critical expectation
-failed. Warnings are recorded and reported only.
+failed. Warnings are recorded and reported only. Only a call without a
+critical failure moves the baselines (digests, load-time watermarks, last full
+validation), so a failing row is checked again by the next run.
 """
 
 from __future__ import annotations
@@ -28,12 +29,11 @@ import csv
 import datetime as dt
 import json
 import logging
-import math
 import os
 import re
 import shutil
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,9 +41,22 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from segment_warehouse import state
 from segment_warehouse.config import Settings, get_settings
 from segment_warehouse.publish import RAW_PII_COLUMN_REGEX
-from segment_warehouse.validation.suites import BatchSpec, ExpectationSpec, SuiteSpec, load_suite
+from segment_warehouse.validation.scope import (
+    DIGESTS_TABLE,
+    RunScope,
+    decide_scope,
+    ensure_digests_table,
+)
+from segment_warehouse.validation.suites import (
+    TABLE_SCOPE_MAX_ROWS,
+    BatchSpec,
+    ExpectationSpec,
+    SuiteSpec,
+    load_suite,
+)
 from segment_warehouse.warehouse import ensure_schemas, warehouse
 
 # Must be set before GX is imported anywhere in the process (GX reads it for
@@ -52,7 +65,8 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SAMPLE_ROWS = 500_000
+# Rows handed to GX at a time (memory bound of a full run over event tables).
+DEFAULT_CHUNK_ROWS = 500_000
 KEEP_RUNS = 30  # run folders of GX data docs kept on disk / runs listed in index.html
 DATA_DOCS_SITE = "governance_site"
 
@@ -66,6 +80,10 @@ EXTRA_RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("element_count", "bigint"),
     ("unexpected_count", "bigint"),
     ("data_docs_path", "varchar"),
+    ("check_scope", "varchar"),  # table | rows
+    ("rows_checked", "bigint"),  # rows batches: rows the rules ran on
+    ("rows_total", "bigint"),  # rows batches: rows the batch has now
+    ("scope_note", "varchar"),  # why these rows: full (and why) or delta
 )
 
 
@@ -99,6 +117,10 @@ class ExpectationResult:
     details: str  # JSON
     element_count: int | None = None
     unexpected_count: int | None = None
+    scope: str = "table"
+    scope_note: str | None = None
+    rows_checked: int | None = None
+    rows_total: int | None = None
 
 
 @dataclass
@@ -110,6 +132,8 @@ class SuiteOutcome:
     warnings: int
     critical_failed: int
     data_docs: str | None
+    scope: str = "full"  # full | delta (rows batches)
+    scope_reason: str = ""
 
     @property
     def success(self) -> bool:
@@ -151,6 +175,8 @@ class ValidationOutcome:
                     "warnings": s.warnings,
                     "critical_failed": s.critical_failed,
                     "data_docs": s.data_docs,
+                    "scope": s.scope,
+                    "scope_reason": s.scope_reason,
                 }
                 for s in self.suites
             },
@@ -266,22 +292,156 @@ def _observed(result: dict[str, Any], success: bool) -> str:
 # --------------------------------------------------------------------------
 # data fetching
 # --------------------------------------------------------------------------
-def fetch_batch(
-    con: duckdb.DuckDBPyConnection, batch: BatchSpec, sample_rows: int
-) -> tuple[pd.DataFrame, str | None]:
-    """Run the batch query; sample deterministically when it is too large."""
-    sql = batch.sql
-    note = None
-    if batch.sample_key:
-        limit = batch.sample_rows or sample_rows
-        row = con.execute(f"select count(*) from ({sql}) as q").fetchone()
-        n_rows = int(row[0]) if row else 0
-        if n_rows > limit:
-            every = math.ceil(n_rows / limit)
-            key = batch.sample_key
-            sql = f"select * from ({sql}) as q where hash(q.{key}) % {every} = 0"
-            note = f"deterministic sample: about 1 in {every} of {n_rows:,} rows (by hash of {key})"
-    return con.execute(sql).df(), note
+@dataclass
+class BatchScope:
+    """What one batch covered: reported beside every result of the batch."""
+
+    scope: str  # "table" | "rows"
+    note: str  # plain language: which rows and why
+    rows_checked: int | None = None
+    rows_total: int | None = None
+
+
+@dataclass
+class PendingBaseline:
+    """What a successful validation call records for the next delta run."""
+
+    suite: str
+    scope: RunScope | None
+    digest_tables: dict[str, str] = field(default_factory=dict)  # batch -> temp table
+    watermarks: dict[str, dt.datetime] = field(default_factory=dict)
+    batches: tuple[str, ...] = ()
+    scratch: list[str] = field(default_factory=list)  # temp tables of the current batch
+
+
+_temp_counter = iter(range(1, 1 << 62))
+
+
+def _temp_name(prefix: str) -> str:
+    return f"_validation_{prefix}_{os.getpid()}_{next(_temp_counter)}"
+
+
+def fetch_table_batch(con: duckdb.DuckDBPyConnection, batch: BatchSpec) -> pd.DataFrame:
+    """A table-scope batch: the aggregate its SQL computes over the full tables."""
+    df = con.execute(
+        f"select * from ({batch.sql}) as q limit {TABLE_SCOPE_MAX_ROWS + 1}"
+    ).df()
+    if len(df) > TABLE_SCOPE_MAX_ROWS:
+        raise duckdb.InvalidInputException(
+            f"table-scope batch returned more than {TABLE_SCOPE_MAX_ROWS:,} rows: "
+            "aggregate it in SQL or make it a rows batch"
+        )
+    return df
+
+
+def _chunks(
+    con: duckdb.DuckDBPyConnection, sql: str, params: list[Any], chunk_rows: int
+) -> Iterator[pd.DataFrame]:
+    """Stream a query's result as DataFrames of at most ~chunk_rows rows (one scan).
+
+    Always yields at least one (possibly empty) frame, so GX sees the columns.
+    Runs on ``con`` itself (a cursor would not see its temp tables): the caller
+    runs no other statement on it until the generator is exhausted."""
+    con.execute(sql, params)
+    vectors = max(1, chunk_rows // 2048)
+    first = True
+    while True:
+        df = con.fetch_df_chunk(vectors)
+        if len(df) == 0:
+            if first:
+                yield df
+            return
+        first = False
+        yield df
+
+
+def rows_batch_source(
+    con: duckdb.DuckDBPyConnection,
+    suite: SuiteSpec,
+    batch: BatchSpec,
+    scope: RunScope | None,
+    pending: PendingBaseline,
+    previous_watermarks: dict[str, dt.datetime],
+) -> tuple[str, list[Any], BatchScope]:
+    """SQL (and parameters) of the rows to check, and what they cover.
+
+    ``scope`` None: every row, nothing recorded (a direct ``run_suite`` call)."""
+    if scope is None:
+        (total,) = con.execute(f"select count(*) from ({batch.sql}) as q").fetchone() or (0,)
+        return batch.sql, [], BatchScope("rows", "all rows", int(total), int(total))
+    if batch.delta_loaded_at:
+        column = batch.delta_loaded_at
+        total, newest = con.execute(
+            f'select count(*), max(q."{column}") from ({batch.sql}) as q'
+        ).fetchone() or (0, None)
+        if newest is not None:
+            pending.watermarks[batch.name] = newest
+        since = previous_watermarks.get(batch.name)
+        if scope.full or since is None:
+            note = scope.reason if scope.full else "full: no load time validated yet"
+            return batch.sql, [], BatchScope("rows", note, None, int(total))
+        sql = f'select * from ({batch.sql}) as q where q."{column}" > ?'
+        note = f"{scope.reason}; new rows: {column} after {since.isoformat(sep=' ')}"
+        return sql, [since], BatchScope("rows", note, None, int(total))
+    # Whole-rebuilt tables: digests of the rows as the batch selects them.
+    rows = _temp_name("rows")
+    con.execute(
+        f"create temp table {rows} as select hash(q) as _row_digest, q.* from ({batch.sql}) as q"
+    )
+    pending.scratch.append(rows)
+    digests = _temp_name("digests")
+    con.execute(f"create temp table {digests} as select distinct _row_digest as digest from {rows}")
+    pending.digest_tables[batch.name] = digests
+    (total,) = con.execute(f"select count(*) from {rows}").fetchone() or (0,)
+    if scope.full:
+        sql = f"select * exclude (_row_digest) from {rows}"
+        return sql, [], BatchScope("rows", scope.reason, None, int(total))
+    sql = (
+        f"select * exclude (_row_digest) from {rows} as r where not exists ("
+        f"select 1 from {DIGESTS_TABLE} as d "
+        "where d.suite = ? and d.batch_name = ? and d.digest = r._row_digest)"
+    )
+    note = f"{scope.reason}; changed rows: a row digest not validated before"
+    return sql, [suite.name, batch.name], BatchScope("rows", note, None, int(total))
+
+
+# --------------------------------------------------------------------------
+# merging chunk results
+# --------------------------------------------------------------------------
+@dataclass
+class _Merged:
+    success: bool = True
+    result: dict[str, Any] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+
+
+def _merge(merged: _Merged, success: bool, result: dict[str, Any], messages: list[str]) -> None:
+    """Add one chunk's result of a row-level rule (counts add up, verdict is 'all')."""
+    merged.success = merged.success and success
+    merged.messages += messages
+    out = merged.result
+    if not out:
+        out.update(result)
+        out["partial_unexpected_list"] = list(result.get("partial_unexpected_list") or [])
+        return
+    for key in ("element_count", "unexpected_count", "missing_count"):
+        if key in result or key in out:
+            out[key] = int(out.get(key) or 0) + int(result.get(key) or 0)
+    examples = out["partial_unexpected_list"]
+    examples += list(result.get("partial_unexpected_list") or [])[: max(0, 20 - len(examples))]
+    checked = int(out.get("element_count") or 0) - int(out.get("missing_count") or 0)
+    if "unexpected_percent" in out:
+        out["unexpected_percent"] = (
+            100.0 * int(out.get("unexpected_count") or 0) / checked if checked else 0.0
+        )
+
+
+def _scope_text(batch_scope: BatchScope) -> str:
+    if batch_scope.scope == "table":
+        return batch_scope.note
+    checked = "–" if batch_scope.rows_checked is None else f"{batch_scope.rows_checked:,}"
+    total = "–" if batch_scope.rows_total is None else f"{batch_scope.rows_total:,}"
+    return f"rows: {checked} of {total} ({batch_scope.note})"
 
 
 # --------------------------------------------------------------------------
@@ -350,9 +510,40 @@ def run_suite(
     validated_at: dt.datetime,
     parameters: dict[str, Any],
     docs_dir: Path,
-    sample_rows: int = DEFAULT_SAMPLE_ROWS,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> list[ExpectationResult]:
-    """Validate every batch of ``suite``; build its GX data docs in ``docs_dir``."""
+    """Validate every row of every batch of ``suite`` (no baselines read or recorded)."""
+    results, _ = run_suite_scoped(
+        con,
+        suite,
+        run_id=run_id,
+        validated_at=validated_at,
+        parameters=parameters,
+        docs_dir=docs_dir,
+        chunk_rows=chunk_rows,
+    )
+    return results
+
+
+def run_suite_scoped(
+    con: duckdb.DuckDBPyConnection,
+    suite: SuiteSpec,
+    *,
+    run_id: str,
+    validated_at: dt.datetime,
+    parameters: dict[str, Any],
+    docs_dir: Path,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    scope: RunScope | None = None,
+    previous_watermarks: dict[str, dt.datetime] | None = None,
+) -> tuple[list[ExpectationResult], PendingBaseline]:
+    """Validate ``suite`` within ``scope``; build its GX data docs in ``docs_dir``.
+
+    Table batches: their SQL over the full tables. Rows batches: the rows of the
+    scope (all rows when ``scope`` is None or full, else the delta), streamed to
+    GX in chunks of about ``chunk_rows`` whose counts are added up. Returns the
+    results and what a successful call records as the next baseline.
+    """
     import great_expectations as gx
     from great_expectations.core.run_identifier import RunIdentifier
 
@@ -364,65 +555,105 @@ def run_suite(
     source = context.data_sources.add_pandas(suite.name)
     gx_run_id = RunIdentifier(run_name=run_id, run_time=validated_at)
     results: list[ExpectationResult] = []
+    pending = PendingBaseline(
+        suite=suite.name, scope=scope, batches=tuple(b.name for b in suite.batches)
+    )
 
     for batch in suite.batches:
         try:
-            df, sample_note = fetch_batch(con, batch, sample_rows)
+            if batch.scope == "table":
+                frames: Iterable[pd.DataFrame] = [fetch_table_batch(con, batch)]
+                batch_scope = BatchScope("table", "whole table, in SQL (every run)")
+            else:
+                sql, params, batch_scope = rows_batch_source(
+                    con, suite, batch, scope, pending, previous_watermarks or {}
+                )
+                frames = _chunks(con, sql, params, chunk_rows)
+            asset = source.add_dataframe_asset(batch.name)
+            batch_def = asset.add_batch_definition_whole_dataframe("whole_dataframe")
+            gx_suite = context.suites.add(
+                gx.ExpectationSuite(
+                    name=f"{suite.name}.{batch.name}",
+                    expectations=[_gx_expectation(s) for s in batch.expectations],
+                    meta={"title": batch.title, "sql": batch.sql, "scope": batch.scope},
+                )
+            )
+            # Expectation ids are assigned on add; map them back to our specs
+            # because GX does not return results in suite order.
+            by_id = {
+                e.id: s for e, s in zip(gx_suite.expectations, batch.expectations, strict=True)
+            }
+            definition = context.validation_definitions.add(
+                gx.ValidationDefinition(
+                    name=f"{suite.name}.{batch.name}", data=batch_def, suite=gx_suite
+                )
+            )
+            # PII batches (emails, phones) report counts only, never example values.
+            result_format = {
+                "result_format": "SUMMARY",
+                "partial_unexpected_count": 0 if batch.pii else 5,
+            }
+            merged = {id(s): _Merged() for s in batch.expectations}
+            rows_seen = 0
+            for df in frames:  # the query runs here: its errors are "unavailable"
+                rows_seen += len(df)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    suite_result = definition.run(
+                        batch_parameters={"dataframe": df},
+                        expectation_parameters=parameters,
+                        result_format=result_format,
+                        run_id=gx_run_id,
+                    )
+                for res in suite_result.results:
+                    spec = by_id[res.expectation_config.id]
+                    exception = (
+                        (res.exception_info or {}) if isinstance(res.exception_info, dict) else {}
+                    )
+                    # Metric errors come back keyed by metric id; pull the message out.
+                    messages = [
+                        v.get("exception_message")
+                        for v in exception.values()
+                        if isinstance(v, dict)
+                    ] + (
+                        [exception.get("exception_message")]
+                        if exception.get("raised_exception")
+                        else []
+                    )
+                    _merge(
+                        merged[id(spec)],
+                        bool(res.success),
+                        dict(res.result or {}),
+                        [m for m in messages if m],
+                    )
         except duckdb.Error as exc:
             log.warning("batch %s.%s unavailable: %s", suite.name, batch.name, exc)
-            results.append(_unavailable(suite, batch, exc))
+            failed = _unavailable(suite, batch, exc)
+            failed.scope = batch.scope
+            results.append(failed)
+            pending.digest_tables.pop(batch.name, None)
+            pending.watermarks.pop(batch.name, None)
             continue
-
-        asset = source.add_dataframe_asset(batch.name)
-        batch_def = asset.add_batch_definition_whole_dataframe("whole_dataframe")
-        gx_suite = context.suites.add(
-            gx.ExpectationSuite(
-                name=f"{suite.name}.{batch.name}",
-                expectations=[_gx_expectation(s) for s in batch.expectations],
-                meta={"title": batch.title, "sql": batch.sql},
-            )
-        )
-        # Expectation ids are assigned on add; map them back to our specs
-        # because GX does not return results in suite order.
-        by_id = {e.id: s for e, s in zip(gx_suite.expectations, batch.expectations, strict=True)}
-        definition = context.validation_definitions.add(
-            gx.ValidationDefinition(
-                name=f"{suite.name}.{batch.name}", data=batch_def, suite=gx_suite
-            )
-        )
-        # PII batches (emails, phones) report counts only, never example values.
-        result_format = {
-            "result_format": "SUMMARY",
-            "partial_unexpected_count": 0 if batch.pii else 5,
-        }
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            suite_result = definition.run(
-                batch_parameters={"dataframe": df},
-                expectation_parameters=parameters,
-                result_format=result_format,
-                run_id=gx_run_id,
-            )
-        for res in suite_result.results:
-            spec = by_id[res.expectation_config.id]
-            result = dict(res.result or {})
-            exception = (res.exception_info or {}) if isinstance(res.exception_info, dict) else {}
-            # Metric errors come back keyed by metric id; pull the message out.
-            messages = [
-                v.get("exception_message") for v in exception.values() if isinstance(v, dict)
-            ] + ([exception.get("exception_message")] if exception.get("raised_exception") else [])
-            messages = [m for m in messages if m]
-            observed = _observed(result, bool(res.success))
-            if messages:
-                observed = f"check could not be evaluated ({messages[0][:200]})"
+        finally:
+            for name in pending.scratch:
+                con.execute(f"drop table if exists {name}")
+            pending.scratch.clear()
+        if batch.scope == "rows":
+            batch_scope.rows_checked = rows_seen
+        scope_text = _scope_text(batch_scope)
+        for spec in batch.expectations:
+            m = merged[id(spec)]
+            result = m.result
+            observed = _observed(result, m.success)
+            if m.messages:
+                observed = f"check could not be evaluated ({m.messages[0][:200]})"
             details: dict[str, Any] = {
                 "kwargs": spec.kwargs,
-                "rows_in_batch": len(df),
+                "rows_in_batch": rows_seen,
+                "scope": scope_text,
             }
-            if sample_note:
-                details["sample"] = sample_note
-            if messages:
-                details["error"] = messages[0][:1000]
+            if m.messages:
+                details["error"] = m.messages[0][:1000]
             if not batch.pii and result.get("partial_unexpected_list"):
                 details["examples"] = result["partial_unexpected_list"][:5]
             results.append(
@@ -432,19 +663,23 @@ def run_suite(
                     expectation=_readable(batch.name, spec),
                     expectation_type=spec.type,
                     column_name=spec.column,
-                    success=bool(res.success),
+                    success=m.success,
                     severity=spec.severity,
                     description=spec.description,
-                    observed_value=observed + (f" [{sample_note}]" if sample_note else ""),
+                    observed_value=observed,
                     details=json.dumps(details, default=_json_default),
                     element_count=result.get("element_count"),
                     unexpected_count=result.get("unexpected_count"),
+                    scope=batch_scope.scope,
+                    scope_note=batch_scope.note,
+                    rows_checked=batch_scope.rows_checked,
+                    rows_total=batch_scope.rows_total,
                 )
             )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         context.build_data_docs(site_names=[DATA_DOCS_SITE])
-    return results
+    return results, pending
 
 
 # --------------------------------------------------------------------------
@@ -452,6 +687,7 @@ def run_suite(
 # --------------------------------------------------------------------------
 def ensure_results_table(con: duckdb.DuckDBPyConnection) -> None:
     ensure_schemas(con)
+    ensure_digests_table(con)
     for column, dtype in EXTRA_RESULT_COLUMNS:
         con.execute(
             f"alter table audit.validation_results add column if not exists {column} {dtype}"
@@ -485,6 +721,10 @@ def write_results(
             r.element_count,
             r.unexpected_count,
             data_docs_path,
+            r.scope,
+            r.rows_checked,
+            r.rows_total,
+            r.scope_note,
         )
         for r in results
     ]
@@ -500,8 +740,9 @@ def write_results(
                 insert into audit.validation_results (
                     run_id, validated_at, suite, expectation, column_name, success, severity,
                     observed_value, details, layer, batch_name, expectation_type,
-                    description, element_count, unexpected_count, data_docs_path
-                ) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    description, element_count, unexpected_count, data_docs_path,
+                    check_scope, rows_checked, rows_total, scope_note
+                ) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
                 rows,
             )
@@ -536,21 +777,78 @@ def _layers(layer: str | Iterable[str]) -> list[str]:
     return seen
 
 
+def record_baselines(
+    con: duckdb.DuckDBPyConnection,
+    pending: Sequence[PendingBaseline],
+    *,
+    run_id: str,
+    validated_at: dt.datetime,
+) -> None:
+    """After a call without critical failures: what the next delta is measured from.
+
+    One transaction: the digests of every whole-rebuilt rows batch (only the
+    difference is written), the newest load time of every append-only one and,
+    for suites validated in full, the time and fingerprint of that full run."""
+    con.execute("begin transaction")
+    try:
+        for item in pending:
+            con.execute(
+                f"delete from {DIGESTS_TABLE} where suite = ? "
+                "and not list_contains(?::varchar[], batch_name)",
+                [item.suite, list(item.batches)],
+            )
+            for batch, table in item.digest_tables.items():
+                con.execute(
+                    f"delete from {DIGESTS_TABLE} as d where d.suite = ? and d.batch_name = ? "
+                    f"and not exists (select 1 from {table} as t where t.digest = d.digest)",
+                    [item.suite, batch],
+                )
+                con.execute(
+                    f"insert into {DIGESTS_TABLE} select ?, ?, t.digest from {table} as t "
+                    f"where not exists (select 1 from {DIGESTS_TABLE} as d where d.suite = ? "
+                    "and d.batch_name = ? and d.digest = t.digest)",
+                    [item.suite, batch, item.suite, batch],
+                )
+            if item.watermarks:
+                marks = state.validation_watermarks(con, item.suite)
+                marks = {b: at for b, at in marks.items() if b in item.batches}
+                marks.update(item.watermarks)
+                state.put_validation_watermarks(con, item.suite, marks, run_id=run_id)
+            if item.scope is not None and item.scope.full:
+                state.record_full_validation(
+                    con, item.suite, validated_at, item.scope.fingerprint, run_id=run_id
+                )
+        con.execute("commit")
+    except Exception:
+        con.execute("rollback")
+        raise
+
+
+def _drop_digest_tables(con: duckdb.DuckDBPyConnection, pending: Sequence[PendingBaseline]) -> None:
+    for item in pending:
+        for table in item.digest_tables.values():
+            con.execute(f"drop table if exists {table}")
+
+
 def validate_layer(
     layer: str | list[str],
     *,
     run_id: str,
     settings: Settings | None = None,
-    sample_rows: int = DEFAULT_SAMPLE_ROWS,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
     keep_runs: int = KEEP_RUNS,
     raise_on_failure: bool = True,
+    full: bool = False,
 ) -> ValidationOutcome:
     """Validate one or more layers (``raw``, ``staging``, ``marts``, ``segments``).
 
     Writes ``audit.validation_results``, GX data docs under
     ``<validation_reports_dir>/runs/<run>/<suite>/`` and ``index.html``; raises
     :class:`ValidationFailed` when a critical expectation failed (unless
-    ``raise_on_failure`` is false). Opens and closes its own connection to
+    ``raise_on_failure`` is false). Each suite is validated in full or on the
+    rows new or changed since its last successful validation (``scope.py``;
+    ``full=True`` forces full); only a call without critical failures records
+    the new baselines. Opens and closes its own connection to
     ``warehouse.duckdb`` (a writer: run it in the ``duckdb_writer`` pool).
     """
     from segment_warehouse.validation.report import render_report
@@ -571,19 +869,27 @@ def validate_layer(
         report_path=str(reports_dir / "index.html"),
     )
 
+    pending: list[PendingBaseline] = []
     with warehouse(settings=settings) as con:
         ensure_results_table(con)
         for suite in suites:
             docs_dir = runs_dir / _slug(run_id) / suite.name
-            results = run_suite(
+            scope = decide_scope(
+                con, suite, settings, now=validated_at, full_requested=full
+            )
+            log.info("validation %s: %s", suite.name, scope.reason)
+            results, suite_pending = run_suite_scoped(
                 con,
                 suite,
                 run_id=run_id,
                 validated_at=validated_at,
                 parameters=parameters,
                 docs_dir=docs_dir,
-                sample_rows=sample_rows,
+                chunk_rows=chunk_rows,
+                scope=scope,
+                previous_watermarks=state.validation_watermarks(con, suite.name),
             )
+            pending.append(suite_pending)
             docs_rel = (docs_dir / "index.html").relative_to(reports_dir).as_posix()
             write_results(
                 con,
@@ -604,6 +910,8 @@ def validate_layer(
                     warnings=sum(r.severity == "warning" for r in failed),
                     critical_failed=sum(r.severity == "critical" for r in failed),
                     data_docs=str(docs_dir / "index.html"),
+                    scope=scope.mode,
+                    scope_reason=scope.reason,
                 )
             )
             log.info(
@@ -614,6 +922,9 @@ def validate_layer(
                 outcome.suites[-1].warnings,
                 outcome.suites[-1].critical_failed,
             )
+        if outcome.success:
+            record_baselines(con, pending, run_id=run_id, validated_at=validated_at)
+        _drop_digest_tables(con, pending)
         prune_run_dirs(runs_dir, keep_runs)
         render_report(con, settings=settings, keep_runs=keep_runs)
 
