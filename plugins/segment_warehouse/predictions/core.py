@@ -447,7 +447,9 @@ _JSON_COLUMNS = frozenset(
 def predict(*, run_id: str, as_of: str, settings: Settings | None = None) -> PredictionResult:
     """Train on the warehouse's history as of earlier cut-offs, backtest, score the
     profiled customers at ``as_of`` and write segments.customer_predictions /
-    segments.prediction_runs in one transaction (plus a model file and report)."""
+    segments.prediction_runs in one transaction (plus a model file and report).
+    Within ``retrain_days`` of the last training run, score with its saved model
+    instead (see :func:`_reusable_model`)."""
     t0 = time.perf_counter()
     settings = settings or get_settings()
     ps = settings.predictions
