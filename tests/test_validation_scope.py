@@ -80,7 +80,7 @@ def test_first_run_is_full_then_delta_checks_only_changed_rows(settings: Setting
     assert {r["rows_checked"] for r in _rows(settings, "r3", "customer_profiles")} == {1}
 
     html = (settings.validation_reports_dir / "index.html").read_text(encoding="utf-8")
-    assert "rows: 1 of 5 (new or changed rows; delta" in html
+    assert "rows: 1 of 5 (delta; changed rows: a row digest not validated before)" in html
     assert "whole table, in SQL (every run)" in html
     assert "Row-level checks this run: delta" in html
 
@@ -146,6 +146,8 @@ def test_an_unchecked_old_row_is_caught_by_the_weekly_full_run(settings: Setting
         ("crm_contacts", "gender")
     ]
     assert {r["rows_checked"] for r in _rows(settings, "r3", "crm_contacts")} == {6}
+    html = (settings.validation_reports_dir / "index.html").read_text(encoding="utf-8")
+    assert "rows: 6 of 6 (full: the last full validation" in html
 
 
 def test_new_staged_rows_are_the_delta_of_append_only_tables(settings: Settings) -> None:

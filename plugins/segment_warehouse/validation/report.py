@@ -306,11 +306,11 @@ def scope_text(r: dict) -> str:
         return "whole table, in SQL (every run)"
     if scope == "rows":
         checked, total = r.get("rows_checked"), r.get("rows_total")
-        note = str(r.get("scope_note") or "")
-        kind = "all rows" if note.startswith("full") else "new or changed rows"
-        if checked is None:
-            return f"rows: {kind} ({note})"
-        return f"rows: {_num(checked)} of {_num(total)} ({kind}; {note})"
+        # the run's reason is on the card; the cell says which rows of this batch
+        run_reason, _, rows_rule = str(r.get("scope_note") or "").partition("; ")
+        kind = "full" if run_reason.startswith("full") else "delta"
+        detail = f"{kind}; {rows_rule}" if rows_rule else run_reason
+        return f"rows: {_num(checked)} of {_num(total)} ({detail})"
     return "–"
 
 
