@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from segment_warehouse.identity import matching
-from segment_warehouse.identity.train import M_FLOOR, regularise
+from segment_warehouse.identity.train import LEVEL_M_FLOORS, M_FLOOR, U_PRIORS, regularise
 
 
 def _features(rows: list[dict]) -> pa.Table:
@@ -115,6 +115,21 @@ def scored() -> dict[tuple[str, str], dict]:
          "city": "berlin", "postal": "10117"},
         {"id": "W2", "first": "hanna", "last": "schultz", "dob": date(1985, 7, 3),
          "city": "paris", "postal": "75011"},
+        # one person: names swapped and the surname (now the first name) typed
+        {"id": "V1", "first": "nacoya", "last": "white", "dob": date(1926, 8, 26),
+         "city": "young", "postal": "2594"},
+        {"id": "V2", "first": "whit", "last": "nacoya", "dob": date(1926, 8, 26),
+         "city": "yount", "postal": "2594"},
+        # one person: the duplicate lost its surname
+        {"id": "U1", "first": "imogen", "last": "braithwaite", "dob": date(1908, 1, 31),
+         "city": "nhill", "postal": "3418"},
+        {"id": "U2", "first": "imogen", "dob": date(1908, 1, 31),
+         "city": "nhill", "postal": "3418"},
+        # one person: first name typed, surname replaced
+        {"id": "R1", "first": "jessica", "last": "hollis", "dob": date(1977, 2, 9),
+         "city": "sale", "postal": "3850"},
+        {"id": "R2", "first": "jesica", "last": "delaney", "dob": date(1977, 2, 9),
+         "city": "sale", "postal": "3850"},
     ]
     pairs = matching.predict_pairs(_features(rows), min_probability=0.0)
     return {(r["contact_id_l"], r["contact_id_r"]): r for r in pairs.to_pylist()}
@@ -160,6 +175,22 @@ def test_a_typed_surname_with_day_and_month_swapped_is_scored(scored: dict) -> N
     pair = scored[("W1", "W2")]
     assert pair["name_level"] == "fuzzy"
     assert pair["birth_date_level"] == "day_month_swapped"
+
+
+def test_swapped_names_with_a_typo_are_recognised(scored: dict) -> None:
+    # reached by the first name = surname + birth date blocking rule
+    pair = scored[("V1", "V2")]
+    assert pair["name_level"] == "swapped_fuzzy"
+    assert pair["match_probability"] > 0.9
+
+
+def test_a_missing_surname_is_no_first_name_conflict(scored: dict) -> None:
+    # the guard vetoes last_exact_only and else; a lost surname is neither
+    assert scored[("U1", "U2")]["name_level"] == "last_missing"
+
+
+def test_a_typed_first_name_with_another_surname_is_its_own_level(scored: dict) -> None:
+    assert scored[("R1", "R2")]["name_level"] == "first_similar_last_differs"
 
 
 def test_strangers_are_not_likely_matches(scored: dict) -> None:
@@ -320,3 +351,27 @@ def test_the_run_prior_equals_splinks_estimate() -> None:
     finally:
         con.close()
     assert ours == pytest.approx(splinks)
+
+
+def test_regularise_floors_a_moved_address_and_fills_untrained_u() -> None:
+    model = json.loads(json.dumps(matching.load_model()))
+    for comparison in model["comparisons"]:
+        for level in comparison["comparison_levels"]:
+            if comparison["output_column_name"] == "email_local":
+                level.pop("u_probability", None)
+            if comparison["output_column_name"] == "location" and not level.get("is_null_level"):
+                # EM on duplicates that never move: the address always agrees
+                level["m_probability"] = 0.0
+        if comparison["output_column_name"] == "location":
+            comparison["comparison_levels"][1]["m_probability"] = 1.0
+    out = {
+        c["output_column_name"]: c["comparison_levels"] for c in regularise(model)["comparisons"]
+    }
+    location = {lv["label_for_charts"]: lv["m_probability"] for lv in out["location"]
+                if not lv.get("is_null_level")}
+    assert location["else"] == pytest.approx(LEVEL_M_FLOORS[("location", "else")])
+    assert sum(location.values()) == pytest.approx(1.0)
+    assert min(location.values()) > 0
+    for level in out["email_local"]:
+        if not level.get("is_null_level"):
+            assert level["u_probability"] == U_PRIORS[("email_local", level["label_for_charts"])]

@@ -82,8 +82,9 @@ def _jw(column: str, threshold: float) -> str:
 # Level keys per comparison, in Splink order (null level first, else last).
 # int_contact_matches decides on these keys, never on gamma numbers.
 NAME_LEVELS = (
-    "null", "exact", "swapped", "nickname", "fuzzy", "first_missing",
-    "last_exact_first_similar", "first_exact_last_differs", "last_exact_only", "else",
+    "null", "exact", "swapped", "nickname", "fuzzy", "swapped_fuzzy", "first_missing",
+    "last_missing", "part_missing_similar", "last_exact_first_similar",
+    "first_exact_last_differs", "first_similar_last_differs", "last_exact_only", "else",
 )
 
 
@@ -109,9 +110,29 @@ def _name_comparison() -> dict[str, Any]:
             ),
             # typos and transposed letters in either or both parts
             _level("fuzzy", f"{_jw(first, 0.88)} and {_jw(last, 0.88)}", m=0.08),
+            # first and last name swapped and one or both typed
+            _level(
+                "swapped_fuzzy",
+                f"jaro_winkler_similarity({first}_l, {last}_r) >= 0.88"
+                f" and jaro_winkler_similarity({last}_l, {first}_r) >= 0.88",
+                m=0.01,
+            ),
             _level(
                 "first_missing",
                 f"({first}_l is null or {first}_r is null) and {last}_l = {last}_r",
+                m=0.01,
+            ),
+            _level(
+                "last_missing",
+                f"({last}_l is null or {last}_r is null)"
+                f" and list_has_any(first_name_forms_l, first_name_forms_r)",
+                m=0.01,
+            ),
+            # one part missing, the other typed
+            _level(
+                "part_missing_similar",
+                f"(({first}_l is null or {first}_r is null) and {_jw(last, 0.88)})"
+                f" or (({last}_l is null or {last}_r is null) and {_jw(first, 0.88)})",
                 m=0.01,
             ),
             # a typed first name: one edit, very close (JW >= 0.9), or two
@@ -129,6 +150,13 @@ def _name_comparison() -> dict[str, Any]:
                 "first_exact_last_differs",
                 f"list_has_any(first_name_forms_l, first_name_forms_r) and {last}_l <> {last}_r",
                 m=0.02,
+            ),
+            # a typed first name and another surname: as weak as the one above,
+            # never a household conflict (that needs the same surname)
+            _level(
+                "first_similar_last_differs",
+                f"{_jw(first, 0.88)} and {last}_l <> {last}_r",
+                m=0.01,
             ),
             _level("last_exact_only", f"{last}_l = {last}_r", m=0.01),
             _else(0.02),
@@ -251,6 +279,9 @@ BLOCKING_RULES: tuple[str, ...] = (
     "l.first_name_key = r.first_name_key and l.birth_year = r.birth_year"
     " and l.birth_day_month_set = r.birth_day_month_set",
     "l.first_name_key = r.last_name_key and l.last_name_key = r.first_name_key",
+    # first and last name swapped, one of them typed
+    "l.first_name_key = r.last_name_key and l.birth_date = r.birth_date",
+    "l.last_name_key = r.first_name_key and l.birth_date = r.birth_date",
     # a record without a birth date at the same postal code: one name part
     # intact and the other's initial (a name + postal code block alone holds
     # every household member and namesake of a postal code; with few distinct

@@ -36,6 +36,27 @@ FEATURES_TABLE = "intermediate.int_contacts_match_features"
 # Comparisons whose m probabilities stay at the priors in matching.py (see regularise).
 PRIOR_M_COMPARISONS: frozenset[str] = frozenset({"email_local", "phone"})
 M_FLOOR = 1e-3
+# Levels whose m may not fall below a floor of their own: a duplicate record
+# exists because the person came back, often from a new address. The
+# training sets' duplicates rarely move (our generator keeps the address,
+# FEBRL seldom replaces both suburb and postcode), so EM learns m(address
+# differs) ~ 0.015 and a moved duplicate loses the match; the floor is the
+# m the earlier committed model carried. The same for a birth date that
+# differs: its m only sets how much an equal date weighs (a differing one is
+# vetoed), and without the floor an equal date among many namesakes (the
+# sample generator at 200 k) outweighs a changed address.
+LEVEL_M_FLOORS: dict[tuple[str, str], float] = {
+    ("location", "else"): 0.08,
+    ("birth_date", "else"): 0.10,
+}
+# u of the email levels when the training sets compare no local part (FEBRL
+# has no email; the generator's local parts only spell the names, which the
+# features drop): the u the committed model was trained with when they did.
+U_PRIORS: dict[tuple[str, str], float] = {
+    ("email_local", "exact"): 3.7e-05,
+    ("email_local", "similar"): 2.92e-04,
+    ("email_local", "else"): 0.999671,
+}
 
 # EM blocks: each fixes some fields so the others' m probabilities can be
 # estimated among likely matches.
@@ -97,7 +118,9 @@ def train(
 
 
 def regularise(model: dict[str, Any]) -> dict[str, Any]:
-    """Keep the prior m of PRIOR_M_COMPARISONS, floor every m at M_FLOOR, renormalise.
+    """Keep the prior m of PRIOR_M_COMPARISONS, floor every m at M_FLOOR, renormalise;
+    raise the levels of LEVEL_M_FLOORS to their floor (the others shrink to keep
+    the sum 1); fill u the training could not estimate from U_PRIORS.
 
     Why: unsupervised EM learns m only from what the training data shows.
     Public person benchmarks carry no email or phone, and a generator's
@@ -120,9 +143,25 @@ def regularise(model: dict[str, Any]) -> dict[str, Any]:
         non_null = [lv for lv in levels if not lv.get("is_null_level")]
         for level in non_null:
             level["m_probability"] = max(float(level.get("m_probability") or 0.0), M_FLOOR)
+            key = (name, level["label_for_charts"])
+            if level.get("u_probability") is None and key in U_PRIORS:
+                level["u_probability"] = U_PRIORS[key]
         total = sum(level["m_probability"] for level in non_null)
         for level in non_null:
             level["m_probability"] = level["m_probability"] / total
+        floored = [
+            lv for lv in non_null
+            if lv["m_probability"] < LEVEL_M_FLOORS.get((name, lv["label_for_charts"]), 0.0)
+        ]
+        if floored:
+            for level in floored:
+                level["m_probability"] = LEVEL_M_FLOORS[(name, level["label_for_charts"])]
+            rest = [lv for lv in non_null if lv not in floored]
+            scale = (1.0 - sum(lv["m_probability"] for lv in floored)) / sum(
+                lv["m_probability"] for lv in rest
+            )
+            for level in rest:
+                level["m_probability"] *= scale
     return model
 
 

@@ -20,7 +20,11 @@ from segment_warehouse.identity.matching import model_version, predict_pairs
 
 def model(dbt: Any, session: Any) -> Any:
     dbt.config(materialized="table")
-    candidate_probability = float(dbt.config.get("candidate_probability") or 0.5)
+    # dbt passes a config key to a Python model only when its parser sees the
+    # dbt.config.get call directly (not inside `x or default`), so these calls
+    # stand alone with their defaults
+    candidate_probability = float(dbt.config.get("candidate_probability", 0.5))
+    memory_limit = dbt.config.get("matcher_memory_limit", "2GB")
 
     # var identity_probabilistic_matching: false turns the matcher off (the
     # deterministic graph alone, e.g. to compare or to bound a huge backfill)
@@ -33,7 +37,7 @@ def model(dbt: Any, session: Any) -> Any:
     warehouse_temp = session.execute("select current_setting('temp_directory')").fetchone()[0]
     pairs = predict_pairs(
         features, min_probability=candidate_probability, threads=int(threads),
-        memory_limit=dbt.config.get("matcher_memory_limit") or "2GB",
+        memory_limit=memory_limit or "2GB",
         temp_directory=f"{warehouse_temp}/splink" if warehouse_temp else None,
     )
     version = model_version()

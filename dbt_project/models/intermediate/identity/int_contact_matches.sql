@@ -66,7 +66,7 @@ levels as (
 
     select
         *,
-        name_level in ('exact', 'nickname', 'fuzzy', 'swapped') as names_agree,
+        name_level in ('exact', 'nickname', 'fuzzy', 'swapped', 'swapped_fuzzy', 'last_missing') as names_agree,
         -- one record has no birth date to conflict with (a father and son
         -- at one address are caught by vetoed_ambiguous below)
         birth_date_level = 'null' and location_level in ('postal_and_city', 'postal')
@@ -94,9 +94,11 @@ checked as (
             or (names_agree and dateless_at_same_postal_code) as is_corroborated,
         blocked_pairs.contact_id_l is not null as is_blocked,
         case
+            when names_agree and dateless_at_same_postal_code
+                then {{ var('identity_dateless_match_probability', 0.2) }}
             when names_agree
                 and (pairs.birth_date_level in ('exact', 'day_month_swapped')
-                    or dateless_at_same_postal_code or date_typo_at_same_postal_code)
+                    or date_typo_at_same_postal_code)
                 then {{ var('identity_name_match_probability', 0.5) }}
             else {{ var('identity_match_probability', 0.99) }}
         end as merge_threshold
