@@ -6,22 +6,37 @@
     checks that the two agree.
 -#}
 
+{#- Every character of `expr` that is not a letter removed. Under dbt: the
+    portable regexp_replace_all (portable.sql; on Spark a DuckDB-style 'g'
+    flag would null the result). Without dbt (plain Jinja, as
+    tests/test_identity_normalisation.py renders this file to run the rules
+    on DuckDB) there is no adapter to dispatch on: the DuckDB form, which is
+    exactly regexp_replace_all's DuckDB body. -#}
+{% macro _letters_only(expr) -%}
+    {%- if adapter is defined -%}
+        {{ regexp_replace_all(expr, "'[^\p{L}]'", "''") }}
+    {%- else -%}
+        regexp_replace({{ expr }}, '[^\p{L}]', '', 'g')
+    {%- endif -%}
+{%- endmacro %}
+
 {#- Name text -> comparison key: lower case, letters of any script only,
     accents stripped, letters strip_accents leaves alone spelled out, and the
     German umlaut transliterations (ue/oe/ae) collapsed so that Müller, Muller
     and Mueller, Jürgen and Juergen, José and Jose share one key. Null when no
-    letter is left. Only used to compare, never shown. -#}
+    letter is left. Only used to compare, never shown. On Spark,
+    strip_accents is a function the runner registers (segment_warehouse.spark.
+    functions, DuckDB's rule) and the 'g' replace dispatches (portable.sql). -#}
 {% macro fold_name(column) -%}
     nullif(
         replace(replace(replace(
-            regexp_replace(
-                strip_accents(
+            {{ _letters_only(
+                "strip_accents(
                     replace(replace(replace(replace(replace(replace(replace(
-                        lower({{ column }}),
+                        lower(" ~ column ~ "),
                         'ß', 'ss'), 'ø', 'o'), 'ł', 'l'), 'æ', 'ae'), 'œ', 'oe'), 'đ', 'd'), 'þ', 'th')
-                ),
-                '[^\p{L}]', '', 'g'
-            ),
+                )"
+            ) }},
         'ue', 'u'), 'oe', 'o'), 'ae', 'a'),
         ''
     )
@@ -53,7 +68,9 @@
 {#- Two known birth dates that cannot be one person's: not equal, not the
     same date with day and month swapped, and more than one typed character
     (or one swap of neighbours) apart. `l` / `r` are relation aliases with
-    birth_date (date) columns. -#}
+    birth_date (date) columns. On Spark, damerau_levenshtein (the Splink
+    similarity jar's) and strftime (%Y %m %d) are functions the runner
+    registers under DuckDB's names (segment_warehouse.spark.session). -#}
 {% macro birth_dates_conflict(l, r) -%}
     coalesce(
         {{ l }}.birth_date <> {{ r }}.birth_date

@@ -212,3 +212,97 @@
 {% macro spark__round_double(expr, digits) -%}
     (round(({{ expr }}) * cast({{ 10 ** digits }} as double)) / cast({{ 10 ** digits }} as double))
 {%- endmacro %}
+
+{#- True when the lists `a` and `b` share an element. -#}
+{% macro lists_overlap(a, b) -%}
+    {{ return(adapter.dispatch('lists_overlap')(a, b)) }}
+{%- endmacro %}
+
+{% macro default__lists_overlap(a, b) -%}
+    list_has_any({{ a }}, {{ b }})
+{%- endmacro %}
+
+{% macro spark__lists_overlap(a, b) -%}
+    arrays_overlap({{ a }}, {{ b }})
+{%- endmacro %}
+
+{#- One output row per element of the list column `list`: `unnest_item(list)`
+    is the element in the select list, `unnest_from(list)` goes right after the
+    relation in the from clause. DuckDB unnests in the select list; Spark's
+    explode cannot sit inside an expression ('c:' || explode(...)), so it
+    becomes a lateral view there. -#}
+{% macro unnest_item(list) -%}
+    {{ return(adapter.dispatch('unnest_item')(list)) }}
+{%- endmacro %}
+
+{% macro default__unnest_item(list) -%}
+    unnest({{ list }})
+{%- endmacro %}
+
+{% macro spark__unnest_item(list) -%}
+    _unnested_{{ list }}
+{%- endmacro %}
+
+{% macro unnest_from(list) -%}
+    {{ return(adapter.dispatch('unnest_from')(list)) }}
+{%- endmacro %}
+
+{% macro default__unnest_from(list) -%}
+{%- endmacro %}
+
+{% macro spark__unnest_from(list) -%}
+    lateral view explode({{ list }}) _unnested as _unnested_{{ list }}
+{%- endmacro %}
+
+{#- Aggregate: the distinct non-null values of `expr` over the rows where
+    `condition` holds, as a sorted list; null when there are none (DuckDB's
+    list over no rows; Spark's collect_set would give an empty array). -#}
+{% macro sorted_set_agg(expr, condition) -%}
+    {{ return(adapter.dispatch('sorted_set_agg')(expr, condition)) }}
+{%- endmacro %}
+
+{% macro default__sorted_set_agg(expr, condition) -%}
+    list(distinct {{ expr }} order by {{ expr }}) filter (
+            where {{ condition }}
+        )
+{%- endmacro %}
+
+{% macro spark__sorted_set_agg(expr, condition) -%}
+    case
+        when count({{ expr }}) filter (where {{ condition }}) > 0
+            then array_sort(collect_set({{ expr }}) filter (where {{ condition }}))
+    end
+{%- endmacro %}
+
+{#- Aggregate: the first `n` values of `expr` in sort order over the rows where
+    `condition` holds (duplicates kept); null when there are none. -#}
+{% macro sorted_list_head_agg(expr, condition, n) -%}
+    {{ return(adapter.dispatch('sorted_list_head_agg')(expr, condition, n)) }}
+{%- endmacro %}
+
+{% macro default__sorted_list_head_agg(expr, condition, n) -%}
+    list({{ expr }} order by {{ expr }}) filter (where {{ condition }})[1:{{ n }}]
+{%- endmacro %}
+
+{% macro spark__sorted_list_head_agg(expr, condition, n) -%}
+    case
+        when count(*) filter (where {{ condition }}) > 0
+            then slice(array_sort(collect_list({{ expr }}) filter (where {{ condition }})), 1, {{ n }})
+    end
+{%- endmacro %}
+
+{#- Aggregate: `head` followed by the non-null values of `expr`, without
+    duplicates (the order is not defined on either engine; read it as a set). -#}
+{% macro distinct_list_with_agg(head, expr) -%}
+    {{ return(adapter.dispatch('distinct_list_with_agg')(head, expr)) }}
+{%- endmacro %}
+
+{% macro default__distinct_list_with_agg(head, expr) -%}
+    list_distinct(
+            list_concat([{{ head }}], coalesce(list({{ expr }}), []))
+        )
+{%- endmacro %}
+
+{% macro spark__distinct_list_with_agg(head, expr) -%}
+    array_distinct(concat(array({{ head }}), collect_list({{ expr }})))
+{%- endmacro %}

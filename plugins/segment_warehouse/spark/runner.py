@@ -54,7 +54,6 @@ def run_in_process(spec: dict[str, Any], settings: Settings | None = None) -> in
     Parquet) and ``export_tables`` (``{"schema.table": folder}``, written as
     Parquet after a successful run). Timings go to ``spark_session.json``.
     """
-    from segment_warehouse.dbt_session import run_session
     from segment_warehouse.spark.session import build_session
     from segment_warehouse.spark.tables import export_spark_tables, register_parquet_tables
 
@@ -70,7 +69,7 @@ def run_in_process(spec: dict[str, Any], settings: Settings | None = None) -> in
         {(schema, table): Path(folder) for schema, table, folder in spec.get("parquet_tables", [])},
     )
     started = time.time()
-    code = run_session(spec)
+    code = run_phased_session(spec, spark, timings)
     timings["dbt_seconds"] = time.time() - started
     if code == 0 and spec.get("export_tables"):
         export_spark_tables(
@@ -78,6 +77,162 @@ def run_in_process(spec: dict[str, Any], settings: Settings | None = None) -> in
         )
     (target / "spark_session.json").write_text(json.dumps(timings, indent=1))
     return code
+
+
+PAIRS_MODEL = "int_contact_match_pairs"
+COMPONENTS_MODEL = "int_identity_components"
+# Commands that build models: split in three phases around the two identity
+# steps the runner computes itself (dbt-spark runs no Python models).
+_PHASED_COMMANDS = ("build", "run")
+_SELECT_FLAGS = ("--select", "-s", "--models", "-m")
+_EXCLUDE_FLAGS = ("--exclude",)
+
+
+def _take_values(args: list[str], flags: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """(the values of ``flags`` in ``args``, ``args`` without them)."""
+    values: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        if args[i] in flags:
+            i += 1
+            while i < len(args) and not args[i].startswith("-"):
+                values.append(args[i])
+                i += 1
+        else:
+            rest.append(args[i])
+            i += 1
+    return values, rest
+
+
+def identity_phases(args: list[str]) -> list[tuple[str | None, list[str]]]:
+    """``args`` of a build as three dbt invocations, each after the runner's step named.
+
+    1. everything selected that does not need the matcher's pairs;
+    2. ``pairs`` (the runner scores int_contacts_match_features), then the
+       selected nodes downstream of the pairs model up to the identity graph;
+    3. ``components`` (the runner resolves int_identity_edges), then the
+       selected nodes downstream of the components model.
+    A selection is intersected with each phase (dbt's ``a,b``); the user's
+    exclusions stay.
+    """
+    command, rest = args[0], args[1:]
+    select, rest = _take_values(rest, _SELECT_FLAGS)
+    exclude, rest = _take_values(rest, _EXCLUDE_FLAGS)
+
+    def within(graph: str) -> list[str]:
+        return ["--select", *([f"{s},{graph}" for s in select] if select else [graph])]
+
+    first = [command, *rest, *(["--select", *select] if select else [])]
+    return [
+        (None, [*first, "--exclude", *exclude, f"{PAIRS_MODEL}+"]),
+        ("pairs", [command, *rest, *within(f"{PAIRS_MODEL}+"), "--exclude", *exclude,
+                   f"{COMPONENTS_MODEL}+"]),
+        ("components", [command, *rest, *within(f"{COMPONENTS_MODEL}+"),
+                        *(["--exclude", *exclude] if exclude else [])]),
+    ]  # fmt: skip
+
+
+def _node(manifest: Any, name: str) -> Any:
+    return manifest.nodes[f"model.segment_warehouse.{name}"]
+
+
+def _relation(manifest: Any, name: str) -> str:
+    node = _node(manifest, name)
+    return f"{node.schema}.{node.alias}"
+
+
+def _run_identity_step(step: str, spark: Any, manifest: Any, timings: dict[str, Any]) -> None:
+    from segment_warehouse.spark import identity
+
+    spark.sql(f"create database if not exists {identity.RUNNER_SCHEMA}")
+    started = time.time()
+    if step == "pairs":
+        config = _node(manifest, PAIRS_MODEL).config.to_dict()
+        features = spark.table(_relation(manifest, "int_contacts_match_features"))
+        # var identity_probabilistic_matching: false turns the matcher off
+        enabled = str(config.get("probabilistic_matching", True)).strip().lower()
+        if enabled in {"false", "0", "no"}:
+            features = features.limit(0)
+        pairs, report = identity.predict_pairs(
+            spark, features, min_probability=float(config.get("candidate_probability") or 0.5)
+        )
+        pairs.write.mode("overwrite").saveAsTable(identity.PAIRS_TABLE)
+    else:
+        edges = spark.table(_relation(manifest, "int_identity_edges"))
+        components, report = identity.connected_components(spark, edges)
+        components.write.mode("overwrite").saveAsTable(identity.COMPONENTS_TABLE)
+    report["seconds"] = round(time.time() - started, 1)
+    timings[f"identity_{step}"] = report
+
+
+def run_phased_session(spec: dict[str, Any], spark: Any, timings: dict[str, Any]) -> int:
+    """``dbt_session.run_session`` for the Spark target, with the runner's identity steps.
+
+    One parse; build / run commands go in the phases of :func:`identity_phases`,
+    the runner's step running between them when the next phase selects the
+    model it feeds. Per command, the phases' run results are merged into
+    ``run_results_<name>.json``; outcomes go to ``session.json`` as in
+    ``run_session``.
+    """
+    from dbt.cli.main import dbtRunner
+
+    common: list[str] = list(spec["common"])
+    target = Path(common[common.index("--target-path") + 1])
+    outcomes: list[dict[str, Any]] = []
+    session_file = target / "session.json"
+    session_file.unlink(missing_ok=True)
+
+    def record(name: str, ok: bool, started: float, error: str | None) -> None:
+        outcomes.append(
+            {"name": name, "success": ok, "seconds": time.time() - started, "error": error}
+        )
+        session_file.write_text(json.dumps(outcomes, indent=1))
+
+    global_flags = [a for a in common if a in ("--quiet", "--no-use-colors")]
+    rest = [a for a in common if a not in global_flags]
+    started = time.time()
+    parsed = dbtRunner().invoke([*global_flags, "parse", *rest])
+    if not parsed.success:
+        record("parse", False, started, str(parsed.exception or "dbt parse failed"))
+        return 1
+    manifest = parsed.result
+    runner = dbtRunner(manifest=manifest)
+    for command in spec["commands"]:
+        started = time.time()
+        args = list(command["args"])
+        phases = identity_phases(args) if args[0] in _PHASED_COMMANDS else [(None, args)]
+        results: list[dict[str, Any]] = []
+        ok, error = True, None
+        for step, phase_args in phases:
+            if step is not None:
+                model = PAIRS_MODEL if step == "pairs" else COMPONENTS_MODEL
+                select, other = _take_values(phase_args[1:], _SELECT_FLAGS)
+                exclude, _ = _take_values(other, _EXCLUDE_FLAGS)
+                listed = runner.invoke(
+                    [*global_flags, "ls", "--select", *select,
+                     *(["--exclude", *exclude] if exclude else []),
+                     "--resource-type", "model", "--output", "name", *rest]
+                )  # fmt: skip
+                if model not in (listed.result or []):
+                    continue
+                _run_identity_step(step, spark, manifest, timings)
+            phase_started = time.time()
+            result = runner.invoke([*global_flags, *phase_args, *rest])
+            run_results = target / "run_results.json"
+            # a phase that selects nothing may leave the previous phase's file
+            if run_results.exists() and run_results.stat().st_mtime >= phase_started - 1:
+                results += json.loads(run_results.read_text()).get("results", [])
+            if not result.success:
+                ok, error = False, str(result.exception or "failed nodes")
+                break
+        (target / f"run_results_{command['name']}.json").write_text(
+            json.dumps({"results": results}, indent=1)
+        )
+        record(command["name"], ok, started, error)
+        if not ok and command.get("required", True):
+            return 1
+    return 0
 
 
 def run_dbt_spark(

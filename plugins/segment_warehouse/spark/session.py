@@ -67,6 +67,10 @@ def build_session(
         )
         .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={root}")
         .config("spark.ui.enabled", "false")
+        # Splink's similarity functions (jaro_winkler, damerau_levenshtein, ...):
+        # its Spark backend needs them, and the identity macros call
+        # damerau_levenshtein by DuckDB's name (registered below).
+        .config("spark.jars", similarity_jar())
         # Parquet timestamps as the standard int64 micros (instant or wall time
         # kept apart), not Spark's legacy INT96, which readers (DuckDB) take
         # for a naive timestamp.
@@ -86,12 +90,26 @@ def build_session(
     return spark
 
 
+def similarity_jar() -> str:
+    """The similarity-function jar that ships in Splink's wheel (for this Spark version)."""
+    from splink.backends.spark import similarity_jar_location
+
+    return similarity_jar_location()
+
+
 def register_udfs(spark: SparkSession, pii_key: str) -> None:
-    """Register ``normalise_phone`` and ``pseudonymise`` on ``spark`` (session-scoped)."""
-    from pyspark.sql.types import StringType
+    """Register the warehouse functions on ``spark`` (session-scoped).
+
+    ``normalise_phone``, ``pseudonymise``, ``strip_accents`` (Python, DuckDB's
+    rule: :mod:`segment_warehouse.spark.functions`), ``damerau_levenshtein``
+    (the Splink jar's, as Splink's Spark backend registers it),
+    ``regexp_full_match`` and ``strftime`` (SQL).
+    """
+    from pyspark.sql.types import DoubleType, StringType
 
     from segment_warehouse.dbt_plugin import normalise_phone_value
     from segment_warehouse.privacy import keyed_hash
+    from segment_warehouse.spark.functions import strip_accents
 
     def _normalise_phone(phone: str | None, country: str | None) -> str | None:
         return normalise_phone_value(phone, country)
@@ -101,10 +119,23 @@ def register_udfs(spark: SparkSession, pii_key: str) -> None:
 
     spark.udf.register("normalise_phone", _normalise_phone, StringType())
     spark.udf.register("pseudonymise", _pseudonymise, StringType())
+    spark.udf.register("strip_accents", strip_accents, StringType())
+    # DuckDB's returns an integer; the jar's a double: the identity SQL only
+    # compares it with small integers
+    spark.udf.registerJavaFunction(
+        "damerau_levenshtein", "uk.gov.moj.dash.linkage.LevDamerauDistance", DoubleType()
+    )
     # DuckDB's regexp_full_match as a SQL function (no Python per row), for the
     # project SQL outside the portable macros (macros/identity.sql, the
     # valid_e164 test). `\z`: Java's `$` also matches before a final line break.
     spark.sql(
         "create or replace temporary function regexp_full_match(value string, pattern string) "
         "returns boolean return value rlike concat('^(?:', pattern, ')\\z')"
+    )
+    # DuckDB's strftime for dates, for the formats the project uses (%Y %m %d):
+    # Spark's date_format with the Java pattern letters
+    spark.sql(
+        "create or replace temporary function strftime(value date, format string) "
+        "returns string return date_format(value, "
+        "replace(replace(replace(format, '%Y', 'yyyy'), '%m', 'MM'), '%d', 'dd'))"
     )

@@ -1,11 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='anonymous_id',
-        on_schema_change='fail'
-    )
-}}
+{{ config(**keyed_incremental('anonymous_id')) }}
 
 -- One row per anonymous id with what identity resolution needs: bot (any
 -- crawler user agent), and every contact it logged in as and every real
@@ -39,16 +32,17 @@ classified as (
         bool_or(is_bot) as is_bot,
         count(distinct user_id) as distinct_user_ids,
         min(user_id) as user_id,
-        list(distinct user_id order by user_id) filter (where user_id is not null) as user_ids,
+        {{ sorted_set_agg('user_id', 'user_id is not null') }} as user_ids,
         count(distinct trait_email) filter (
             where event_type = 'identify' and not is_placeholder_email
         ) as distinct_trait_emails,
         min(trait_email) filter (
             where event_type = 'identify' and not is_placeholder_email
         ) as trait_email,
-        list(distinct trait_email order by trait_email) filter (
-            where event_type = 'identify' and not is_placeholder_email and trait_email is not null
-        ) as trait_emails,
+        {{ sorted_set_agg(
+            'trait_email',
+            "event_type = 'identify' and not is_placeholder_email and trait_email is not null"
+        ) }} as trait_emails,
         count(*) as events_count,
         min(event_ts) as first_event_at,
         max(event_ts) as last_event_at,

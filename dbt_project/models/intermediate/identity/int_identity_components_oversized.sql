@@ -21,7 +21,7 @@ final as (
         count(*) filter (where node_type = 'order') as orders_count,
         count(*) filter (where node_type = 'anonymous_id') as anonymous_ids_count,
         count(distinct customer_id) as customers_after_split,
-        list(node order by node) filter (where node_type <> 'email')[1:10] as sample_nodes,
+        {{ sorted_list_head_agg('node', "node_type <> 'email'", 10) }} as sample_nodes,
         {{ var('max_component_size') }} as max_component_size
 
     from resolved

@@ -113,7 +113,7 @@ phone_pairs as (
         r.contact_id as contact_id_r,
         l.birth_date is not null and r.birth_date is not null as birth_dates_known,
         l.first_name_key = r.first_name_key
-            or list_has_any(l.first_name_forms, r.first_name_forms) as first_names_compatible,
+            or {{ lists_overlap('l.first_name_forms', 'r.first_name_forms') }} as first_names_compatible,
         l.last_name_key = r.last_name_key as last_names_equal,
         l.birth_date = r.birth_date as birth_dates_equal,
         {{ birth_dates_conflict('l', 'r') }} as birth_dates_conflict
@@ -163,8 +163,8 @@ probabilistic_matches as (
 
 device_logins as (
 
-    select 'a:' || anonymous_id as src_node, 'c:' || unnest(user_ids) as dst_node, 'device_login' as edge_type
-    from anonymous_ids
+    select 'a:' || anonymous_id as src_node, 'c:' || {{ unnest_item('user_ids') }} as dst_node, 'device_login' as edge_type
+    from anonymous_ids {{ unnest_from('user_ids') }}
 
 ),
 
@@ -172,9 +172,9 @@ device_identifies as (
 
     select
         'a:' || anonymous_id as src_node,
-        'e:' || unnest(trait_emails) as dst_node,
+        'e:' || {{ unnest_item('trait_emails') }} as dst_node,
         'device_identify' as edge_type
-    from anonymous_ids
+    from anonymous_ids {{ unnest_from('trait_emails') }}
 
 ),
 
