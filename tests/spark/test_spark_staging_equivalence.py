@@ -1,4 +1,4 @@
-"""Staging, and the intermediate models that need no identity, on Spark equal DuckDB's, row for row.
+"""Staging, the intermediate models and identity resolution on Spark equal DuckDB's, row for row.
 
 (a) a small generated landing zone (segment_tools.generator, 1,000 customers,
 seed 19: the generator's mix of phone formats, currencies, user agents and bad
@@ -18,11 +18,20 @@ last bit of a product); every other value must be equal. (e) The Spark build
 runs again on the same catalog without new raw rows: the append models take
 their incremental branch on Spark and must come out unchanged.
 
+Identity: the SQL identity models build on Spark; the matcher's pairs
+(Splink's Spark backend) and the components (label propagation) are computed
+by the Spark runner between dbt phases (segment_warehouse.spark.identity).
+component_id is a per-build label on both engines: it is compared as the
+smallest node of its component. One input is still DuckDB's:
+int_contacts_match_features uses DuckDB-only SQL that is not this slice's
+to change (docs/scaling.md), so the Spark build reads DuckDB's table of it.
+
 Run with ``make test-spark``; needs requirements-spark.txt and Java 17+.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -58,13 +67,49 @@ INTERMEDIATE_MODELS = (
     "int_events_deduplicated",
     "int_sessions_aggregated",
 )
+IDENTITY_MODELS = {
+    "int_identifier_placeholders": "intermediate",
+    "int_anonymous_ids_classified": "intermediate",
+    "int_contact_match_pairs": "intermediate",
+    "int_contact_matches": "intermediate",
+    "int_identity_edges": "intermediate",
+    "int_identity_components": "intermediate",
+    "int_identities_resolved": "intermediate",
+    "int_identity_components_oversized": "intermediate",
+    "identity_merges": "audit",
+}
+# DuckDB's table stands in for it on Spark (not portable yet, see the docstring)
+FROM_DUCKDB = ("intermediate", "int_contacts_match_features")
 MODELS = {
     **{model: "staging" for model in STAGING_MODELS},
     **{model: "intermediate" for model in INTERMEDIATE_MODELS},
+    **IDENTITY_MODELS,
 }
 # Staging and its seeds, then those intermediate models; `cautious`: not the
-# tests that also read models outside the selection (marts, identity).
+# tests that also read models outside the selection (marts, customers).
 SELECT = ["--select", "+staging", *INTERMEDIATE_MODELS, "--indirect-selection", "cautious"]
+IDENTITY_SELECT = [
+    "--select", "+staging", *INTERMEDIATE_MODELS, *IDENTITY_MODELS, FROM_DUCKDB[1],
+    "name_nicknames", "identity_blocked_pairs",
+    "--indirect-selection", "cautious",
+]  # fmt: skip
+SPARK_IDENTITY_SELECT = [*IDENTITY_SELECT, "--exclude", FROM_DUCKDB[1]]
+# No placeholder shared by several people and no oversized component in the
+# zone: compared (both empty), their logic is in the unit tests both engines run
+EMPTY_ON_THE_ZONE = ("int_identifier_placeholders", "int_identity_components_oversized")
+# Unit tests whose fixtures are DuckDB SQL: DuckDB only (dbt_project.yml)
+DUCKDB_ONLY_UNIT_TESTS = {
+    f"unit_test.segment_warehouse.int_identity_edges.{name}"
+    for name in (
+        "ut_identity_edges_shared_phone_household_twins_father_son_do_not_merge",
+        "ut_identity_edges_shared_phone_with_compatible_name_merges",
+        "ut_identity_edges_devices_are_candidates_and_data_placeholders_do_not_link",
+    )
+}
+# Tables whose component_id is compared as the smallest node of its component
+COMPONENT_LABELLED = (
+    "int_identity_components", "int_identities_resolved", "int_identity_components_oversized",
+)  # fmt: skip
 # The generated zone's last day, so int_sessions_aggregated keeps the zone's
 # sessions (and the fixture's, which are earlier); staging reads no as_of_date.
 VARS = {"as_of_date": DEFAULT_END.isoformat(), "reporting_currency": "USD"}
@@ -101,22 +146,29 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     finally:
         con.close()
 
-    duck = run_dbt(["build", *SELECT], settings=settings, vars=VARS)
+    duck = run_dbt(["build", *IDENTITY_SELECT], settings=settings, vars=VARS)
     assert duck.success, duck.summary()
 
     con = duckdb.connect(str(settings.warehouse_db), read_only=True)
     try:
         raw = export_duckdb_tables(con, [("raw", t) for t in RAW_COLUMNS], root / "raw_parquet")
+        raw.update(export_duckdb_tables(con, [FROM_DUCKDB], root / "duckdb_parquet"))
     finally:
         con.close()
     exports = {f"{schema}.{m}": root / "spark_out" / m for m, schema in MODELS.items()}
     spark = run_dbt_spark(
-        ["build", *SELECT], settings=settings, vars=VARS, parquet_tables=raw, export_tables=exports
-    )
+        ["build", *SPARK_IDENTITY_SELECT], settings=settings, vars=VARS, parquet_tables=raw,
+        export_tables=exports,
+    )  # fmt: skip
     assert spark.success, spark.summary() + "\n" + spark.stdout[-4000:] + spark.stderr[-4000:]
+    # the runner's report of this build (the rerun below writes its own)
+    spark_timings = json.loads((spark_target_dir(settings) / "spark_session.json").read_text())
     # The same build again on the same Spark catalog, no new raw rows: the
     # append models now take their incremental branch on Spark.
-    rerun_exports = {name: root / "spark_rerun" / name for name in exports}
+    rerun_exports = {
+        f"{MODELS[m]}.{m}": root / "spark_rerun" / m
+        for m in (*STAGING_MODELS, *INTERMEDIATE_MODELS)
+    }
     rerun = run_dbt_spark(
         ["build", *SELECT], settings=settings, vars=VARS, parquet_tables=raw,
         export_tables=rerun_exports,
@@ -125,11 +177,14 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     yield {
         "db": settings.warehouse_db, "exports": exports, "duck": duck, "spark": spark,
         "rerun_exports": rerun_exports, "spark_compiled": spark_target_dir(settings) / "compiled",
+        "spark_timings": spark_timings,
     }  # fmt: skip
     mp.undo()
 
 
 def _normalise(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_normalise(v) for v in value)
     if isinstance(value, float):
         return None if math.isnan(value) else float(f"{value:.{FLOAT_DIGITS}g}")
     if isinstance(value, datetime) and value.tzinfo is not None:
@@ -150,8 +205,14 @@ def test_spark_build_ran_the_same_nodes(built: dict[str, Any]) -> None:
 
     duck, spark = passed(built["duck"]), passed(built["spark"])
     assert {f"model.segment_warehouse.{m}" for m in MODELS} <= spark
-    # every data and unit test of the selected models passed on both engines
-    assert duck == spark
+    # every data and unit test of the selected models passed on both engines,
+    # but for the model Spark reads from DuckDB, its own tests, and the unit
+    # tests whose fixtures are DuckDB SQL
+    assert spark <= duck
+    assert duck >= DUCKDB_ONLY_UNIT_TESTS
+    missing = duck - spark - DUCKDB_ONLY_UNIT_TESTS
+    assert missing
+    assert all(FROM_DUCKDB[1] in node for node in missing), sorted(missing)
 
 
 @pytest.mark.parametrize("model", list(MODELS))
@@ -160,13 +221,28 @@ def test_table_equal_on_both_engines(built: dict[str, Any], model: str) -> None:
     con = duckdb.connect(str(built["db"]), read_only=True)
     try:
         con.execute("set TimeZone = 'UTC'")
-        duck_columns, duck_rows = _rows(con, f"select * from {schema}.{model}")
         folder = built["exports"][f"{schema}.{model}"]
-        spark_columns, spark_rows = _rows(con, f"select * from read_parquet('{folder}/*.parquet')")
+        spark_table = f"read_parquet('{folder}/*.parquet')"
+        duck_columns, duck_rows = _rows(con, f"select * from {schema}.{model}")
+        spark_columns, spark_rows = _rows(con, f"select * from {spark_table}")
+        if model in COMPONENT_LABELLED:
+            resolved = built["exports"]["intermediate.int_identities_resolved"]
+            duck_rows = _rows(
+                con,
+                _canonical_components(f"{schema}.{model}", "intermediate.int_identities_resolved"),
+            )[1]
+            spark_rows = _rows(
+                con, _canonical_components(spark_table, f"read_parquet('{resolved}/*.parquet')")
+            )[1]
     finally:
         con.close()
     assert spark_columns == duck_columns
-    assert sum(duck_rows.values()) > 0
+    if model not in EMPTY_ON_THE_ZONE:
+        assert sum(duck_rows.values()) > 0
+    if "model_version" in dict(duck_columns):
+        # a retrained model between the two builds would differ everywhere
+        versions = {row[-1] for row in duck_rows} | {row[-1] for row in spark_rows}
+        assert len(versions) <= 1, f"splink_model.json changed between the builds: {versions}"
     only_duck = duck_rows - spark_rows
     only_spark = spark_rows - duck_rows
     assert not only_duck and not only_spark, (
@@ -174,6 +250,29 @@ def test_table_equal_on_both_engines(built: dict[str, Any], model: str) -> None:
         f"{sum(only_spark.values())} only on Spark\n"
         f"DuckDB: {sorted(only_duck, key=repr)[:5]}\nSpark:  {sorted(only_spark, key=repr)[:5]}"
     )
+
+
+def _canonical_components(table: str, resolved: str) -> str:
+    """``table`` with component_id replaced by its component's smallest node."""
+    return f"""
+        select t.* replace (labels.smallest_node as component_id)
+        from {table} as t
+        inner join (
+            select component_id, min(node) as smallest_node from {resolved} group by component_id
+        ) as labels on t.component_id = labels.component_id
+    """
+
+
+def test_identity_steps_reported(built: dict[str, Any]) -> None:
+    timings = built["spark_timings"]
+    pairs, components = timings["identity_pairs"], timings["identity_components"]
+    assert pairs["records"] > 900 and 0 < pairs["prior"] < 1
+    # both passes settled, well inside the cap, and the report says how deep
+    for name in ("backbone", "with_devices"):
+        rounds = components[name]["rounds"]
+        assert 1 <= rounds < components["max_iterations"]
+        assert components[name]["label_changes"][-1] == 0
+    assert components["nodes"] > components["components"] > 0
 
 
 APPEND_MODELS = (*STAGING_MODELS, "int_events_deduplicated")
