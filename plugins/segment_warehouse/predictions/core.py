@@ -292,7 +292,10 @@ def _score(
     counts = [c for c in FEATURE_NAMES if not c.startswith(("recency", "days_", "avg_", "mean_"))]
     X[counts] = X[counts].fillna(0.0)
     p = purchase.predict(X) if len(X) else np.zeros(0)
-    c = churn.predict(X) if len(X) else np.zeros(0)
+    # churn risk is published for buyers only: score only them
+    c = np.full(len(X), np.nan)
+    if buyer.any():
+        c[buyer] = churn.predict(X[buyer])
     aov = X["avg_order_value"]
     typical = float(aov.median()) if aov.notna().any() else 0.0
     out = pd.DataFrame(
