@@ -3,9 +3,12 @@
     (int_contact_match_pairs). A pair merges (decision = 'merged') only when
       * match_probability >= var('identity_match_probability'), or >=
         var('identity_name_match_probability') when the names agree (exact,
-        nickname, typo, swapped) and either the full birth date is equal (or
-        its day and month swapped), or the postal code agrees and one record
-        has no birth date or one typed digit in it: that is who
+        nickname, typo, swapped, swapped with a typo, surname missing) and
+        either the full birth date is equal (or its day and month swapped),
+        or the postal code agrees and one typed digit is in the birth date,
+        or >= var('identity_dateless_match_probability') when the names
+        agree, the postal code agrees and one record has no birth date (a
+        new phone alone takes such a pair below 0.5): that is who
         the person is, and a duplicate record usually exists because the
         person came back with a new email, phone or address, all of which the
         model counts against the match; and
