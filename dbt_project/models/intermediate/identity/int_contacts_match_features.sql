@@ -43,7 +43,7 @@ keyed as (
         birth_date,
         case when gender in ('female', 'male') then gender end as gender,
         {{ fold_name('city') }} as city_key,
-        nullif(upper(regexp_replace(coalesce(postal_code, ''), '[^0-9A-Za-z]', '', 'g')), '') as postal_key,
+        nullif(upper({{ regexp_replace_all("coalesce(postal_code, '')", "'[^0-9A-Za-z]'", "''") }}), '') as postal_key,
         case
             when email is not null and not is_placeholder_email
                 and email not in (select value from placeholders where identifier_type = 'email')
@@ -65,9 +65,8 @@ first_name_forms as (
     -- full name) itself once more, so two nicknames of one name intersect
     select
         keyed.contact_id,
-        list_distinct(
-            list_concat([keyed.first_name_key], coalesce(list(nicknames.canonical_key), []))
-        ) as first_name_forms
+        {{ distinct_list_with_agg('keyed.first_name_key', 'nicknames.canonical_key') }}
+            as first_name_forms
     from keyed
     left join nicknames on keyed.first_name_key = nicknames.nickname_key
     where keyed.first_name_key is not null
