@@ -237,6 +237,19 @@ def test_churn_window_setting(monkeypatch: pytest.MonkeyPatch) -> None:
         get_settings()
 
 
+def _add_late_order(db: Path) -> None:
+    """New history: one more order (a copy of an existing one under a new id)."""
+    con = duckdb.connect(str(db))
+    try:
+        con.execute(
+            "insert into staging.stg_transactions__orders "
+            "select * replace (order_id || '-late' as order_id) "
+            "from staging.stg_transactions__orders limit 1"
+        )
+    finally:
+        con.close()
+
+
 def test_erased_customer_leaves_no_trace_after_the_next_run(env: Path) -> None:
     build_warehouse(env, customers=300, days=90)
     first = predict(run_id="before", as_of=AS_OF)
@@ -279,15 +292,7 @@ def test_a_missing_model_file_is_retrained(env: Path) -> None:
 def test_a_saved_model_scores_until_it_is_due_for_retraining(env: Path) -> None:
     build_warehouse(env, customers=300, days=90)
     first = predict(run_id="r1", as_of=AS_OF)
-    con = duckdb.connect(str(env))
-    try:  # a new day brings a late order: new inputs, scored by the saved model
-        con.execute(
-            "insert into staging.stg_transactions__orders "
-            "select * replace (order_id || '-late' as order_id) "
-            "from staging.stg_transactions__orders limit 1"
-        )
-    finally:
-        con.close()
+    _add_late_order(env)  # a new day brings a late order: new inputs, scored by the saved model
     day = date.fromisoformat(AS_OF)
     scored = predict(run_id="r2", as_of=str(day + dt.timedelta(days=1)))
     assert scored.run_kind == "score" and scored.fitted_model_version == first.model_version
@@ -352,15 +357,7 @@ def test_rerun_with_unchanged_inputs_changes_nothing(env: Path, monkeypatch) -> 
     # a new day is a new run, and so is new history
     later = predict(run_id="r3", as_of=str(date.fromisoformat(AS_OF) + dt.timedelta(days=1)))
     assert later.model_version != first.model_version
-    con = duckdb.connect(str(env))
-    try:
-        con.execute(
-            "insert into staging.stg_transactions__orders "
-            "select * replace (order_id || '-late' as order_id) "
-            "from staging.stg_transactions__orders limit 1"
-        )
-    finally:
-        con.close()
+    _add_late_order(env)
     retrained = predict(run_id="r4", as_of=str(date.fromisoformat(AS_OF) + dt.timedelta(days=1)))
     assert retrained.model_version != later.model_version
     assert _q(env, "select count(*) from segments.prediction_runs") == [(3,)]
