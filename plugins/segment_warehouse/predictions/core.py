@@ -15,6 +15,8 @@ from typing import Any
 import joblib
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from threadpoolctl import threadpool_limits
 
 from segment_warehouse.config import PredictionSettings, Settings, get_settings
@@ -84,6 +86,15 @@ def plan_cutoffs(
     return out
 
 
+def _member(ids: pd.Series, among: pd.Series | set[str]) -> np.ndarray:
+    """Which of ``ids`` are in ``among`` (customer ids, never null), as a bool array.
+    pyarrow's is_in: pandas' isin on its Arrow-backed strings loops in Python."""
+    values = pa.array(list(among) if isinstance(among, set) else among, type=pa.string())
+    return pc.is_in(pa.array(ids, type=pa.string()), value_set=values).to_numpy(
+        zero_copy_only=False
+    )
+
+
 class _History:
     """Point-in-time training populations, features and labels per cut-off.
 
@@ -112,13 +123,15 @@ class _History:
                 self._complete.add(cutoff)
             return have
         if cutoff not in self._complete:
-            missing = customers if have is None else customers[~customers.isin(have["customer_id"])]
+            missing = (
+                customers if have is None else customers[~_member(customers, have["customer_id"])]
+            )
             if len(missing) or have is None:
                 new = features_at(self.con, cutoff, missing)
                 have = new if have is None else pd.concat([have, new], ignore_index=True)
                 have = have.sort_values("customer_id", kind="stable").reset_index(drop=True)
                 self._features[cutoff] = have
-        return have[have["customer_id"].isin(customers).to_numpy()]
+        return have[_member(have["customer_id"], customers)]
 
     def population(self, target: str, cutoff: date) -> pd.DataFrame:
         """Who can be a ``target`` row at ``cutoff`` (customer_id, sorted, and the fixed
@@ -129,7 +142,7 @@ class _History:
             pop = population_at(self.con, cutoff)
             # Unknown consent (NA) is profiled, like in the marts; only an explicit false is not.
             keep = ~pop["refused_consent"].to_numpy(dtype=bool)
-            keep &= ~pop["customer_id"].isin(self.refused_now).to_numpy()
+            keep &= ~_member(pop["customer_id"], self.refused_now)
             pop = pop[keep].drop(columns="refused_consent").reset_index(drop=True)
             pop["u"] = mdl.stable_fraction(pop["customer_id"] + "|" + str(cutoff))
             self._population[cutoff] = pop
@@ -144,14 +157,14 @@ class _History:
         if keep is None or (len(keep) > 0 and keep.mean() > FULL_QUERY_SHARE):
             df = self.features(cutoff)
             ids = pop["customer_id"] if keep is None else pop["customer_id"][keep]
-            df = df[df["customer_id"].isin(ids).to_numpy()]
+            df = df[_member(df["customer_id"], ids)]
         else:
             df = self.features(cutoff, pop["customer_id"][keep])
         key = (cutoff, horizon)
         if key not in self._labels:
             self._labels[key] = labels_after(self.con, cutoff, horizon)
         bought = set(self._labels[key]["customer_id"])
-        ordered = df["customer_id"].isin(bought).to_numpy()
+        ordered = _member(df["customer_id"], bought)
         return df.assign(
             label=(ordered if target == "purchase" else ~ordered).astype(int), cutoff=cutoff
         )
