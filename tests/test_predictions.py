@@ -481,3 +481,18 @@ def test_run_records_the_calibration(scored: dict) -> None:
         "mapping": "isotonic" if rows >= 5000 else "sigmoid",
     }
     assert cal["churn"]["method"] in {"all_cutoffs", "none"}
+
+
+def test_report_reads_a_runs_table_of_an_earlier_version(env: Path) -> None:
+    """recluster renders the prediction section before predict upgrades the table."""
+    from segment_warehouse.predictions.report import prediction_section
+
+    build_warehouse(env, customers=300, days=90)
+    predict(run_id="r1", as_of=AS_OF)
+    con = duckdb.connect(str(env))
+    try:
+        for column in ("scored_at", "run_kind", "fitted_model_version"):
+            con.execute(f"alter table segments.prediction_runs drop column {column}")
+        assert "pred-" in prediction_section(con)
+    finally:
+        con.close()

@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt
 
 from segment_warehouse.config import Settings, get_settings
 from segment_warehouse.predictions import store
-from segment_warehouse.warehouse import table_exists
+from segment_warehouse.warehouse import table_columns, table_exists
 
 
 def _png(fig: Any) -> str:
@@ -34,7 +34,12 @@ def _run(con: duckdb.DuckDBPyConnection, model_version: str | None) -> dict[str,
     if not table_exists(con, "segments", "prediction_runs"):
         return None
     sql = "select * from segments.prediction_runs "
-    sql += "where model_version = ?" if model_version else f"{store.LATEST_FIRST} limit 1"
+    if model_version:
+        sql += "where model_version = ?"
+    elif "scored_at" in table_columns(con, "segments", "prediction_runs"):
+        sql += f"{store.LATEST_FIRST} limit 1"
+    else:  # a table of an earlier version, before its next prediction run adds the column
+        sql += "order by trained_at desc limit 1"
     cur = con.execute(sql, [model_version] if model_version else [])
     rows = cur.fetchall()
     if not rows:
