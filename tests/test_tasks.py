@@ -136,3 +136,19 @@ def test_full_refresh_request_survives_a_failed_build(
     assert isinstance(failed.value.__cause__, dbt_runner.DbtBuildError)
     assert state.read(state.FULL_REFRESH_REQUIRED) == "erasure requests R1"
     assert state.read(state.DBT_LAST_AS_OF_DATE) is None
+
+
+def test_a_full_refresh_build_requests_a_full_validation(builds: list[dict[str, Any]]) -> None:
+    """Rebuilt rows (backfill, erasure, seeds) are all new to the row checks."""
+    from segment_warehouse import state
+
+    tasks.dbt_build("2026-11-20")
+    tasks.dbt_build("2026-11-21")
+    with state.connection() as con:
+        assert con is not None
+        assert state.full_validation_requests(con) == []
+    tasks.dbt_build("2026-11-01")  # backfill: a full refresh
+    with state.connection() as con:
+        assert con is not None
+        requests = state.full_validation_requests(con)
+    assert len(requests) == 1 and "backfill" in requests[0][1]
