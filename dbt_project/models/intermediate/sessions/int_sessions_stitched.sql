@@ -45,7 +45,7 @@ final as (
         case when sessions.distinct_user_ids = 1 then sessions.user_id end as user_id,
         sessions.session_start_at,
         sessions.session_end_at,
-        date_diff('second', sessions.session_start_at, sessions.session_end_at) as duration_seconds,
+        {{ seconds_between('sessions.session_start_at', 'sessions.session_end_at') }} as duration_seconds,
         sessions.events_count,
         sessions.page_views_count,
         sessions.products_viewed_count,
