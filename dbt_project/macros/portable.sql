@@ -306,3 +306,32 @@
 {% macro spark__distinct_list_with_agg(head, expr) -%}
     array_distinct(concat(array({{ head }}), collect_list({{ expr }})))
 {%- endmacro %}
+
+{#- A struct of named fields, `fields` a list of (name, expression) pairs.
+    DuckDB's struct_pack(name := expr, ...) is Spark's named_struct. -#}
+{% macro struct_of(fields) -%}
+    {{ return(adapter.dispatch('struct_of')(fields)) }}
+{%- endmacro %}
+
+{% macro default__struct_of(fields) -%}
+    struct_pack({% for name, expr in fields %}{{ name }} := {{ expr }}{% if not loop.last %}, {% endif %}{% endfor %})
+{%- endmacro %}
+
+{% macro spark__struct_of(fields) -%}
+    named_struct({% for name, expr in fields %}'{{ name }}', {{ expr }}{% if not loop.last %}, {% endif %}{% endfor %})
+{%- endmacro %}
+
+{#- The `value` of the row with the largest `key` (an aggregate; a `filter`
+    clause may follow). DuckDB's arg_max is Spark's max_by; both order a
+    struct key field by field. -#}
+{% macro arg_max_by(value, key) -%}
+    {{ return(adapter.dispatch('arg_max_by')(value, key)) }}
+{%- endmacro %}
+
+{% macro default__arg_max_by(value, key) -%}
+    arg_max({{ value }}, {{ key }})
+{%- endmacro %}
+
+{% macro spark__arg_max_by(value, key) -%}
+    max_by({{ value }}, {{ key }})
+{%- endmacro %}

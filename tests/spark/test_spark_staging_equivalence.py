@@ -24,7 +24,8 @@ by the Spark runner between dbt phases (segment_warehouse.spark.identity).
 component_id is a per-build label on both engines: it is compared as the
 smallest node of its component; first_name_forms (its order is not defined on
 either engine) as a sorted list. The models downstream of identity that run on
-Spark so far (int_orders_attributed, int_sessions_stitched, identity_map) are
+Spark so far (int_customer_attributes_survived, int_orders_attributed,
+int_sessions_stitched, identity_map) are
 compared too.
 
 Run with ``make test-spark``; needs requirements-spark.txt and Java 17+.
@@ -82,6 +83,7 @@ IDENTITY_MODELS = {
 }
 # The models downstream of identity that build on Spark so far
 CUSTOMER_MODELS = {
+    "int_customer_attributes_survived": "intermediate",
     "int_orders_attributed": "intermediate",
     "int_sessions_stitched": "intermediate",
     "identity_map": "marts",

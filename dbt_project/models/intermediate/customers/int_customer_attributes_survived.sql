@@ -32,7 +32,7 @@ customer_contacts as (
     select
         resolved.customer_id,
         contacts.*,
-        struct_pack(updated_at := contacts.updated_at, contact_id := contacts.contact_id) as recency
+        {{ struct_of([('updated_at', 'contacts.updated_at'), ('contact_id', 'contacts.contact_id')]) }} as recency
 
     from resolved
     inner join contacts
@@ -45,18 +45,18 @@ contact_attributes as (
 
     select
         customer_id,
-        arg_max(email, recency) filter (where email is not null and not is_placeholder_email) as email,
-        arg_max(phone_e164, recency) filter (
+        {{ arg_max_by('email', 'recency') }} filter (where email is not null and not is_placeholder_email) as email,
+        {{ arg_max_by('phone_e164', 'recency') }} filter (
             where phone_e164 is not null and not is_placeholder_phone
         ) as phone_e164,
-        arg_max(first_name, recency) filter (where first_name is not null) as first_name,
-        arg_max(last_name, recency) filter (where last_name is not null) as last_name,
-        arg_max(birth_date, recency) filter (where birth_date is not null) as birth_date,
-        arg_max(gender, recency) filter (where gender <> 'unknown') as gender,
-        arg_max(country, recency) filter (where country is not null) as country,
-        arg_max(city, recency) filter (where city is not null) as city,
-        arg_max(postal_code, recency) filter (where postal_code is not null) as postal_code,
-        arg_max(marketing_consent, recency) filter (
+        {{ arg_max_by('first_name', 'recency') }} filter (where first_name is not null) as first_name,
+        {{ arg_max_by('last_name', 'recency') }} filter (where last_name is not null) as last_name,
+        {{ arg_max_by('birth_date', 'recency') }} filter (where birth_date is not null) as birth_date,
+        {{ arg_max_by('gender', 'recency') }} filter (where gender <> 'unknown') as gender,
+        {{ arg_max_by('country', 'recency') }} filter (where country is not null) as country,
+        {{ arg_max_by('city', 'recency') }} filter (where city is not null) as city,
+        {{ arg_max_by('postal_code', 'recency') }} filter (where postal_code is not null) as postal_code,
+        {{ arg_max_by('marketing_consent', 'recency') }} filter (
             where marketing_consent is not null
         ) as marketing_consent,
         count(*) as contacts_count,
@@ -72,7 +72,7 @@ order_attributes as (
 
     select
         resolved.customer_id,
-        arg_max(orders.email, struct_pack(ts := orders.order_ts, id := orders.order_id)) filter (
+        {{ arg_max_by('orders.email', struct_of([('ts', 'orders.order_ts'), ('id', 'orders.order_id')])) }} filter (
             where orders.email is not null and not orders.is_placeholder_email
         ) as order_email
 
