@@ -405,6 +405,29 @@ def _empty_pairs() -> pa.Table:
     return pa.schema(fields).empty_table()
 
 
+def pairs_select_sql(predictions_table: str, prior: float, model: dict[str, Any]) -> str:
+    """The pairs of a Splink prediction table: ordered contact ids, weight,
+    probability, the prior they were scored with and one level label per
+    comparison. Plain SQL that DuckDB and Spark both run (spark/identity.py)."""
+    level_columns = ",\n".join(
+        "case gamma_{c} {cases} end as {c}_level".format(
+            c=name,
+            cases=" ".join(f"when {g} then '{key}'" for g, key in sorted(mapping.items())),
+        )
+        for name, mapping in gamma_labels(model).items()
+    )
+    return f"""
+        select
+            least(contact_id_l, contact_id_r) as contact_id_l,
+            greatest(contact_id_l, contact_id_r) as contact_id_r,
+            cast(match_weight as double) as match_weight,
+            cast(match_probability as double) as match_probability,
+            cast({prior!r} as double) as prior_match_probability,
+            {level_columns}
+        from {predictions_table}
+    """
+
+
 def predict_pairs(
     features: pa.Table,
     *,
@@ -458,26 +481,7 @@ def predict_pairs(
         predictions = linker.inference.predict(
             threshold_match_probability=min_probability, warning_mode="never"
         )
-        labels = gamma_labels(model)
-        level_columns = ",\n".join(
-            "case gamma_{c} {cases} end as {c}_level".format(
-                c=name,
-                cases=" ".join(f"when {g} then '{key}'" for g, key in sorted(mapping.items())),
-            )
-            for name, mapping in labels.items()
-        )
-        return con.sql(
-            f"""
-            select
-                least(contact_id_l, contact_id_r) as contact_id_l,
-                greatest(contact_id_l, contact_id_r) as contact_id_r,
-                cast(match_weight as double) as match_weight,
-                cast(match_probability as double) as match_probability,
-                cast({prior!r} as double) as prior_match_probability,
-                {level_columns}
-            from {predictions.physical_name}
-            """
-        ).to_arrow_table()
+        return con.sql(pairs_select_sql(predictions.physical_name, prior, model)).to_arrow_table()
     finally:
         con.close()
 

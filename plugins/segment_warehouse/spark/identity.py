@@ -30,9 +30,9 @@ from segment_warehouse.identity.matching import (
     COMPARISON_LEVELS,
     FEATURE_COLUMNS,
     MODEL_PATH,
-    gamma_labels,
     load_model,
     model_version,
+    pairs_select_sql,
     run_prior,
 )
 
@@ -168,25 +168,7 @@ def predict_pairs(
         predictions = linker.inference.predict(
             threshold_match_probability=min_probability, warning_mode="never"
         )
-        level_columns = ",\n".join(
-            "case gamma_{c} {cases} end as {c}_level".format(
-                c=name,
-                cases=" ".join(f"when {g} then '{key}'" for g, key in sorted(mapping.items())),
-            )
-            for name, mapping in gamma_labels(model).items()
-        )
-        pairs = spark.sql(
-            f"""
-            select
-                least(contact_id_l, contact_id_r) as contact_id_l,
-                greatest(contact_id_l, contact_id_r) as contact_id_r,
-                cast(match_weight as double) as match_weight,
-                cast(match_probability as double) as match_probability,
-                cast({prior!r} as double) as prior_match_probability,
-                {level_columns}
-            from {predictions.physical_name}
-            """
-        )
+        pairs = spark.sql(pairs_select_sql(predictions.physical_name, prior, model))
     from pyspark.sql.functions import lit
 
     return pairs.withColumn("model_version", lit(version)), report
