@@ -24,6 +24,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,33 @@ def _option(args: list[str], flag: str) -> str | None:
     return args[args.index(flag) + 1] if flag in args else None
 
 
-def run_session(spec: dict[str, Any]) -> int:
+# A runner of one session command: (dbtRunner, parsed manifest, the command's spec,
+# global flags, the common arguments after the command, target dir) -> (ok, error).
+# It leaves run_results_<name>.json in the target dir.
+CommandRunner = Callable[
+    [Any, Any, dict[str, Any], list[str], list[str], Path], tuple[bool, str | None]
+]
+
+
+def _keep_run_results(target: Path, name: str, started: float) -> None:
+    results = target / "run_results.json"
+    if results.exists() and results.stat().st_mtime >= started - 1:
+        shutil.copyfile(results, target / f"run_results_{name}.json")
+
+
+def _invoke_once(
+    runner: Any, manifest: Any, command: dict[str, Any], global_flags: list[str],
+    rest: list[str], target: Path,
+) -> tuple[bool, str | None]:  # fmt: skip
+    started = time.time()
+    result = runner.invoke([*global_flags, *command["args"], *rest])
+    _keep_run_results(target, command["name"], started)
+    return result.success, None if result.success else str(result.exception or "failed nodes")
+
+
+def run_session(spec: dict[str, Any], run_command: CommandRunner = _invoke_once) -> int:
+    """Parse once, then run the spec's commands on that manifest (``run_command``
+    runs one; the Spark runner passes its phased runner)."""
     from dbt.cli.main import dbtRunner
 
     common: list[str] = list(spec["common"])
@@ -43,29 +70,25 @@ def run_session(spec: dict[str, Any]) -> int:
     session_file.unlink(missing_ok=True)
 
     def record(name: str, ok: bool, started: float, error: str | None) -> None:
-        results = target / "run_results.json"
-        if results.exists() and results.stat().st_mtime >= started - 1:
-            shutil.copyfile(results, target / f"run_results_{name}.json")
         outcomes.append(
             {"name": name, "success": ok, "seconds": time.time() - started, "error": error}
         )
         session_file.write_text(json.dumps(outcomes, indent=1))
 
-    commands: list[dict[str, Any]] = spec["commands"]
     global_flags = [a for a in common if a in ("--quiet", "--no-use-colors")]
     rest = [a for a in common if a not in global_flags]
     started = time.time()
     parsed = dbtRunner().invoke([*global_flags, "parse", *rest])
     if not parsed.success:
+        _keep_run_results(target, "parse", started)
         record("parse", False, started, str(parsed.exception or "dbt parse failed"))
         return 1
     runner = dbtRunner(manifest=parsed.result)
-    for command in commands:
+    for command in spec["commands"]:
         started = time.time()
-        result = runner.invoke([*global_flags, *command["args"], *rest])
-        error = None if result.success else str(result.exception or "failed nodes")
-        record(command["name"], result.success, started, error)
-        if not result.success and command.get("required", True):
+        ok, error = run_command(runner, parsed.result, command, global_flags, rest, target)
+        record(command["name"], ok, started, error)
+        if not ok and command.get("required", True):
             return 1
     return 0
 

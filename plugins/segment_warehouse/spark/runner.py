@@ -30,6 +30,7 @@ from segment_warehouse.dbt_runner import (
     _read_run_results,
     dbt_common_args,
 )
+from segment_warehouse.dbt_session import run_session
 from segment_warehouse.spark.session import spark_dir
 
 TARGET = "spark"
@@ -195,31 +196,11 @@ def run_phased_session(spec: dict[str, Any], spark: Any, timings: dict[str, Any]
     ``run_results_<name>.json``; outcomes go to ``session.json`` as in
     ``run_session``.
     """
-    from dbt.cli.main import dbtRunner
 
-    common: list[str] = list(spec["common"])
-    target = Path(common[common.index("--target-path") + 1])
-    outcomes: list[dict[str, Any]] = []
-    session_file = target / "session.json"
-    session_file.unlink(missing_ok=True)
-
-    def record(name: str, ok: bool, started: float, error: str | None) -> None:
-        outcomes.append(
-            {"name": name, "success": ok, "seconds": time.time() - started, "error": error}
-        )
-        session_file.write_text(json.dumps(outcomes, indent=1))
-
-    global_flags = [a for a in common if a in ("--quiet", "--no-use-colors")]
-    rest = [a for a in common if a not in global_flags]
-    started = time.time()
-    parsed = dbtRunner().invoke([*global_flags, "parse", *rest])
-    if not parsed.success:
-        record("parse", False, started, str(parsed.exception or "dbt parse failed"))
-        return 1
-    manifest = parsed.result
-    runner = dbtRunner(manifest=manifest)
-    for command in spec["commands"]:
-        started = time.time()
+    def run_command(
+        runner: Any, manifest: Any, command: dict[str, Any], global_flags: list[str],
+        rest: list[str], target: Path,
+    ) -> tuple[bool, str | None]:  # fmt: skip
         args = list(command["args"])
         phases = identity_phases(args) if args[0] in _PHASED_COMMANDS else [(None, args)]
         results: list[dict[str, Any]] = []
@@ -263,10 +244,9 @@ def run_phased_session(spec: dict[str, Any], spark: Any, timings: dict[str, Any]
         (target / f"run_results_{command['name']}.json").write_text(
             json.dumps({"results": results}, indent=1)
         )
-        record(command["name"], ok, started, error)
-        if not ok and command.get("required", True):
-            return 1
-    return 0
+        return ok, error
+
+    return run_session(spec, run_command)
 
 
 def run_dbt_spark(
