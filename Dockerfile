@@ -17,6 +17,22 @@ RUN apt-get update \
 COPY requirements.txt /tmp/requirements.txt
 RUN pip install -r /tmp/requirements.txt
 
+# CeleryExecutor (docker compose --profile celery, AIRFLOW_EXECUTOR=CeleryExecutor):
+# the Celery provider, the Redis client and flower, pinned with everything they
+# pull in and constrained by requirements.txt so no pin of the stack moves. Only
+# in that image: the LocalExecutor image, the .venv and CI do not carry them.
+# celery 5.6.3, not 5.7.0: provider 3.26.0 imports `retry` from
+# celery.backends.database, which 5.7.0 removed (ImportError at executor load).
+ARG AIRFLOW_EXECUTOR=LocalExecutor
+ARG CELERY_REQUIREMENTS="apache-airflow-providers-celery==3.26.0 celery[redis]==5.6.3 \
+    kombu[redis]==5.7.0 redis==8.1.0 flower==2.2.0 amqp==5.4.2 billiard==4.3.2 vine==5.1.0 \
+    click-didyoumean==0.3.1 click-plugins==1.1.1.2 click-repl==0.4.1 prompt_toolkit==3.0.53 \
+    wcwidth==0.9.4 humanize==4.17.0 prometheus_client==0.26.0 tornado==6.6.1"
+# set -f: the unquoted list is split into words, never globbed (`celery[redis]`).
+RUN set -f; if [ "$AIRFLOW_EXECUTOR" = CeleryExecutor ]; then \
+      pip install -c /tmp/requirements.txt $CELERY_REQUIREMENTS; \
+    fi
+
 # Code is mounted by docker-compose for development; copying it too makes the
 # image usable on its own (e.g. in Kubernetes).
 COPY --chown=airflow:airflow dags /opt/segments/dags
