@@ -496,3 +496,23 @@ def test_report_reads_a_runs_table_of_an_earlier_version(env: Path) -> None:
         assert "pred-" in prediction_section(con)
     finally:
         con.close()
+
+
+def test_the_run_readers_decode_every_json_column(scored: dict) -> None:
+    """One reader for prediction_runs: the report, the rerun and the score run use it."""
+    from segment_warehouse.predictions import store
+
+    con = duckdb.connect(str(scored["db"]), read_only=True)
+    try:
+        latest = store.latest_run(con)
+        assert latest is not None
+        by_version = store.run_of_version(con, latest["model_version"])
+        assert by_version == latest
+        assert store.run_of_version(con, "pred-no-such-version") is None
+        for run in (latest, store.latest_training_run(con)):
+            assert run is not None
+            for column in store.JSON_COLUMNS:
+                assert isinstance(run[column], dict | list), column
+            assert run["training_cutoffs"]["purchase"]
+    finally:
+        con.close()

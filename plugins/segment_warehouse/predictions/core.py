@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import time
@@ -425,10 +424,7 @@ def _score_with_saved_model(
     scores["model_version"] = model_version
     scores["as_of_date"] = as_of
     scores["scored_at"] = scored_at
-    keep = {
-        k: (json.loads(v) if isinstance(v, str) and k in _JSON_COLUMNS else v)
-        for k, v in trained.items()
-    }
+    keep = dict(trained)  # store.latest_training_run decoded its json columns
     note = (
         f"Scored with the model of {trained['model_version']} (trained as of "
         f"{trained['as_of_date']}; retrained every {ps.retrain_days} days, after an "
@@ -453,11 +449,6 @@ def _score_with_saved_model(
     store.write_predictions(con, scores, row)
     log.info("predictions %s: %s", model_version, note)
     return row
-
-
-_JSON_COLUMNS = frozenset(
-    {"training_cutoffs", "label_windows", "backtest", "features", "calibration"}
-)
 
 
 def predict(*, run_id: str, as_of: str, settings: Settings | None = None) -> PredictionResult:
@@ -622,8 +613,7 @@ def _result_from_run(
 ) -> PredictionResult:
     """The task's result from a prediction_runs row: this run's, just written (with
     its report), or an earlier run's whose inputs equal this one's (read back)."""
-    cutoffs = run["training_cutoffs"]
-    cutoffs = json.loads(cutoffs) if isinstance(cutoffs, str) else cutoffs
+    cutoffs = run["training_cutoffs"]  # a dict: written here, or decoded by store
     return PredictionResult(
         model_version=run["model_version"],
         run_id=run["run_id"],

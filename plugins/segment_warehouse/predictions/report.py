@@ -8,7 +8,6 @@ feature importances on the backtest, score distribution per segment.
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import matplotlib.pyplot as plt
 
 from segment_warehouse.config import Settings, get_settings
 from segment_warehouse.predictions import store
-from segment_warehouse.warehouse import table_columns, table_exists
+from segment_warehouse.warehouse import table_exists
 
 
 def _png(fig: Any) -> str:
@@ -33,22 +32,9 @@ def _png(fig: Any) -> str:
 def _run(con: duckdb.DuckDBPyConnection, model_version: str | None) -> dict[str, Any] | None:
     if not table_exists(con, "segments", "prediction_runs"):
         return None
-    sql = "select * from segments.prediction_runs "
     if model_version:
-        sql += "where model_version = ?"
-    elif "scored_at" in table_columns(con, "segments", "prediction_runs"):
-        sql += f"{store.LATEST_FIRST} limit 1"
-    else:  # a table of an earlier version, before its next prediction run adds the column
-        sql += "order by trained_at desc limit 1"
-    cur = con.execute(sql, [model_version] if model_version else [])
-    rows = cur.fetchall()
-    if not rows:
-        return None
-    run = dict(zip([c[0] for c in cur.description], rows[0], strict=True))
-    for key in ("backtest", "training_cutoffs", "label_windows", "features"):
-        if isinstance(run[key], str):
-            run[key] = json.loads(run[key])
-    return run
+        return store.run_of_version(con, model_version)
+    return store.latest_run(con)
 
 
 def _plot_calibration(bt: dict[str, Any], title: str) -> str | None:

@@ -8,6 +8,8 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from segment_warehouse.warehouse import table_columns
+
 DDL: tuple[str, ...] = (
     """
     create table if not exists segments.customer_predictions (
@@ -98,16 +100,40 @@ def ensure_prediction_tables(con: duckdb.DuckDBPyConnection) -> None:
 LATEST_FIRST = "order by scored_at desc, trained_at desc"
 
 
-def _first(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any] | None:
-    cur = con.execute(sql)
+# The json columns of prediction_runs: DuckDB returns them as text.
+JSON_COLUMNS = frozenset(
+    {"training_cutoffs", "label_windows", "backtest", "features", "calibration"}
+)
+
+
+def _first(
+    con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None
+) -> dict[str, Any] | None:
+    """The first row of a prediction_runs query, its json columns decoded."""
+    cur = con.execute(sql, params or [])
     rows = cur.fetchall()
     if not rows:
         return None
-    return dict(zip([d[0] for d in cur.description], rows[0], strict=True))
+    run = dict(zip([d[0] for d in cur.description], rows[0], strict=True))
+    for key in JSON_COLUMNS & run.keys():
+        if isinstance(run[key], str):
+            run[key] = json.loads(run[key])
+    return run
 
 
 def latest_run(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
+    if "scored_at" not in table_columns(con, "segments", "prediction_runs"):
+        # a table of an earlier version, before its next prediction run adds the column
+        return _first(
+            con, "select * from segments.prediction_runs order by trained_at desc limit 1"
+        )
     return _first(con, f"select * from segments.prediction_runs {LATEST_FIRST} limit 1")
+
+
+def run_of_version(con: duckdb.DuckDBPyConnection, model_version: str) -> dict[str, Any] | None:
+    return _first(
+        con, "select * from segments.prediction_runs where model_version = ?", [model_version]
+    )
 
 
 def latest_training_run(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
