@@ -335,3 +335,50 @@
 {% macro spark__arg_max_by(value, key) -%}
     max_by({{ value }}, {{ key }})
 {%- endmacro %}
+
+{#- ISO day of the week of the date or timestamp `expr`: Monday 1 ... Sunday
+    7. DuckDB's isodow; Spark's weekday counts Monday 0 ... Sunday 6 (its
+    dayofweek starts on Sunday). -#}
+{% macro weekday_iso(expr) -%}
+    {{ return(adapter.dispatch('weekday_iso')(expr)) }}
+{%- endmacro %}
+
+{% macro default__weekday_iso(expr) -%}
+    isodow({{ expr }})
+{%- endmacro %}
+
+{% macro spark__weekday_iso(expr) -%}
+    (weekday({{ expr }}) + 1)
+{%- endmacro %}
+
+{#- Days from the date `start_date` to the date `end_date` (negative when
+    `end_date` is earlier), a BIGINT as DuckDB's date_diff('day', ...) gives;
+    Spark's datediff takes the end first and returns an INT. -#}
+{% macro days_between(start_date, end_date) -%}
+    {{ return(adapter.dispatch('days_between')(start_date, end_date)) }}
+{%- endmacro %}
+
+{% macro default__days_between(start_date, end_date) -%}
+    date_diff('day', {{ start_date }}, {{ end_date }})
+{%- endmacro %}
+
+{% macro spark__days_between(start_date, end_date) -%}
+    cast(datediff({{ end_date }}, {{ start_date }}) as bigint)
+{%- endmacro %}
+
+{#- `numerator` / `denominator` as a DOUBLE, for decimal (or integer)
+    operands. DuckDB divides decimals as doubles (the same result as casting
+    both operands first); Spark divides them as decimals, rounded to a
+    6-digit scale (0.428571, not 0.42857142857142855), so its body casts
+    first. Pass a compound denominator in parentheses. -#}
+{% macro quotient_double(numerator, denominator) -%}
+    {{ return(adapter.dispatch('quotient_double')(numerator, denominator)) }}
+{%- endmacro %}
+
+{% macro default__quotient_double(numerator, denominator) -%}
+    {{ numerator }} / {{ denominator }}
+{%- endmacro %}
+
+{% macro spark__quotient_double(numerator, denominator) -%}
+    (cast({{ numerator }} as double) / cast({{ denominator }} as double))
+{%- endmacro %}

@@ -13,14 +13,14 @@ final as (
     select
         customer_id,
         marketing_consent,
-        cast(date_diff('day', cast(last_order_at as date), {{ as_of_date() }}) as double) as recency_days,
+        cast({{ days_between('cast(last_order_at as date)', as_of_date()) }} as double) as recency_days,
         cast(orders_count as bigint) as frequency,
         cast(lifetime_revenue as double) as monetary,
         cast(avg_order_value as double) as avg_order_value,
         cast(
             case
                 when lifetime_revenue + lifetime_discount > 0
-                    then lifetime_discount / (lifetime_revenue + lifetime_discount)
+                    then {{ quotient_double('lifetime_discount', '(lifetime_revenue + lifetime_discount)') }}
                 else 0
             end as double
         ) as discount_share,
@@ -40,7 +40,7 @@ final as (
             end as double
         ) as weekend_share,
         cast(cart_adds_without_purchase as bigint) as cart_adds_without_purchase,
-        cast(greatest(date_diff('day', cast(first_seen_at as date), {{ as_of_date() }}), 0) as double)
+        cast(greatest({{ days_between('cast(first_seen_at as date)', as_of_date()) }}, 0) as double)
             as tenure_days
 
     from customers

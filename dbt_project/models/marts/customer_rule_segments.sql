@@ -40,8 +40,8 @@ scored as (
     select
         customers.customer_id,
         customers.orders_count,
-        date_diff('day', cast(customers.first_order_at as date), {{ as_of_date() }}) as days_since_first_order,
-        date_diff('day', cast(customers.last_order_at as date), {{ as_of_date() }}) as days_since_last_order,
+        {{ days_between('cast(customers.first_order_at as date)', as_of_date()) }} as days_since_first_order,
+        {{ days_between('cast(customers.last_order_at as date)', as_of_date()) }} as days_since_last_order,
         customers.sessions_30d,
         customers.sessions_90d,
         buyers.recency_score,

@@ -48,7 +48,7 @@ order_measures as (
             as lifetime_discount,
         min(order_ts) filter (where is_completed) as first_order_at,
         max(order_ts) filter (where is_completed) as last_order_at,
-        count(*) filter (where is_completed and isodow(order_ts) in (6, 7)) as weekend_orders_count,
+        count(*) filter (where is_completed and {{ weekday_iso('order_ts') }} in (6, 7)) as weekend_orders_count,
         min(order_ts) as first_any_order_at,
         max(order_ts) as last_any_order_at
 
@@ -82,7 +82,7 @@ session_measures as (
             and session_start_at::date <= {{ as_of_date() }}
         ), 0) as page_views_90d,
         count(*) filter (where is_mobile) as mobile_sessions_count,
-        count(*) filter (where isodow(session_start_at) in (6, 7)) as weekend_sessions_count,
+        count(*) filter (where {{ weekday_iso('session_start_at') }} in (6, 7)) as weekend_sessions_count,
         coalesce(sum(products_added_count) filter (where orders_completed_count = 0), 0)
             as cart_adds_without_purchase
 
@@ -105,11 +105,13 @@ final as (
             customers.last_contact_update_at, order_measures.last_any_order_at, session_measures.last_session_at
         ) as last_seen_at,
         coalesce(order_measures.orders_count, 0) as orders_count,
-        coalesce(order_measures.lifetime_revenue, 0) as lifetime_revenue,
-        coalesce(order_measures.lifetime_discount, 0) as lifetime_discount,
+        -- DuckDB's sum of decimal(18, 4) is decimal(38, 4) already; Spark's
+        -- is decimal(28, 4): the cast pins one type on both
+        cast(coalesce(order_measures.lifetime_revenue, 0) as decimal(38, 4)) as lifetime_revenue,
+        cast(coalesce(order_measures.lifetime_discount, 0) as decimal(38, 4)) as lifetime_discount,
         case
             when order_measures.orders_count > 0
-                then order_measures.lifetime_revenue / order_measures.orders_count
+                then {{ quotient_double('order_measures.lifetime_revenue', 'order_measures.orders_count') }}
         end as avg_order_value,
         order_measures.first_order_at,
         order_measures.last_order_at,
