@@ -36,14 +36,16 @@ def builds(segments_env: Path, monkeypatch: pytest.MonkeyPatch) -> list[dict[str
 def test_incremental_by_default_full_refresh_after_seed_change_or_backfill(
     builds: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_hash = tasks._dbt_project_hash
+    real_digest = tasks.dbt_project_digest
     tasks.dbt_build("2026-11-20")
     tasks.dbt_build("2026-11-21")
     assert [b["full_refresh"] for b in builds] == [False, False]
 
     # new FX rates: staged orders must be re-priced, so rebuild from raw once
     monkeypatch.setattr(
-        tasks, "_dbt_project_hash", lambda sub="": "new" if sub == "seeds" else real_hash(sub)
+        tasks,
+        "dbt_project_digest",
+        lambda parts=None, **kw: "new" if parts == ["seeds"] else real_digest(parts, **kw),
     )
     tasks.dbt_build("2026-11-22")
     tasks.dbt_build("2026-11-23")
@@ -73,7 +75,7 @@ def test_docs_only_when_the_project_changed(
 ) -> None:
     tasks.dbt_build("2026-11-20")
     tasks.dbt_build("2026-11-21")
-    monkeypatch.setattr(tasks, "_dbt_project_hash", lambda sub="": f"edited-{sub}")
+    monkeypatch.setattr(tasks, "dbt_project_digest", lambda parts=None, **kw: f"edited-{parts}")
     tasks.dbt_build("2026-11-22")
     assert [b["docs"] for b in builds] == [True, False, True]
 
@@ -95,12 +97,12 @@ def test_project_hash_sees_changes_in_a_checkout_under_a_logs_folder(
     settings = dataclasses.replace(config.get_settings(), repo_root=checkout)
     monkeypatch.setattr(config, "get_settings", lambda: settings)
 
-    before = tasks._dbt_project_hash()
+    before = tasks.dbt_project_digest()
     built.write_text("select 2")  # dbt's own output inside the project: not the project
-    assert tasks._dbt_project_hash() == before
+    assert tasks.dbt_project_digest() == before
     model.write_text("select 2")
-    assert tasks._dbt_project_hash() != before
-    assert tasks._dbt_project_hash("models") != tasks._dbt_project_hash("target")
+    assert tasks.dbt_project_digest() != before
+    assert tasks.dbt_project_digest(["models"]) != tasks.dbt_project_digest(["target"])
 
 
 def test_build_state_is_kept_in_the_warehouse(builds: list[dict[str, Any]]) -> None:
@@ -110,7 +112,7 @@ def test_build_state_is_kept_in_the_warehouse(builds: list[dict[str, Any]]) -> N
     tasks.request_full_refresh("erasure requests R1", run_id="run-1")
     assert tasks.dbt_build("2026-11-20")["full_refresh"] is True
     assert state.read(state.DBT_LAST_AS_OF_DATE) == "2026-11-20"
-    assert state.read(state.DBT_SEEDS_SHA256) == tasks._dbt_project_hash("seeds")
+    assert state.read(state.DBT_SEEDS_SHA256) == tasks.dbt_project_digest(["seeds"])
     assert state.read(state.FULL_REFRESH_REQUIRED) is None  # the build succeeded
     assert tasks.dbt_build("2026-11-21")["full_refresh"] is False
     wh = get_settings().warehouse_dir

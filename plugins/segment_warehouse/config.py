@@ -61,8 +61,25 @@ def _env_float(name: str, default: float) -> float:
     return value
 
 
+_TRUE = {"1", "true", "yes", "y", "on"}
+_FALSE = {"0", "false", "no", "n", "off"}
+
+
 def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "y", "on"}
+    return os.environ.get(name, "").strip().lower() in _TRUE
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    """A yes/no setting with a default; anything else is an error (a typo must not
+    silently pick one)."""
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
 @dataclass(frozen=True)
@@ -116,6 +133,10 @@ class Settings:
     # Row-level expectations run on new/changed rows; every row at least this often
     # (days; 0: every run). SEGMENTS_VALIDATION_FULL_EVERY_DAYS.
     validation_full_every_days: int = 7
+    # Skip `dbt build` when nothing it reads changed since the last successful build
+    # (tasks.dbt_build: loaded files, raw row counts, the dbt project, the as-of date,
+    # the dbt vars). SEGMENTS_DBT_SKIP_UNCHANGED (default true; false: always build).
+    dbt_skip_unchanged: bool = True
 
     repo_root: Path = REPO_ROOT
 
@@ -228,4 +249,5 @@ def get_settings() -> Settings:
         landing_settle_seconds=_env_float("SEGMENTS_LANDING_SETTLE_SECONDS", 2.0),
         predictions=PredictionSettings.from_env(),
         validation_full_every_days=_env_int("SEGMENTS_VALIDATION_FULL_EVERY_DAYS", 7, 0),
+        dbt_skip_unchanged=_env_bool("SEGMENTS_DBT_SKIP_UNCHANGED", True),
     )

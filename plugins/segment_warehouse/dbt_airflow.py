@@ -86,9 +86,8 @@ def manifest_is_current(settings: Settings | None = None) -> bool:
     """The DAG manifest exists and is newer than every file of the dbt project."""
     settings = settings or get_settings()
     manifest = dag_manifest_path(settings)
-    return (
-        manifest.exists()
-        and manifest.stat().st_mtime >= _newest_project_mtime(settings.dbt_project_dir)
+    return manifest.exists() and manifest.stat().st_mtime >= _newest_project_mtime(
+        settings.dbt_project_dir
     )
 
 
@@ -215,6 +214,11 @@ def _producer_class() -> type:
         consumers never run dbt). ``tasks.dbt_build`` (failures.fail_fast) does
         not retry what fails the same way again (a failed model or test, a
         compile error); a locked file or a killed dbt process is retried.
+
+        When ``tasks.dbt_build`` skips dbt (its inputs are unchanged), it hands
+        every node of the project to ``publish`` as ``success`` (tests ``pass``):
+        what Cosmos's sensors count as success, so each model's task succeeds and
+        validation and publishing run as after a build (``skipped`` would skip them).
         """
 
         def execute(self, context: Any, **kwargs: Any) -> Any:

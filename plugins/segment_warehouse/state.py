@@ -15,6 +15,12 @@ Keys:
 - ``dbt_last_as_of_date``: the as-of date of the last successful dbt build.
 - ``dbt_seeds_sha256``: hash of the seeds that build used (a change re-prices
   old orders, so it forces a full refresh).
+- ``dbt_last_build``: JSON ``{"fingerprint", "parts", "marts_generation",
+  "run_id", "at"}`` of the last successful dbt build: the digest of everything
+  it read (``tasks.dbt_inputs_fingerprint``) and the marts generation it left. A
+  build with the same fingerprint over the same generation is skipped
+  (SEGMENTS_DBT_SKIP_UNCHANGED); removed when a build starts, so a failed or
+  interrupted one leaves none.
 - ``marts_generation``: a token every writer of marts renews before it starts;
   a snapshot built from another token is not current (see ``publish``).
 - ``segments_marts_generation``: the marts generation the current segments,
@@ -42,6 +48,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -50,6 +57,7 @@ from segment_warehouse.config import Settings, get_settings
 FULL_REFRESH_REQUIRED = "dbt_full_refresh_required"
 DBT_LAST_AS_OF_DATE = "dbt_last_as_of_date"
 DBT_SEEDS_SHA256 = "dbt_seeds_sha256"
+DBT_LAST_BUILD = "dbt_last_build"
 MARTS_GENERATION = "marts_generation"
 SEGMENTS_MARTS_GENERATION = "segments_marts_generation"
 KEYS: tuple[str, ...] = (
@@ -98,9 +106,7 @@ def get(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
     return row[0] if row else None
 
 
-def put(
-    con: duckdb.DuckDBPyConnection, key: str, value: str, *, run_id: str | None = None
-) -> None:
+def put(con: duckdb.DuckDBPyConnection, key: str, value: str, *, run_id: str | None = None) -> None:
     """Set ``key`` (upsert) in the caller's transaction, if one is open."""
     ensure_state_table(con)
     con.execute(
@@ -124,6 +130,38 @@ def renew_marts_generation(con: duckdb.DuckDBPyConnection, *, run_id: str | None
     token = uuid.uuid4().hex
     put(con, MARTS_GENERATION, token, run_id=run_id)
     return token
+
+
+def last_dbt_build(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
+    """What the last successful dbt build recorded (``dbt_last_build``), None if none."""
+    raw = get(con, DBT_LAST_BUILD)
+    if not raw:
+        return None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return None  # unreadable: as if there were none, the next build rewrites it
+    return doc if isinstance(doc, dict) and doc.get("fingerprint") else None
+
+
+def record_dbt_build(
+    con: duckdb.DuckDBPyConnection,
+    fingerprint: str,
+    parts: dict[str, str],
+    *,
+    run_id: str | None = None,
+    at: datetime | None = None,
+) -> None:
+    """Record a successful dbt build's input fingerprint, with the marts generation it
+    left (the caller's transaction, with the rest of the build's state)."""
+    doc = {
+        "fingerprint": fingerprint,
+        "parts": dict(sorted(parts.items())),
+        "marts_generation": get(con, MARTS_GENERATION),
+        "run_id": run_id,
+        "at": (at or datetime.now(UTC)).isoformat(),
+    }
+    put(con, DBT_LAST_BUILD, json.dumps(doc), run_id=run_id)
 
 
 def request_full_refresh(
@@ -169,9 +207,7 @@ def full_validation_requests(con: duckdb.DuckDBPyConnection) -> list[tuple[datet
     return [(datetime.fromisoformat(when), str(why)) for when, why in json.loads(raw)]
 
 
-def last_full_validation(
-    con: duckdb.DuckDBPyConnection, suite: str
-) -> tuple[datetime, str] | None:
+def last_full_validation(con: duckdb.DuckDBPyConnection, suite: str) -> tuple[datetime, str] | None:
     """(when, suite fingerprint) of ``suite``'s last successful full validation."""
     raw = get(con, VALIDATION_FULL_PREFIX + suite)
     if not raw:

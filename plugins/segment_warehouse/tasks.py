@@ -17,12 +17,19 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from segment_warehouse import failures
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from segment_warehouse.config import Settings
+    from segment_warehouse.dbt_runner import NodeResult
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +73,8 @@ def measured(stage: str) -> Callable[[F], F]:
     One JSON line per stage run goes to ``<warehouse_dir>/metrics/stages.jsonl``
     (engineers can tail it; ``make bench`` reads it). Peak memory is sampled
     every 50 ms because ru_maxrss is a process-lifetime high-water mark and
-    `airflow dags test` runs every task in one process.
+    `airflow dags test` runs every task in one process. A stage whose result says
+    ``"skipped": true`` is recorded with ``"skipped": true``.
     """
 
     def decorate(func: F) -> F:
@@ -88,6 +96,7 @@ def measured(stage: str) -> Callable[[F], F]:
             sampler.start()
             started = time.perf_counter()
             ok = False
+            result = None
             try:
                 result = func(*args, **kwargs)
                 ok = True
@@ -103,6 +112,8 @@ def measured(stage: str) -> Callable[[F], F]:
                     "ok": ok,
                     "pid": os.getpid(),
                 }
+                if isinstance(result, dict) and result.get("skipped") is True:
+                    record["skipped"] = True  # did no work (dbt_build: inputs unchanged)
                 metrics = get_settings().warehouse_dir / "metrics"
                 metrics.mkdir(parents=True, exist_ok=True)
                 with (metrics / "stages.jsonl").open("a") as fh:
@@ -181,7 +192,8 @@ def dbt_build(
     run_id: str | None = None,
     on_result: Callable[[list[Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """dbt build for the logical date; --full-refresh when incremental state is unsafe.
+    """dbt build for the logical date; --full-refresh when incremental state is unsafe;
+    no build at all when nothing it reads changed since the last successful one.
 
     ``on_result`` gets the build's per-node results (``dbt_runner.NodeResult``)
     as soon as dbt has finished, failed or not, before the state is written
@@ -198,6 +210,15 @@ def dbt_build(
     raw instead. What the last build left (its as-of date, its seeds' hash,
     pending full-refresh requests) is read from and written to
     ``audit.pipeline_state`` (see :mod:`segment_warehouse.state`).
+
+    Unchanged inputs (a rules change, a manual re-trigger, a landing event for files
+    already loaded): with SEGMENTS_DBT_SKIP_UNCHANGED (default) and no full refresh
+    due, when :func:`dbt_inputs_fingerprint` equals the last successful build's, the
+    marts generation is still the one that build left (no erasure, no other dbt run
+    since), the last validation of staging and marts had no critical failure, and
+    every relation of the project exists, dbt is not started: the tables
+    are what a build would write again. The result says ``skipped`` and why, and
+    ``on_result`` gets every node of the project as unchanged-and-successful.
     """
     from segment_warehouse import dbt_runner, state
     from segment_warehouse.config import get_settings
@@ -208,16 +229,35 @@ def dbt_build(
         reasons = state.full_refresh_reasons(con)
         last_as_of = state.get(con, state.DBT_LAST_AS_OF_DATE)
         last_seeds_hash = state.get(con, state.DBT_SEEDS_SHA256)
-    if last_as_of and as_of_date < last_as_of:
-        reasons.append(f"backfill: {as_of_date} is before the last build's {last_as_of}")
-    seeds_hash = _dbt_project_hash("seeds")
-    if last_seeds_hash is not None and last_seeds_hash != seeds_hash:
-        reasons.append("reference seeds changed (FX rates, blocked identifiers, bot patterns)")
+        if last_as_of and as_of_date < last_as_of:
+            reasons.append(f"backfill: {as_of_date} is before the last build's {last_as_of}")
+        seeds_hash = dbt_project_digest(["seeds"])
+        if last_seeds_hash is not None and last_seeds_hash != seeds_hash:
+            reasons.append("reference seeds changed (FX rates, blocked identifiers, bot patterns)")
+        fingerprint, parts = dbt_inputs_fingerprint(con, as_of_date, settings)
+        skip = _unchanged_build(con, settings, fingerprint, parts, reasons)
+        if skip is None:
+            # gone until this build succeeds: a failed or interrupted one leaves none
+            state.delete(con, state.DBT_LAST_BUILD)
+    if skip is not None:
+        reason, nodes = skip
+        log.info("dbt build skipped: %s", reason)
+        if on_result is not None:
+            on_result(nodes)
+        return {
+            "seconds": 0.0,
+            "nodes_by_status": {"unchanged": len(nodes)},
+            "full_refresh": False,
+            "docs_generated": False,  # the project is unchanged, so are its docs
+            "warnings": [],
+            "skipped": True,
+            "skipped_reason": f"dbt build skipped: {reason}",
+        }
     extra = ["--full-refresh"] if reasons else []
     if reasons:
         log.info("dbt build with --full-refresh: %s", "; ".join(reasons))
     docs_marker = settings.dbt_docs_dir / ".project_sha256"
-    project_hash = _dbt_project_hash()
+    project_hash = parts["project"]
     docs_stale = not docs_marker.exists() or docs_marker.read_text() != project_hash
     started = time.time() - 1.0  # file mtimes use a coarser clock than time.time()
     try:
@@ -241,6 +281,8 @@ def dbt_build(
         state.delete(con, state.FULL_REFRESH_REQUIRED)
         if reasons:  # rebuilt rows (backfill, erasure, seeds): every row rule runs again
             state.request_full_validation(con, "; ".join(reasons), run_id=run_id)
+        # with the marts generation this build's session renewed
+        state.record_dbt_build(con, fingerprint, parts, run_id=run_id)
         con.execute("commit")
     counts: dict[str, int] = {}
     for node in result.nodes:
@@ -252,28 +294,251 @@ def dbt_build(
         "full_refresh": bool(reasons),
         "docs_generated": docs_generated,
         "warnings": [n.unique_id for n in result.nodes if n.status == "warn"][:50],
+        "skipped": False,
     }
 
 
-def _dbt_project_hash(subdir: str = "") -> str:
-    """sha256 over the dbt project's files (or one folder of it, e.g. ``seeds``).
+def dbt_project_digest(
+    parts: Iterable[str] | None = None, *, settings: Settings | None = None
+) -> str:
+    """sha256 over the dbt project's files, or over some of its parts (files or folders
+    relative to the project, e.g. ``["seeds"]``), in the order given.
 
-    dbt's own output folders are excluded by their path *inside* the project: a
-    checkout that itself lives under a folder called ``logs`` or ``target`` is
-    still hashed.
+    The one hasher of the project: the docs marker and the seeds hash here, the
+    validation suites' fingerprints (``validation/scope.py``) and the build
+    fingerprint all use it. dbt's own output folders are excluded by their path
+    *inside* the project: a checkout that itself lives under a folder called
+    ``logs`` or ``target`` is still hashed.
     """
     import hashlib
 
     from segment_warehouse.config import get_settings
 
-    project = get_settings().dbt_project_dir
+    project = (settings or get_settings()).dbt_project_dir
     digest = hashlib.sha256()
-    for path in sorted((project / subdir).rglob("*")):
-        relative = path.relative_to(project)
-        if path.is_file() and not {"target", "logs", "dbt_packages"} & set(relative.parts):
-            digest.update(relative.as_posix().encode())
-            digest.update(path.read_bytes())
+    for part in [""] if parts is None else parts:
+        root = project / part
+        paths = [root] if root.is_file() else sorted(root.rglob("*"))
+        for path in paths:
+            relative = path.relative_to(project)
+            if path.is_file() and not _DBT_OUTPUT_DIRS & set(relative.parts):
+                digest.update(relative.as_posix().encode())
+                digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+_DBT_OUTPUT_DIRS = frozenset({"target", "logs", "dbt_packages"})
+# Python outside dbt_project/ that runs inside the dbt process: the dbt-duckdb plugin's
+# UDFs (phone normalisation, pseudonymisation) and the identity package the Python
+# models import (with its trained Splink model). Relative to the segment_warehouse package.
+DBT_CODE: tuple[str, ...] = ("dbt_plugin.py", "privacy.py", "identity")
+# Libraries whose upgrade can change what the same SQL and Python compute.
+DBT_PACKAGES: tuple[str, ...] = (
+    "dbt-core", "dbt-duckdb", "duckdb", "splink", "phonenumbers", "numpy", "scipy", "pyarrow",
+)  # fmt: skip
+# Part of the fingerprint: a change in what it covers makes the next run build.
+DBT_FINGERPRINT_VERSION = "1"
+
+
+def dbt_vars(settings: Settings) -> dict[str, Any]:
+    """The settings that reach the dbt models as ``--vars`` (what ``dbt_runner.build``
+    passes; tests/test_dbt_skip.py checks the two agree)."""
+    return {
+        "reporting_currency": settings.reporting_currency,
+        "max_component_size": settings.max_component_size,
+    }
+
+
+def dbt_inputs_fingerprint(
+    con: duckdb.DuckDBPyConnection, as_of_date: str, settings: Settings
+) -> tuple[str, dict[str, str]]:
+    """Digest of everything a ``dbt build`` reads, and of each part (to say what changed).
+
+    - ``load_manifest``: every row of ``audit.load_manifest`` (file, content hash,
+      status, rows, load time): a new delivery changes it;
+    - ``raw_rows``: each raw table's row count, for a change that bypassed the
+      loaders (a manual delete; an erasure also requests a full refresh);
+    - ``project``: the dbt project's files (models, macros, seeds, tests, yml);
+    - ``code``: the Python dbt runs from this package (:data:`DBT_CODE`) and the
+      versions of the libraries in :data:`DBT_PACKAGES`;
+    - ``as_of_date`` (SEGMENTS_AS_OF_DATE for the models) and ``vars`` (:func:`dbt_vars`).
+
+    SEGMENTS_DUCKDB_THREADS / _MEMORY_LIMIT and the dbt thread count reach dbt too
+    but do not change what it writes. A changed SEGMENTS_PII_KEY is refused before
+    any stage (privacy.verify_key).
+    """
+    import hashlib
+    from importlib import metadata
+
+    from segment_warehouse.warehouse import table_exists
+
+    def sha(value: Any) -> str:
+        return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+    manifest_rows: list[Any] = []
+    if table_exists(con, "audit", "load_manifest"):
+        manifest_rows = con.execute(
+            "select source, source_file, sha256, status, rows_loaded, rows_quarantined, "
+            "batch_id, cast(loaded_at as varchar) from audit.load_manifest order by all"
+        ).fetchall()
+    raw_tables = con.execute(
+        "select table_name from information_schema.tables "
+        "where table_schema = 'raw' and table_type = 'BASE TABLE' order by table_name"
+    ).fetchall()
+    raw_rows = {}
+    for (name,) in raw_tables:
+        quoted = '"' + name.replace('"', '""') + '"'
+        (raw_rows[name],) = con.execute(f"select count(*) from raw.{quoted}").fetchone()
+    package = Path(__file__).resolve().parent
+    code = hashlib.sha256()
+    for part in DBT_CODE:
+        root = package / part
+        for path in [root] if root.is_file() else sorted(root.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                code.update(path.relative_to(package).as_posix().encode())
+                code.update(path.read_bytes())
+    versions = {}
+    for name in DBT_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    parts = {
+        "as_of_date": sha(as_of_date),
+        "vars": sha(dbt_vars(settings)),
+        "load_manifest": sha(manifest_rows),
+        "raw_rows": sha(raw_rows),
+        "project": dbt_project_digest(settings=settings),
+        "code": sha([code.hexdigest(), versions]),
+    }
+    return sha([DBT_FINGERPRINT_VERSION, parts]), parts
+
+
+def _unchanged_build(
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    fingerprint: str,
+    parts: dict[str, str],
+    full_refresh_reasons: list[str],
+) -> tuple[str, list[NodeResult]] | None:
+    """(why, every node as unchanged) when the build can be skipped, else None (logged)."""
+    from segment_warehouse import state
+
+    def build(why: str) -> None:
+        log.info("dbt build needed: %s", why)
+
+    if not settings.dbt_skip_unchanged:
+        return build("SEGMENTS_DBT_SKIP_UNCHANGED is off")
+    if full_refresh_reasons:
+        return build("a full refresh is due")
+    last = state.last_dbt_build(con)
+    if last is None:
+        return build("no successful build recorded with its inputs")
+    if last["fingerprint"] != fingerprint:
+        before = last.get("parts") or {}
+        changed = [name for name, value in parts.items() if before.get(name) != value]
+        return build(f"changed since run {last.get('run_id')}: {', '.join(changed) or 'inputs'}")
+    generation = state.get(con, state.MARTS_GENERATION)
+    if generation is None or generation != last.get("marts_generation"):
+        return build("the marts were written since that build (an erasure or another dbt run)")
+    failed = _critically_failed_suites(con)
+    if failed:
+        # e.g. a mart written by hand; the same inputs may still fail, as before
+        return build(f"the last validation of {', '.join(failed)} failed critically")
+    nodes = _project_nodes(settings)
+    if nodes is None:
+        return build(f"no readable manifest.json in {settings.dbt_target_dir}")
+    missing = _missing_relations(con, nodes)
+    if missing:
+        return build(f"{len(missing)} relation(s) missing, e.g. {missing[0]}")
+    since = last.get("run_id") or last.get("at")
+    reason = (
+        f"inputs unchanged since the build of run {since} (loaded files, raw row counts, "
+        f"dbt project and code, as-of date, vars)"
+    )
+    return reason, _unchanged_results(nodes, since)
+
+
+# The validation suites of what dbt builds (raw_contract checks dbt's inputs).
+DBT_BUILT_SUITES: tuple[str, ...] = ("staging", "marts")
+
+
+def _critically_failed_suites(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Suites of :data:`DBT_BUILT_SUITES` whose latest validation had a critical failure."""
+    from segment_warehouse.warehouse import table_exists
+
+    if not table_exists(con, "audit", "validation_results"):
+        return []
+    rows = con.execute(
+        """
+        with latest as (
+            select suite, arg_max(run_id, validated_at) as run_id
+            from audit.validation_results
+            where suite in (select unnest(?::varchar[]))
+            group by suite
+        )
+        select distinct results.suite
+        from audit.validation_results as results
+        inner join latest
+            on results.suite = latest.suite and results.run_id = latest.run_id
+        where not results.success and results.severity = 'critical'
+        order by results.suite
+        """,
+        [list(DBT_BUILT_SUITES)],
+    ).fetchall()
+    return [suite for (suite,) in rows]
+
+
+def _project_nodes(settings: Settings) -> list[dict[str, Any]] | None:
+    """Models, seeds, snapshots and data tests of the last parsed project (the build's
+    session parses first, and its project digest matched), None if unreadable."""
+    path = settings.dbt_target_dir / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+        nodes = list(manifest["nodes"].values())
+    except (OSError, ValueError, KeyError, AttributeError):
+        return None
+    kept = {"model", "seed", "snapshot", "test"}
+    return [n for n in nodes if isinstance(n, dict) and n.get("resource_type") in kept]
+
+
+def _missing_relations(con: duckdb.DuckDBPyConnection, nodes: list[dict[str, Any]]) -> list[str]:
+    """Tables and views of the project the warehouse does not have (dropped, or built
+    in another file)."""
+    present = {
+        (schema.lower(), name.lower())
+        for schema, name in con.execute(
+            "select table_schema, table_name from information_schema.tables"
+        ).fetchall()
+    }
+    missing = []
+    for node in nodes:
+        if node.get("resource_type") == "test":
+            continue
+        if (node.get("config") or {}).get("materialized") == "ephemeral":
+            continue
+        schema = str(node.get("schema") or "")
+        name = str(node.get("alias") or node.get("name") or "")
+        if (schema.lower(), name.lower()) not in present:
+            missing.append(f"{schema}.{name}")
+    return missing
+
+
+def _unchanged_results(nodes: list[dict[str, Any]], since: str) -> list[NodeResult]:
+    """A successful result per node, as dbt would report it ("pass" for tests)."""
+    from segment_warehouse.dbt_runner import NodeResult
+
+    message = f"not rebuilt: inputs unchanged since the build of run {since}"
+    return [
+        NodeResult(
+            unique_id=str(node["unique_id"]),
+            status="pass" if node.get("resource_type") == "test" else "success",
+            execution_time=0.0,
+            message=message,
+        )
+        for node in nodes
+        if node.get("unique_id")
+    ]
 
 
 @failures.fail_fast
@@ -405,7 +670,8 @@ def refresh_exports(run_id: str) -> dict[str, Any]:
         # nothing of this snapshot to export yet; recluster_segments writes the first one
         log.warning(
             "refresh_exports: %s has a release but the snapshot has no decisions yet; "
-            "left as it is", settings.exports_dir,
+            "left as it is",
+            settings.exports_dir,
         )
         return {"skipped": "the snapshot has no content decisions yet"}
     return _plain(export(run_id=run_id))

@@ -77,15 +77,11 @@ class RunScope:
 
 
 def suite_fingerprint(suite: SuiteSpec, settings: Settings) -> str:
+    from segment_warehouse.tasks import dbt_project_digest  # the one project hasher
+
     digest = hashlib.sha256(SCOPE_VERSION.encode())
     digest.update(suite.path.read_bytes())
-    project = settings.dbt_project_dir
-    for name in DBT_INPUTS:
-        root = project / name
-        paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-        for path in paths:
-            digest.update(path.relative_to(project).as_posix().encode())
-            digest.update(path.read_bytes())
+    digest.update(dbt_project_digest(DBT_INPUTS, settings=settings).encode())
     return digest.hexdigest()
 
 
