@@ -42,6 +42,19 @@ def test_state_commits_and_rolls_back_with_the_data(segments_env: Path) -> None:
     assert state.read(state.MARTS_GENERATION) == token
 
 
+def test_a_dbt_build_record_carries_the_marts_generation_it_left(segments_env: Path) -> None:
+    with warehouse() as con:
+        assert state.last_dbt_build(con) is None
+        token = state.renew_marts_generation(con)
+        state.record_dbt_build(con, "f1", {"project": "p1"}, run_id="r1")
+        doc = state.last_dbt_build(con)
+        assert doc is not None
+        assert (doc["fingerprint"], doc["parts"], doc["run_id"]) == ("f1", {"project": "p1"}, "r1")
+        assert doc["marts_generation"] == token
+        state.put(con, state.DBT_LAST_BUILD, "{not json")
+        assert state.last_dbt_build(con) is None  # unreadable: as if none, the next build runs
+
+
 def test_full_refresh_reasons_accumulate_once_each(segments_env: Path) -> None:
     with warehouse() as con:
         state.request_full_refresh(con, "erasure requests R1")
