@@ -382,3 +382,17 @@
 {% macro spark__quotient_double(numerator, denominator) -%}
     (cast({{ numerator }} as double) / cast({{ denominator }} as double))
 {%- endmacro %}
+
+{#- A date part (`year`, `month`, `day`) of `expr` as a BIGINT on both
+    engines: DuckDB's year()/month()/day() return BIGINT, Spark's INT. -#}
+{% macro date_part_bigint(part, expr) -%}
+    {{ return(adapter.dispatch('date_part_bigint')(part, expr)) }}
+{%- endmacro %}
+
+{% macro default__date_part_bigint(part, expr) -%}
+    {{ part }}({{ expr }})
+{%- endmacro %}
+
+{% macro spark__date_part_bigint(part, expr) -%}
+    cast({{ part }}({{ expr }}) as bigint)
+{%- endmacro %}

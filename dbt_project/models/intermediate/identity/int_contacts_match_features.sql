@@ -88,12 +88,18 @@ final as (
             when day(keyed.birth_date) <= 12 and day(keyed.birth_date) <> month(keyed.birth_date)
                 then strftime(keyed.birth_date, '%Y-%d-%m')
         end as birth_date_swapped,
-        year(keyed.birth_date) as birth_year,
-        month(keyed.birth_date) as birth_month,
-        day(keyed.birth_date) as birth_day,
+        {{ date_part_bigint('year', 'keyed.birth_date') }} as birth_year,
+        {{ date_part_bigint('month', 'keyed.birth_date') }} as birth_month,
+        {{ date_part_bigint('day', 'keyed.birth_date') }} as birth_day,
         -- the same for a date and its day/month swap (a blocking key)
-        least(month(keyed.birth_date), day(keyed.birth_date)) * 100
-            + greatest(month(keyed.birth_date), day(keyed.birth_date)) as birth_day_month_set,
+        least(
+            {{ date_part_bigint('month', 'keyed.birth_date') }},
+            {{ date_part_bigint('day', 'keyed.birth_date') }}
+        ) * 100
+            + greatest(
+                {{ date_part_bigint('month', 'keyed.birth_date') }},
+                {{ date_part_bigint('day', 'keyed.birth_date') }}
+            ) as birth_day_month_set,
         keyed.gender,
         keyed.city_key,
         keyed.postal_key,
