@@ -58,3 +58,34 @@ def test_full_validation_interval(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("SEGMENTS_VALIDATION_FULL_EVERY_DAYS", bad)
         with pytest.raises(ConfigError, match="SEGMENTS_VALIDATION_FULL_EVERY_DAYS"):
             get_settings()
+
+
+def test_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    def real_spec(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:
+            return False
+
+    monkeypatch.delenv("SEGMENTS_ENGINE", raising=False)
+    assert get_settings().engine == "duckdb"
+    monkeypatch.setenv("SEGMENTS_ENGINE", "DuckDB")
+    assert get_settings().engine == "duckdb"
+    monkeypatch.setenv("SEGMENTS_ENGINE", "polars")
+    with pytest.raises(ConfigError, match="SEGMENTS_ENGINE must be one of duckdb, spark"):
+        get_settings()
+    if real_spec("pyspark") and real_spec("dbt.adapters.spark"):
+        monkeypatch.setenv("SEGMENTS_ENGINE", "spark")
+        assert get_settings().engine == "spark"
+    # spark without its libraries fails at once, saying what to install
+    real_find_spec = importlib.util.find_spec
+
+    def without_pyspark(name: str, *args: object) -> object:
+        return None if name.split(".")[0] == "pyspark" else real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_pyspark)
+    monkeypatch.setenv("SEGMENTS_ENGINE", "spark")
+    with pytest.raises(ConfigError, match=r"needs pyspark: pip install -r requirements-spark\.txt"):
+        get_settings()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,6 +83,43 @@ def _env_bool(name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+# The engine the dbt project builds on (tasks.dbt_build): DuckDB in-process, or
+# Spark (segment_warehouse.spark.pipeline; issue #19, docs/scaling.md).
+ENGINES: tuple[str, ...] = ("duckdb", "spark")
+
+
+def _env_engine() -> str:
+    """SEGMENTS_ENGINE; ``spark`` only where its libraries and a Java runtime are
+    present, so a run fails at once rather than at its dbt stage."""
+    engine = os.environ.get("SEGMENTS_ENGINE", "").strip().lower() or "duckdb"
+    if engine not in ENGINES:
+        raise ConfigError(f"SEGMENTS_ENGINE must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "spark":
+        from importlib.util import find_spec
+        from shutil import which
+
+        missing = [
+            name for name in ("pyspark", "dbt.adapters.spark") if not _importable(find_spec, name)
+        ]
+        if missing:
+            raise ConfigError(
+                f"SEGMENTS_ENGINE=spark needs {' and '.join(missing)}: "
+                "pip install -r requirements-spark.txt (and Java 17+)"
+            )
+        if not os.environ.get("JAVA_HOME") and which("java") is None:
+            raise ConfigError(
+                "SEGMENTS_ENGINE=spark needs a Java runtime (17+): none on PATH, no JAVA_HOME"
+            )
+    return engine
+
+
+def _importable(find_spec: Any, name: str) -> bool:
+    try:
+        return find_spec(name) is not None
+    except ModuleNotFoundError:  # a missing parent package (dbt.adapters)
+        return False
+
+
 @dataclass(frozen=True)
 class PredictionSettings:
     """Predictions: churn window N, training cut-off spacing and count, history, sample,
@@ -137,6 +175,8 @@ class Settings:
     # (tasks.dbt_build: loaded files, raw row counts, the dbt project, the as-of date,
     # the dbt vars). SEGMENTS_DBT_SKIP_UNCHANGED (default true; false: always build).
     dbt_skip_unchanged: bool = True
+    # SEGMENTS_ENGINE: "duckdb" (default) or "spark" (see ENGINES).
+    engine: str = "duckdb"
 
     repo_root: Path = REPO_ROOT
 
@@ -250,4 +290,5 @@ def get_settings() -> Settings:
         predictions=PredictionSettings.from_env(),
         validation_full_every_days=_env_int("SEGMENTS_VALIDATION_FULL_EVERY_DAYS", 7, 0),
         dbt_skip_unchanged=_env_bool("SEGMENTS_DBT_SKIP_UNCHANGED", True),
+        engine=_env_engine(),
     )

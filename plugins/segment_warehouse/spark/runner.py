@@ -52,8 +52,11 @@ def run_in_process(spec: dict[str, Any], settings: Settings | None = None) -> in
 
     Optional spec keys: ``parquet_tables`` (``[[schema, table, folder], ...]``,
     registered before dbt starts: the sources of a run whose loaders wrote
-    Parquet) and ``export_tables`` (``{"schema.table": folder}``, written as
-    Parquet after a successful run). Timings go to ``spark_session.json``.
+    Parquet), ``export_tables`` (``{"schema.table": folder}``, written as
+    Parquet after a successful run) and ``export_built`` (a folder: every model
+    and seed relation the run built is written there as Parquet, listed in
+    ``built_exports.json``; see :func:`export_built_relations`). Timings go to
+    ``spark_session.json``.
     """
     from segment_warehouse.spark.session import build_session
     from segment_warehouse.spark.tables import export_spark_tables, register_parquet_tables
@@ -76,8 +79,49 @@ def run_in_process(spec: dict[str, Any], settings: Settings | None = None) -> in
         export_spark_tables(
             spark, {name: Path(folder) for name, folder in spec["export_tables"].items()}
         )
+    if code == 0 and spec.get("export_built"):
+        started = time.time()
+        name = spec["commands"][0]["name"]
+        export_built_relations(spark, target, name, Path(spec["export_built"]))
+        timings["export_seconds"] = time.time() - started
     (target / "spark_session.json").write_text(json.dumps(timings, indent=1))
     return code
+
+
+BUILT_EXPORTS = "built_exports.json"
+# Relations a build leaves in the catalog (an ephemeral model is only a CTE)
+_EXPORTED_TYPES = ("model", "seed", "snapshot")
+
+
+def export_built_relations(spark: Any, target: Path, command: str, out_dir: Path) -> list[dict]:
+    """Write every relation ``command`` built successfully as Parquet under ``out_dir``.
+
+    The relations are the run results' models, seeds and snapshots with status
+    success (not ephemeral), named by the manifest's schema and alias; views are
+    written as their rows. The list (``schema``, ``name``, ``materialized``,
+    ``folder``, ``unique_id``) goes to ``built_exports.json`` in ``target``.
+    """
+    from segment_warehouse.spark.tables import export_spark_tables
+
+    manifest = json.loads((target / "manifest.json").read_text())
+    results = json.loads((target / f"run_results_{command}.json").read_text())["results"]
+    exports: list[dict] = []
+    for result in results:
+        node = manifest["nodes"].get(result.get("unique_id"))
+        if node is None or node["resource_type"] not in _EXPORTED_TYPES:
+            continue
+        materialized = node["config"].get("materialized")
+        if result.get("status") != "success" or materialized == "ephemeral":
+            continue
+        schema, name = node["schema"], node.get("alias") or node["name"]
+        folder = out_dir / schema / name
+        export_spark_tables(spark, {f"{schema}.{name}": folder})
+        exports.append(
+            {"schema": schema, "name": name, "materialized": materialized,
+             "folder": str(folder), "unique_id": node["unique_id"]}
+        )  # fmt: skip
+    (target / BUILT_EXPORTS).write_text(json.dumps(exports, indent=1))
+    return exports
 
 
 PAIRS_MODEL = "int_contact_match_pairs"
@@ -257,11 +301,13 @@ def run_dbt_spark(
     as_of_date: str | None = None,
     parquet_tables: dict[tuple[str, str], Path] | None = None,
     export_tables: dict[str, Path] | None = None,
+    export_built: Path | None = None,
 ) -> DbtRunResult:
     """``dbt <args> --target spark`` in a subprocess; per-node results as for DuckDB.
 
     ``parquet_tables`` are registered as Spark tables before dbt runs,
-    ``export_tables`` written as Parquet after it (see :func:`run_in_process`).
+    ``export_tables`` and (with ``export_built``) every relation the run built
+    are written as Parquet after it (see :func:`run_in_process`).
     """
     settings = settings or get_settings()
     spec = _spec(settings, list(args), vars)
@@ -269,11 +315,17 @@ def run_dbt_spark(
         [schema, table, str(folder)] for (schema, table), folder in (parquet_tables or {}).items()
     ]
     spec["export_tables"] = {name: str(folder) for name, folder in (export_tables or {}).items()}
+    if export_built is not None:
+        spec["export_built"] = str(export_built)
     target = target_dir(settings)
     spec_file = target / "session_spec.json"
     spec_file.write_text(json.dumps(spec, indent=1))
     name = spec["commands"][0]["name"]
-    for stale in (target / "session.json", target / f"run_results_{name}.json"):
+    for stale in (
+        target / "session.json",
+        target / f"run_results_{name}.json",
+        target / BUILT_EXPORTS,
+    ):
         stale.unlink(missing_ok=True)
     # the DuckDB runner's environment: the DuckDB output of profiles.yml is
     # rendered too and must resolve
