@@ -28,13 +28,13 @@ compared too: int_customer_attributes_survived, int_orders_attributed,
 int_sessions_stitched, int_customers_aggregated and the marts identity_map,
 fct_orders, fct_sessions, customer_features, customer_rule_segments,
 customer_profiles (their date-relative columns read the fixed as_of_date of
-VARS on both engines). Two type exceptions, values equal: DuckDB's date parts
-of int_contacts_match_features are BIGINT, Spark's INT; DuckDB's sums of a
-BIGINT (page views, cart adds in int_customers_aggregated and
-customer_profiles) are HUGEINT, a type Spark and Parquet do not have, Spark's
-BIGINT. No tolerance beyond the doubles' 12 digits: the decimal quotients
-(avg_order_value, discount_share) are divided as doubles on both engines
-(portable.sql, quotient_double), so they agree to the last bit here.
+VARS on both engines). One type exception, values equal: DuckDB's date parts
+of int_contacts_match_features are BIGINT, Spark's INT (the sums of counts in
+int_customers_aggregated are cast to BIGINT on both: DuckDB's own sum type,
+HUGEINT, exists neither in Spark nor in Parquet). No tolerance beyond the
+doubles' 12 digits: the decimal quotients (avg_order_value, discount_share) are
+divided as doubles on both engines (portable.sql, quotient_double), so they
+agree to the last bit here.
 
 Run with ``make test-spark``; needs requirements-spark.txt and Java 17+.
 """
@@ -122,16 +122,6 @@ INT_ON_SPARK = {
     ("int_contacts_match_features", column)
     for column in ("birth_year", "birth_month", "birth_day", "birth_day_month_set")
 }
-# DuckDB's sum of a BIGINT is a HUGEINT (128 bits), a type neither Spark nor
-# Parquet has; Spark's is a BIGINT (equal values; the marts that feed
-# clustering cast these sums to bigint themselves)
-BIGINT_ON_SPARK = {
-    (model, column)
-    for model in ("int_customers_aggregated", "customer_profiles")
-    for column in (
-        "page_views_count", "page_views_30d", "page_views_90d", "cart_adds_without_purchase",
-    )
-}  # fmt: skip
 # No placeholder shared by several people and no oversized component in the
 # zone: compared (both empty), their logic is in the unit tests both engines run
 EMPTY_ON_THE_ZONE = ("int_identifier_placeholders", "int_identity_components_oversized")
@@ -294,8 +284,6 @@ def _spark_type(model: str, column: str, duck_type: str) -> str:
     """The type the Spark build's column has where DuckDB's has ``duck_type``."""
     if (model, column) in INT_ON_SPARK and duck_type == "BIGINT":
         return "INTEGER"
-    if (model, column) in BIGINT_ON_SPARK and duck_type == "HUGEINT":
-        return "BIGINT"
     return duck_type
 
 

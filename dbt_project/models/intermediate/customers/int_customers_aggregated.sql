@@ -117,15 +117,17 @@ final as (
         order_measures.last_order_at,
         coalesce(order_measures.weekend_orders_count, 0) as weekend_orders_count,
         coalesce(session_measures.sessions_count, 0) as sessions_count,
-        coalesce(session_measures.page_views_count, 0) as page_views_count,
+        -- sums of counts: bigint on both engines (DuckDB's sum of a bigint is a
+        -- hugeint, which Spark, Parquet and pandas do not have)
+        cast(coalesce(session_measures.page_views_count, 0) as bigint) as page_views_count,
         session_measures.last_session_at,
         coalesce(session_measures.sessions_30d, 0) as sessions_30d,
         coalesce(session_measures.sessions_90d, 0) as sessions_90d,
-        coalesce(session_measures.page_views_30d, 0) as page_views_30d,
-        coalesce(session_measures.page_views_90d, 0) as page_views_90d,
+        cast(coalesce(session_measures.page_views_30d, 0) as bigint) as page_views_30d,
+        cast(coalesce(session_measures.page_views_90d, 0) as bigint) as page_views_90d,
         coalesce(session_measures.mobile_sessions_count, 0) as mobile_sessions_count,
         coalesce(session_measures.weekend_sessions_count, 0) as weekend_sessions_count,
-        coalesce(session_measures.cart_adds_without_purchase, 0) as cart_adds_without_purchase,
+        cast(coalesce(session_measures.cart_adds_without_purchase, 0) as bigint) as cart_adds_without_purchase,
         customers.email,
         customers.phone_e164,
         customers.country
