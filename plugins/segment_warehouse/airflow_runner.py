@@ -20,11 +20,17 @@ that task output (file names, data) could imitate:
   "notes": [...]}``: the DagRun's state and every TaskInstance's final state from
   the metadata database; ``notes`` are the ``skipped_reason`` values tasks
   returned (e.g. reclustering with nothing to cluster).
+
+Cosmos's usage telemetry is off in this process unless
+``AIRFLOW__COSMOS__ENABLE_TELEMETRY`` says otherwise: it sends an HTTPS request
+per dbt task (one per model) and per DAG run to an outside endpoint, waiting up
+to 1 s each, from a warehouse that holds customer data.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import IO, Any
 
@@ -155,9 +161,13 @@ def run(logical_date: str, dag_ids: list[str], events: _Events) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    import os
+def quiet_cosmos_telemetry(environ: Any = None) -> None:
+    """Turn Cosmos's telemetry off unless configured (read when Cosmos is imported)."""
+    environ = os.environ if environ is None else environ
+    environ.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
 
+
+def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     stream: IO[str] | None = None
     if args[:1] == ["--events-fd"] and len(args) > 1:
@@ -166,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) < 2:
         print(__doc__, file=sys.stderr)
         return 2
+    quiet_cosmos_telemetry()
     try:
         return run(args[0], args[1:], _Events(stream))
     finally:
