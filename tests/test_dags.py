@@ -111,18 +111,12 @@ def manifest(dagbag) -> dict:
 
 
 def test_one_task_per_dbt_model(dagbag, manifest) -> None:
-    """Cosmos renders each dbt model (and seed) as a task, plus one task for its data tests."""
+    """Cosmos renders each dbt model (and seed) as one task, which also stands for its data
+    tests: no separate test tasks (each would be one more task start per run)."""
     dag = dagbag.dags["segment_pipeline"]
     nodes = manifest["nodes"]
     models = {u for u, n in nodes.items() if n["resource_type"] == "model"}
     seeds = {u for u, n in nodes.items() if n["resource_type"] == "seed"}
-    tested = {
-        parent
-        for n in nodes.values()
-        if n["resource_type"] == "test"
-        for parent in n["depends_on"]["nodes"]
-        if parent in models | seeds
-    }
     assert len(models) > 20  # the real project, not an empty manifest
     by_type: dict[str, set[str]] = {}
     for t in dag.tasks:
@@ -130,7 +124,10 @@ def test_one_task_per_dbt_model(dagbag, manifest) -> None:
             by_type.setdefault(type(t).__name__, set()).add(t.model_unique_id)
     assert by_type["SegmentRunConsumer"] == models
     assert by_type["SegmentSeedConsumer"] == seeds
-    assert by_type["SegmentTestConsumer"] == tested
+    assert set(by_type) == {"SegmentRunConsumer", "SegmentSeedConsumer"}
+    names = {t.task_id for t in dag.tasks if hasattr(t, "model_unique_id")}
+    assert {f"{GROUP}.{nodes[u]['name']}_run" for u in models} <= names
+    assert not [n for n in names if "test" in n.rsplit("_", 1)[-1]]
     # exactly one task runs dbt
     assert [type(t).__name__ for t in dag.tasks if "Producer" in type(t).__name__] == [
         "SegmentDbtProducer"
@@ -256,11 +253,21 @@ def test_cleared_consumer_reads_the_build_result_and_never_runs_dbt(monkeypatch)
     assert run._handle_no_dbt_node_status("running", 1, {"ti": _FakeTI()}) is False
 
 
-def test_node_statuses_in_cosmos_keys() -> None:
-    """Model status, per-model test aggregate (a skipped test is not a failure), dbt message."""
-    from airflow.sdk.exceptions import AirflowFailException
+def _published(nodes, tests) -> _FakeTI:
+    from cosmos.operators._watcher.state import get_dbt_event_xcom_key, get_status_xcom_key
 
     from segment_warehouse.dbt_airflow import publish_node_statuses
+
+    ti = _FakeTI()
+    publish_node_statuses(
+        ti, nodes, tests, push=lambda t, k, v: t.xcom_push(k, v),
+        status_key=get_status_xcom_key, event_key=get_dbt_event_xcom_key,
+    )  # fmt: skip
+    return ti
+
+
+def test_node_statuses_in_cosmos_keys() -> None:
+    """Model status with its tests' aggregate (a skipped test is not a failure), dbt message."""
     from segment_warehouse.dbt_runner import NodeResult
 
     p = "segment_warehouse"
@@ -269,37 +276,108 @@ def test_node_statuses_in_cosmos_keys() -> None:
         NodeResult(f"test.{p}.not_null_a", "pass", 0.1),
         NodeResult(f"test.{p}.unique_a", "fail", 0.1, message="Got 3 results"),
         NodeResult(f"model.{p}.b", "error", 1.0, message="Binder Error: column x"),
-        NodeResult(f"model.{p}.c", "skipped", 0.0),
+        NodeResult(f"model.{p}.c", "success", 0.0),
         NodeResult(f"test.{p}.rel_c_b", "skipped", 0.0),
-        NodeResult(f"test.{p}.not_null_c", "skipped", 0.0),
+        NodeResult(f"test.{p}.not_null_c", "pass", 0.0),
+        NodeResult(f"model.{p}.d", "success", 1.0),
+        NodeResult(f"test.{p}.not_null_d", "pass", 0.1),
     ]
     tests = {
         f"model.{p}.a": [f"test.{p}.not_null_a", f"test.{p}.unique_a"],
         f"model.{p}.c": [f"test.{p}.rel_c_b", f"test.{p}.not_null_c"],
+        f"model.{p}.d": [f"test.{p}.not_null_d"],
         f"model.{p}.never_built": [f"test.{p}.x"],
     }
-    ti = _FakeTI()
-    from cosmos.operators._watcher.aggregation import get_tests_status_xcom_key
-    from cosmos.operators._watcher.state import get_dbt_event_xcom_key, get_status_xcom_key
-
-    publish_node_statuses(
-        ti, nodes, tests, push=lambda t, k, v: t.xcom_push(k, v),
-        status_key=get_status_xcom_key, tests_key=get_tests_status_xcom_key,
-        event_key=get_dbt_event_xcom_key,
-    )  # fmt: skip
-    got = ti.pushed
-    assert got[f"model__{p}__a_status"]["status"] == "success"
-    assert got[f"model__{p}__b_status"]["status"] == "error"
-    assert got[f"model__{p}__a_tests_status"] == "fail"
-    assert got[f"model__{p}__a_failed_tests"] == ["unique_a"]
-    assert got[f"model__{p}__c_tests_status"] == "skipped"
-    assert f"model__{p}__never_built_tests_status" not in got
+    got = _published(nodes, tests).pushed
+    assert got[f"model__{p}__a_status"] == {
+        "status": "success", "outlet_uris": [], "tests": "fail", "failed_tests": ["unique_a"],
+    }  # fmt: skip
+    assert got[f"model__{p}__b_status"] == {"status": "error", "outlet_uris": []}
+    assert got[f"model__{p}__c_status"]["tests"] == "skipped"
+    assert got[f"model__{p}__d_status"]["tests"] == "pass"
+    assert f"model__{p}__never_built_status" not in got
     assert "Binder Error" in got[f"model__{p}__b_dbt_event"]["msg"]
-    # the test task of `a` fails once, naming the failed test
-    test_task = _consumer("SegmentTestConsumer", f"model.{p}.a")
-    test_task._get_producer_task_status = lambda ctx: "failed"  # type: ignore[method-assign]
-    with pytest.raises(AirflowFailException, match="failed tests: unique_a"):
-        test_task.poke({"ti": ti, "run_id": "r"})
+
+
+def test_a_model_task_fails_when_its_data_tests_fail_and_names_them() -> None:
+    """One task per model: it fails for a failed test of the model (naming it), is skipped
+    when dbt skipped its tests, and reads one XCom, and nothing else, when all is well."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    from segment_warehouse.dbt_runner import NodeResult
+
+    p = "segment_warehouse"
+    nodes = [
+        NodeResult(f"model.{p}.a", "success", 1.0),
+        NodeResult(f"test.{p}.unique_a", "fail", 0.1, message="Got 3 results"),
+        NodeResult(f"test.{p}.not_null_a", "error", 0.1, message="Binder Error"),
+        NodeResult(f"model.{p}.b", "error", 1.0, message="Binder Error: column x"),
+        NodeResult(f"model.{p}.c", "success", 0.0),
+        NodeResult(f"test.{p}.rel_c_b", "skipped", 0.0),
+        NodeResult(f"model.{p}.d", "success", 1.0),
+        NodeResult(f"test.{p}.not_null_d", "pass", 0.1),
+        NodeResult(f"seed.{p}.s", "success", 1.0),
+        NodeResult(f"test.{p}.unique_s", "fail", 0.1),
+    ]
+    tests = {
+        f"model.{p}.a": [f"test.{p}.unique_a", f"test.{p}.not_null_a"],
+        f"model.{p}.c": [f"test.{p}.rel_c_b"],
+        f"model.{p}.d": [f"test.{p}.not_null_d"],
+        f"seed.{p}.s": [f"test.{p}.unique_s"],
+    }
+    ti = _published(nodes, tests)
+
+    def no_producer_state(ctx: object) -> str:
+        raise AssertionError("asked for the producer's state although its result is there")
+
+    def poke(cls_name: str, uid: str) -> bool:
+        task = _consumer(cls_name, uid)
+        task._get_producer_task_status = no_producer_state  # type: ignore[method-assign]
+        return task.poke({"ti": ti, "run_id": "r"})
+
+    with pytest.raises(AirflowFailException, match="failed tests: unique_a, not_null_a"):
+        poke("SegmentRunConsumer", f"model.{p}.a")
+    with pytest.raises(AirflowFailException, match="status 'error'"):
+        poke("SegmentRunConsumer", f"model.{p}.b")
+    with pytest.raises(AirflowSkipException, match="skipped its data tests"):
+        poke("SegmentRunConsumer", f"model.{p}.c")
+    with pytest.raises(AirflowFailException, match="failed tests: unique_s"):
+        poke("SegmentSeedConsumer", f"seed.{p}.s")
+    pulled: list[str] = []
+    real_pull = ti.xcom_pull
+
+    def counting_pull(task_ids: object = None, key: str = "", **kw: object) -> object:
+        pulled.append(key)
+        return real_pull(task_ids, key=key, **kw)
+
+    ti.xcom_pull = counting_pull  # type: ignore[method-assign]
+    assert poke("SegmentRunConsumer", f"model.{p}.d") is True
+    assert pulled == [f"model__{p}__d_status"]
+
+
+def test_tests_per_model_from_the_builds_manifest(tmp_path) -> None:
+    """The producer aggregates tests by the manifest dbt just parsed, so a test added after
+    the DAG was rendered still fails its model's task; an unreadable one falls back."""
+    from segment_warehouse.dbt_airflow import tests_per_model
+
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(
+        json.dumps({"nodes": {
+            "model.p.a": {"resource_type": "model", "depends_on": {"nodes": ["seed.p.s"]}},
+            "test.p.unique_a": {"resource_type": "test", "depends_on": {"nodes": ["model.p.a"]}},
+            "test.p.rel_a_s": {
+                "resource_type": "test", "depends_on": {"nodes": ["model.p.a", "seed.p.s"]},
+            },
+            "seed.p.s": {"resource_type": "seed", "depends_on": {"nodes": []}},
+        }})
+    )  # fmt: skip
+    assert tests_per_model(manifest) == {
+        "model.p.a": ["test.p.unique_a", "test.p.rel_a_s"],
+        "seed.p.s": ["test.p.rel_a_s"],
+    }
+    assert tests_per_model(tmp_path / "missing.json") is None
+    (tmp_path / "torn.json").write_text('{"nodes": ')
+    assert tests_per_model(tmp_path / "torn.json") is None
 
 
 def test_without_a_manifest_the_build_still_runs(tmp_path, monkeypatch) -> None:

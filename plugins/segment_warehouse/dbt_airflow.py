@@ -2,25 +2,29 @@
 
 Cosmos renders the dbt project (from a ``manifest.json``, ``LoadMode.DBT_MANIFEST``)
 as a task group: one producer task that runs the single ``dbt build``, and per
-model a ``run`` task (and a ``test`` task when the model has data tests) that
-only *reads* the producer's per-node results from XCom. Two changes to
-Cosmos's defaults keep "one process writes warehouse.duckdb" true:
+model (and seed) one task that only *reads* the producer's result for it from
+XCom: it fails when the model failed or when one of its data tests failed,
+naming them (``TestBehavior.NONE``: no separate test tasks; Cosmos's
+``TestBehavior.BUILD``, one task per model and its tests, raises
+NotImplementedError in WATCHER mode). Two changes to Cosmos's defaults keep
+"one process writes warehouse.duckdb" true:
 
 - :class:`SegmentDbtProducer` runs our own build
   (:func:`segment_warehouse.tasks.dbt_build`: the --full-refresh decision from
   ``audit.pipeline_state``, SEGMENTS_AS_OF_DATE, the dbt-duckdb plugin, the
   marts generation renewal, docs when the project changed, stage metrics, the
   state written after success) instead of Cosmos's own dbt invocation, then
-  publishes every node's status in the XCom keys Cosmos's sensors read.
-- the consumer sensors (:class:`SegmentRunConsumer`, :class:`SegmentTestConsumer`,
-  :class:`SegmentSeedConsumer`) never fall back to running ``dbt run/test
-  --select <model>`` themselves (Cosmos does that on a retry, a clear, or a
-  skipped/failed producer): that would be a second writer, outside the pool.
+  publishes every node's result, its data tests' included, in the XCom key
+  Cosmos's sensors read.
+- the consumer sensors (:class:`SegmentRunConsumer`, :class:`SegmentSeedConsumer`)
+  never fall back to running ``dbt run/seed --select <model>`` themselves
+  (Cosmos does that on a retry, a clear, or a skipped/failed producer): that
+  would be a second writer, outside the pool.
 
 Cosmos 1.15 has no hook to choose the producer's class, so
 :func:`adopt_segment_operators` swaps the classes of the operators Cosmos just
-built for these subclasses (same constructor, same state; only ``execute`` and
-the fallback differ) and fails loudly if Cosmos built anything it does not know.
+built for these subclasses (same constructor, same state; only ``execute``,
+``poke`` and the fallback differ) and fails loudly if Cosmos built anything it does not know.
 See docs/airflow.md for the retry analysis.
 
 Only the DAG file imports this module; Cosmos itself is imported inside the
@@ -195,7 +199,6 @@ def _dbt_parse(settings: Settings, target: Path) -> bool:
 
 
 def _producer_class() -> type:
-    from cosmos.operators._watcher.aggregation import get_tests_status_xcom_key
     from cosmos.operators._watcher.state import (
         get_dbt_event_xcom_key,
         get_status_xcom_key,
@@ -228,9 +231,12 @@ def _producer_class() -> type:
             settings = get_settings()
 
             def publish(nodes: list[NodeResult]) -> None:
+                # the build's own manifest: a test added since the DAG was rendered counts too
+                built = tests_per_model(settings.dbt_target_dir / "manifest.json")
+                tests = built if built is not None else self.tests_per_model
                 publish_node_statuses(
-                    ti, nodes, self.tests_per_model, push=_push, status_key=get_status_xcom_key,
-                    tests_key=get_tests_status_xcom_key, event_key=get_dbt_event_xcom_key,
+                    ti, nodes, tests, push=_push, status_key=get_status_xcom_key,
+                    event_key=get_dbt_event_xcom_key,
                 )  # fmt: skip
 
             try:
@@ -249,9 +255,19 @@ def _producer_class() -> type:
     return SegmentDbtProducer
 
 
-def failed_tests_xcom_key(model_uid: str) -> str:
-    """XCom key of the data tests that failed for a model (its test task names them)."""
-    return f"{model_uid.replace('.', '__')}_failed_tests"
+def tests_per_model(manifest: Path) -> dict[str, list[str]] | None:
+    """Model/seed/snapshot unique_id -> the unique_ids of the data tests that read it, from
+    a dbt ``manifest.json`` (what Cosmos derives at render time); None when unreadable."""
+    try:
+        nodes = json.loads(manifest.read_text())["nodes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    found: dict[str, list[str]] = {}
+    for uid, node in nodes.items():
+        if node.get("resource_type") == "test":
+            for parent in (node.get("depends_on") or {}).get("nodes") or []:
+                found.setdefault(parent, []).append(uid)
+    return found
 
 
 def publish_node_statuses(
@@ -261,18 +277,17 @@ def publish_node_statuses(
     *,
     push: Any,
     status_key: Any,
-    tests_key: Any,
     event_key: Any,
 ) -> None:
-    """Push each dbt node's result where Cosmos's consumer sensors look for it.
+    """Push each dbt node's result where its consumer task reads it: one XCom per node.
 
-    Models/seeds/snapshots: ``<uid>_status`` = ``{"status", "outlet_uris"}``;
-    a model's data tests, aggregated: ``<model uid>_tests_status`` = ``fail`` when
-    one failed or errored (the names under :func:`failed_tests_xcom_key`),
-    ``skipped`` when dbt skipped some (a model they read failed) and none
+    Models/seeds/snapshots: ``<uid>_status`` = ``{"status", "outlet_uris"}`` (the
+    shape Cosmos's sensors read), plus, when dbt ran some of the node's data tests,
+    ``"tests"``: ``fail`` when one failed or errored (named in ``"failed_tests"``),
+    ``skipped`` when dbt skipped some (a model they also read failed) and none
     failed, else ``pass``. Cosmos's own aggregation counts a skipped test as a
-    failed one, which would point at a model that did nothing wrong. A node's
-    message goes to ``<uid>_dbt_event``, so its task log shows why it failed.
+    failed one, which would point at a model that did nothing wrong. A failed
+    node's message goes to ``<uid>_dbt_event``, so its task log shows why.
     """
     by_id = {node.unique_id: node for node in nodes}
     for node in nodes:
@@ -280,80 +295,104 @@ def publish_node_statuses(
             event = {"status": node.status, "msg": node.message}
             push(ti, event_key(node.unique_id), {**event, "start_time": None, "finish_time": None})
         if node.resource_type in {"model", "seed", "snapshot"}:
-            push(ti, status_key(node.unique_id), {"status": node.status, "outlet_uris": []})
-    for model_uid, test_uids in tests_per_model.items():
-        results = [by_id[t] for t in test_uids if t in by_id]
-        if not results:
-            continue  # the build did not get to them: the test task says so
-        failed = [r.name for r in results if r.failed]
-        if failed:
-            push(ti, failed_tests_xcom_key(model_uid), failed)
-            status = "fail"
-        elif any(r.status == "skipped" for r in results):
-            status = "skipped"
-        else:
-            status = "pass"
-        push(ti, tests_key(model_uid), status)
+            result: dict[str, Any] = {"status": node.status, "outlet_uris": []}
+            result.update(_tests_result(by_id, tests_per_model.get(node.unique_id, [])))
+            push(ti, status_key(node.unique_id), result)
+
+
+def _tests_result(by_id: dict[str, NodeResult], test_uids: list[str]) -> dict[str, Any]:
+    results = [by_id[t] for t in test_uids if t in by_id]
+    if not results:
+        return {}  # none (or the build did not get to them)
+    failed = [r.name for r in results if r.failed]
+    if failed:
+        return {"tests": "fail", "failed_tests": failed}
+    if any(r.status == "skipped" for r in results):
+        return {"tests": "skipped"}
+    return {"tests": "pass"}
 
 
 def _consumer_mixin() -> type:
-    from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
     from cosmos.operators._watcher.state import (
+        get_dbt_event_xcom_key,
+        get_status_xcom_key,
         is_dbt_node_status_skipped,
         is_dbt_node_status_success,
         is_producer_task_terminated,
     )
 
     class NeverWritesMixin:
-        """Read the producer's result for this node; never run dbt here."""
+        """Read the producer's result for this node (and its data tests); never run dbt here.
+
+        ``poke`` replaces Cosmos's: one XCom read when the result is there (Cosmos
+        also reads the producer's state, its startup events and compiled SQL,
+        which our producer never writes, on every poke).
+        """
 
         model_unique_id: str
         producer_task_id: str
         _resource_label: str
 
-        def _failed_tests(self, ti: Any) -> str:
-            failed = ti.xcom_pull(
-                self.producer_task_id, key=failed_tests_xcom_key(self.model_unique_id)
-            )
-            return f"; failed tests: {', '.join(failed)}" if failed else ""
+        def _result(self, ti: Any) -> dict[str, Any] | None:
+            key = get_status_xcom_key(self.model_unique_id)
+            value = ti.xcom_pull(self.producer_task_id, key=key)
+            if value is None or isinstance(value, dict):
+                return value
+            return {"status": value}
 
-        def _judge(self, status: str, ti: Any) -> bool:
+        def _log_dbt_event(self, ti: Any) -> None:
+            key = get_dbt_event_xcom_key(self.model_unique_id)
+            event = ti.xcom_pull(self.producer_task_id, key=key)
+            if isinstance(event, dict) and event.get("msg"):
+                log.error("dbt: %s", event["msg"])
+
+        def _judge(self, result: dict[str, Any], ti: Any) -> bool:
+            name = f"{self._resource_label} {self.model_unique_id}"
+            status = result.get("status")
             if is_dbt_node_status_skipped(status):
-                raise AirflowSkipException(f"{self._resource_label} {self.model_unique_id}: "
-                                           "skipped by dbt build")  # fmt: skip
-            if is_dbt_node_status_success(status):
-                return True
-            raise AirflowFailException(
-                f"{self._resource_label} {self.model_unique_id} finished with status {status!r}"
-                f"{self._failed_tests(ti)}. The dbt error is in this log and in "
-                f"{self.producer_task_id}'s."
-            )
+                raise AirflowSkipException(f"{name}: skipped by dbt (a model it reads failed)")
+            if not is_dbt_node_status_success(status):
+                self._log_dbt_event(ti)
+                raise AirflowFailException(
+                    f"{name} finished with status {status!r}. The dbt error is in this log "
+                    f"and in {self.producer_task_id}'s."
+                )
+            tests = result.get("tests")
+            if tests == "fail":
+                failed = ", ".join(result.get("failed_tests") or [])
+                raise AirflowFailException(
+                    f"{name} was built, but its data tests failed; failed tests: {failed}. "
+                    f"dbt's messages are in {self.producer_task_id}'s log."
+                )
+            if tests == "skipped":
+                raise AirflowSkipException(
+                    f"{name} was built, but dbt skipped its data tests (a model they also "
+                    "read failed)"
+                )
+            return True
 
         def poke(self, context: Any) -> bool:
-            try:
-                return super().poke(context)  # type: ignore[misc]
-            except (AirflowFailException, AirflowSkipException):
-                raise
-            except AirflowException as exc:
-                # a failed node: its result will not change, so no retry either way
-                raise AirflowFailException(
-                    f"{exc}{self._failed_tests(context['ti'])}. The dbt error is in this log "
-                    f"and in {self.producer_task_id}'s."
-                ) from exc
+            ti = context["ti"]
+            result = self._result(ti)
+            if result is not None:
+                return self._judge(result, ti)
+            state = self._get_producer_task_status(context)  # type: ignore[attr-defined]
+            return self._handle_no_dbt_node_status(state, ti.try_number, context)
 
         def _fallback_to_non_watcher_run(self, try_number: int, context: Any) -> bool:
-            # Cosmos runs `dbt run/test --select <model>` here (a retry, a cleared
+            # Cosmos runs `dbt run/seed --select <node>` here (a retry, a cleared
             # task, a skipped or failed producer): a second DuckDB writer. We show
             # the producer's result for this node again, or say where dbt runs.
-            status = self._get_node_status(context["ti"], context)  # type: ignore[attr-defined]
-            if status is None:
+            result = self._result(context["ti"])
+            if result is None:
                 state = self._get_producer_task_status(context)  # type: ignore[attr-defined]
                 raise AirflowFailException(
                     f"no dbt result for {self.model_unique_id} from {self.producer_task_id} "
                     f"(state {state}). Consumer tasks never run dbt: clear "
                     f"{self.producer_task_id} with its downstream tasks to build again."
                 )
-            return self._judge(status, context["ti"])
+            return self._judge(result, context["ti"])
 
         def _handle_no_dbt_node_status(
             self, producer_task_state: str | None, try_number: int, context: Any
@@ -377,26 +416,18 @@ def _consumer_mixin() -> type:
 
 
 def _consumer_classes() -> dict[type, type]:
-    from cosmos.operators.watcher import (
-        DbtRunWatcherOperator,
-        DbtSeedWatcherOperator,
-        DbtTestWatcherOperator,
-    )
+    from cosmos.operators.watcher import DbtRunWatcherOperator, DbtSeedWatcherOperator
 
     mixin = _consumer_mixin()
 
     class SegmentRunConsumer(mixin, DbtRunWatcherOperator):  # type: ignore[misc, valid-type]
-        """A dbt model's status (run by the producer's build)."""
-
-    class SegmentTestConsumer(mixin, DbtTestWatcherOperator):  # type: ignore[misc, valid-type]
-        """The aggregated status of a dbt model's data tests."""
+        """A dbt model's result and its data tests' (run by the producer's build)."""
 
     class SegmentSeedConsumer(mixin, DbtSeedWatcherOperator):  # type: ignore[misc, valid-type]
-        """A dbt seed's status."""
+        """A dbt seed's result and its data tests'."""
 
     return {
         DbtRunWatcherOperator: SegmentRunConsumer,
-        DbtTestWatcherOperator: SegmentTestConsumer,
         DbtSeedWatcherOperator: SegmentSeedConsumer,
     }
 
@@ -520,7 +551,8 @@ def dbt_task_group(*, writer_pool: str, default_args: dict[str, Any]) -> TaskGro
         execution_config=ExecutionConfig(execution_mode=ExecutionMode.WATCHER),
         render_config=RenderConfig(
             load_method=LoadMode.DBT_MANIFEST,
-            test_behavior=TestBehavior.AFTER_EACH,
+            # the model's own task judges its tests (see NeverWritesMixin._judge)
+            test_behavior=TestBehavior.NONE,
         ),
         operator_args=operator_args,
         default_args=default_args,
