@@ -211,3 +211,15 @@ def test_local_key_lives_with_its_warehouse(tmp_path: Path, monkeypatch) -> None
     ensure_local_pii_key(third, get_settings())
     assert len(third["SEGMENTS_PII_KEY"]) == 64  # a new warehouse gets a new random key
     assert (tmp_path / "wh2" / ".segments_pii_key").stat().st_mode & 0o777 == 0o600
+
+
+def test_airflow_subprocesses_send_no_usage_telemetry() -> None:
+    from segment_warehouse.cli import airflow_env
+
+    env = airflow_env({})
+    assert env["AIRFLOW__COSMOS__ENABLE_TELEMETRY"] == "False"
+    assert env["DBT_SEND_ANONYMOUS_USAGE_STATS"] == "false"
+    assert env["GX_ANALYTICS_ENABLED"] == "false"
+    # an explicit choice stays
+    kept = airflow_env({"AIRFLOW__COSMOS__ENABLE_TELEMETRY": "True"})
+    assert kept["AIRFLOW__COSMOS__ENABLE_TELEMETRY"] == "True"

@@ -77,6 +77,13 @@ def test_secrets_are_required_not_defaulted(compose: dict) -> None:
     assert env["AIRFLOW__API_AUTH__JWT_SECRET"].startswith("${AIRFLOW_JWT_SECRET:?")
 
 
+def test_no_usage_telemetry_leaves_the_airflow_services(compose: dict) -> None:
+    """Cosmos would send one request per dbt task to an outside endpoint."""
+    for name, svc in _resolve(compose, {"celery"}).items():
+        if name.startswith("airflow"):
+            assert svc["environment"]["AIRFLOW__COSMOS__ENABLE_TELEMETRY"] == "False", name
+
+
 def test_decision_api_serves_the_published_snapshot(compose: dict) -> None:
     api = compose["services"]["decision-api"]
     assert api["entrypoint"][-3:] == ["python", "-m", "segment_warehouse.api"]

@@ -358,8 +358,8 @@ def test_rewritten_or_missing_marts_are_not_skipped(zone: dict[str, Any]) -> Non
 def test_the_producer_skip_path_gives_every_dbt_task_a_success(
     zone: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The DAG rendered from this project: after a skipped build, every per-model run
-    and test task finds its status and succeeds, and dbt runs nowhere."""
+    """The DAG rendered from this project: after a skipped build, every per-model
+    task finds its status and succeeds, and dbt runs nowhere."""
     from airflow.dag_processing.dagbag import DagBag
 
     from segment_warehouse import dbt_airflow

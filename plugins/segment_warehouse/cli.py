@@ -99,6 +99,7 @@ def airflow_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{home}/airflow.db")
     env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     env.setdefault("GX_ANALYTICS_ENABLED", "false")
+    env.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
     return env
 
 
