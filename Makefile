@@ -40,7 +40,7 @@ test: install  ## the full test suite (unit, dbt, GX, clustering, Airflow end-to
 test-fast: install  ## everything except the Airflow end-to-end tests
 	$(BIN)/python -m pytest -m "not e2e"
 
-test-spark: install  ## the Spark target (staging, identity, identity_map) equals DuckDB row for row (needs requirements-spark.txt, Java)
+test-spark: install  ## every dbt model on Spark equals DuckDB's, and a SEGMENTS_ENGINE=spark run publishes what a DuckDB run does (needs requirements-spark.txt, Java)
 	$(BIN)/pip install -q -r requirements-spark.txt
 	$(BIN)/python -m pytest tests/spark -m spark
 
