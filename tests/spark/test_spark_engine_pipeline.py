@@ -1,7 +1,8 @@
 """The whole pipeline with SEGMENTS_ENGINE=spark publishes what the DuckDB run publishes.
 
 One small generated landing zone (segment_tools.generator, 300 customers, seed
-42 - the generator `make demo` runs, smaller) goes through
+42 - the generator `make demo` runs, smaller; ENGINE_TEST_CUSTOMERS=3000 gives
+the demo's own zone) goes through
 ``segment_warehouse.cli run --date 2026-11-22`` (= ``make run``: both DAGs in
 real Airflow, its per-model dbt tasks included) twice, in separate
 directories: once with SEGMENTS_ENGINE=duckdb, once with =spark (the dbt
@@ -39,7 +40,9 @@ pytest.importorskip("dbt.adapters.spark")
 pytestmark = pytest.mark.spark
 
 LOGICAL_DATE = "2026-11-22"
-ZONE_CUSTOMERS = 300
+# `make demo`'s zone is the same generator and seed with 3,000 customers:
+# ENGINE_TEST_CUSTOMERS=3000 runs this test on it (minutes longer on Spark)
+ZONE_CUSTOMERS = int(os.environ.get("ENGINE_TEST_CUSTOMERS", "300"))
 ZONE_SEED = 42
 FLOAT_DIGITS = 12
 ENGINES = ("duckdb", "spark")
