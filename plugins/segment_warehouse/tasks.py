@@ -384,7 +384,7 @@ def dbt_inputs_fingerprint(
     """
     import hashlib
 
-    from segment_warehouse.warehouse import table_exists
+    from segment_warehouse.warehouse import quote_ident, table_exists
 
     def sha(value: Any) -> str:
         return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
@@ -401,8 +401,7 @@ def dbt_inputs_fingerprint(
     ).fetchall()
     raw_rows = {}
     for (name,) in raw_tables:
-        quoted = '"' + name.replace('"', '""') + '"'
-        (raw_rows[name],) = con.execute(f"select count(*) from raw.{quoted}").fetchone()
+        (raw_rows[name],) = con.execute(f"select count(*) from raw.{quote_ident(name)}").fetchone()
     package = Path(__file__).resolve().parent
     parts = {
         "as_of_date": sha(as_of_date),

@@ -118,6 +118,11 @@ def warehouse(
         con.close()
 
 
+def quote_ident(name: str) -> str:
+    """``name`` as a DuckDB identifier (names read from a catalog or a manifest)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
     """Whether ``schema.table`` (a table or a view) exists in the current database."""
     row = con.execute(

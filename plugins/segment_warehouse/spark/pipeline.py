@@ -37,10 +37,6 @@ log = logging.getLogger(__name__)
 RAW_SCHEMA = "raw"
 
 
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _path_literal(path: Path) -> str:
     return "'" + path.as_posix().replace("'", "''") + "'"
 
@@ -71,13 +67,13 @@ def import_built(settings: Settings, exports: list[dict[str, Any]]) -> None:
     before a DuckDB build writes the marts).
     """
     from segment_warehouse import state
-    from segment_warehouse.warehouse import connect
+    from segment_warehouse.warehouse import connect, quote_ident
 
     con = connect(settings=settings)
     try:
         con.execute("begin transaction")
         for export in exports:
-            schema, name = _quoted(export["schema"]), _quoted(export["name"])
+            schema, name = quote_ident(export["schema"]), quote_ident(export["name"])
             existing = con.execute(
                 "select table_type from information_schema.tables "
                 "where table_schema = ? and table_name = ?",
