@@ -26,6 +26,7 @@ from segment_warehouse.clustering.features import (
     load_customer_features,
 )
 from segment_warehouse.clustering.naming import SegmentProfile, name_segments, profile_segments
+from segment_warehouse.clustering.scoring import ClusterScorer, assign_labels
 from segment_warehouse.clustering.space import NO_ACTIVITY_SEGMENT, model_space
 from segment_warehouse.config import Settings, get_settings
 from segment_warehouse.warehouse import connect, ensure_schemas
@@ -191,7 +192,6 @@ def recluster(
             )
 
         space = model_space(df)
-        del df
         prep = space.prep
         n = len(prep.customer_ids)
         log.info(
@@ -229,14 +229,28 @@ def recluster(
                             n_excluded=prep.n_excluded, report=index, t0=t0)  # fmt: skip
         init = prev_init if prev_init is not None and len(prev_init) == k else None
         lap("select_k")
+        assert prep.imputation is not None  # set by prepare_features
+
+        def assign(model: Any) -> np.ndarray:
+            # The scoring step, on the configured engine (in Spark for
+            # SEGMENTS_ENGINE=spark): every profiled customer, the fitted
+            # imputation, scaler and model; inactive customers get label k.
+            labels = assign_labels(ClusterScorer(prep.imputation, scaler, model, k), df, prep,
+                                   settings)  # fmt: skip
+            if (labels[~space.active] != k).any() or (labels[space.active] >= k).any():
+                raise RuntimeError("scoring disagrees with the fit on who is active")
+            return labels[space.active]
+
         fit = mdl.fit_clusters(
             X,
             k,
             customer_ids=active_ids,
             minibatch_threshold=settings.minibatch_threshold,
             init=init,
+            assign=assign,
         )
-        lap("fit+predict")
+        df = df.iloc[0:0]  # scored: free the frame (it was kept for the DuckDB engine's scoring)
+        lap("fit+score")
         sizes = np.bincount(fit.labels, minlength=k)
         label_to_id = mdl.match_segment_ids(
             fit.centroids, sizes, prev_centroids, max(prev.max_segment_id if prev else 0, 0) + 1

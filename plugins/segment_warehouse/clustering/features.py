@@ -119,6 +119,17 @@ class PreparedFeatures:
     transformed: np.ndarray  # imputed + log1p: the "unscaled" model space
     buyer: np.ndarray  # bool: at least one completed order
     n_excluded: int
+    # The imputation values used (fitted on these rows unless given): scoring a
+    # batch must impute with the whole population's, not the batch's own.
+    imputation: Imputation | None = None
+
+
+@dataclass(frozen=True)
+class Imputation:
+    """Population statistics the imputation uses (part of the fitted transform)."""
+
+    longest_recency: float  # never-ordered recency: at least this lapsed
+    buyer_median_aov: float  # never-ordered order value: the buyers' median
 
 
 def load_customer_features(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
@@ -171,8 +182,11 @@ def input_fingerprint(df: pd.DataFrame, params: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def prepare_features(df: pd.DataFrame) -> PreparedFeatures:
-    """Drop consent=false, clip to valid ranges, impute, log1p the skewed columns."""
+def prepare_features(df: pd.DataFrame, imputation: Imputation | None = None) -> PreparedFeatures:
+    """Drop consent=false, clip to valid ranges, impute, log1p the skewed columns.
+
+    ``imputation``: the population's statistics when ``df`` is a batch of it
+    (scoring); by default they are computed from ``df`` itself (fitting)."""
     consent = df["marketing_consent"]
     # Only an explicit "false" excludes; null means unknown and is profiled.
     excluded = consent.eq(False).fillna(False).to_numpy(dtype=bool)
@@ -190,17 +204,21 @@ def prepare_features(df: pd.DataFrame) -> PreparedFeatures:
     buyer = frequency > 0
     tenure = np.nan_to_num(raw[:, col["tenure_days"]], nan=0.0)
     recency = raw[:, col["recency_days"]]
-    observed = recency[~np.isnan(recency)]
-    longest = float(observed.max()) if observed.size else 0.0
+    aov = raw[:, col["avg_order_value"]]
+    if imputation is None:
+        observed = recency[~np.isnan(recency)]
+        bought = aov[buyer & ~np.isnan(aov)]
+        imputation = Imputation(
+            longest_recency=float(observed.max()) if observed.size else 0.0,
+            buyer_median_aov=float(np.median(bought)) if bought.size else 0.0,
+        )
     # Never-ordered: "at least as long ago as the most lapsed buyer", so a
     # prospect never looks more recent than an actual customer.
     filled[:, col["recency_days"]] = np.where(
-        np.isnan(recency), np.maximum(tenure, longest), recency
+        np.isnan(recency), np.maximum(tenure, imputation.longest_recency), recency
     )
-    aov = raw[:, col["avg_order_value"]]
-    bought = aov[buyer & ~np.isnan(aov)]
     filled[:, col["avg_order_value"]] = np.where(
-        buyer & ~np.isnan(aov), aov, float(np.median(bought)) if bought.size else 0.0
+        buyer & ~np.isnan(aov), aov, imputation.buyer_median_aov
     )
     filled[:, col["weekend_share"]] = np.nan_to_num(
         raw[:, col["weekend_share"]], nan=_NEUTRAL_WEEKEND_SHARE
@@ -231,6 +249,7 @@ def prepare_features(df: pd.DataFrame) -> PreparedFeatures:
         transformed=transformed,
         buyer=buyer,
         n_excluded=int(excluded.sum()),
+        imputation=imputation,
     )
 
 

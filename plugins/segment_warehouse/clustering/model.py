@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -219,12 +220,17 @@ def fit_clusters(
     customer_ids: np.ndarray,
     minibatch_threshold: int,
     init: np.ndarray | None = None,
+    assign: Callable[[KMeans], np.ndarray] | None = None,
 ) -> FitResult:
     """KMeans below the threshold, MiniBatchKMeans (on a sample, Lloyd-polished) above.
 
     ``init``: previous centroids mapped into this run's scaled space. A warm
     start is tried next to a fresh fit and kept unless clearly worse, so
     segments only move when the data says so.
+
+    ``assign``: labels every row of ``X`` with the chosen model (the engine's
+    scoring step, :mod:`segment_warehouse.clustering.scoring`); by default
+    ``model.predict(X)`` here.
     """
     big = len(X) > minibatch_threshold
     fit_idx = stable_sample(customer_ids, MINIBATCH_FIT_SAMPLE) if big else np.arange(len(X))
@@ -256,7 +262,7 @@ def fit_clusters(
         warm_model = lloyd(init, 1)
         if warm_model.inertia_ <= fresh.inertia_ * (1 + WARM_START_TOLERANCE):
             model, warm = warm_model, True
-    labels = model.predict(X).astype(np.int64)
+    labels = (assign(model) if assign is not None else model.predict(X)).astype(np.int64)
     centroids = np.asarray(model.cluster_centers_, dtype=np.float64)
     return FitResult(
         model=model,

@@ -29,6 +29,7 @@ from segment_warehouse.predictions.features import (
     labels_after,
     population_at,
 )
+from segment_warehouse.predictions.scoring import PredictionScorer, score_customers
 from segment_warehouse.warehouse import connect, ensure_schemas, table_exists
 
 log = logging.getLogger(__name__)
@@ -285,7 +286,12 @@ def _deciles(values: pd.Series) -> pd.Series:
 
 
 def _score(
-    con: Any, hist: _History, as_of: date, purchase: mdl.FittedTarget, churn: mdl.FittedTarget
+    con: Any,
+    hist: _History,
+    as_of: date,
+    purchase: mdl.FittedTarget,
+    churn: mdl.FittedTarget,
+    settings: Settings,
 ) -> tuple[pd.DataFrame, int]:
     profiled = con.execute(
         "select customer_id, orders_count > 0 as is_buyer_in_profile from marts.customer_profiles "
@@ -303,11 +309,9 @@ def _score(
     # A profile without history by as_of (only possible in a backfill): a new customer.
     counts = [c for c in FEATURE_NAMES if not c.startswith(("recency", "days_", "avg_", "mean_"))]
     X[counts] = X[counts].fillna(0.0)
-    p = purchase.predict(X) if len(X) else np.zeros(0)
-    # churn risk is published for buyers only: score only them
-    c = np.full(len(X), np.nan)
-    if buyer.any():
-        c[buyer] = churn.predict(X[buyer])
+    # Churn risk is published for buyers only: only they are scored for it. On
+    # SEGMENTS_ENGINE=spark the models score in Spark (predictions/scoring.py).
+    p, c = score_customers(PredictionScorer(purchase, churn), X, buyer, settings)
     aov = X["avg_order_value"]
     typical = float(aov.median()) if aov.notna().any() else 0.0
     out = pd.DataFrame(
@@ -420,7 +424,9 @@ def _score_with_saved_model(
     n_profiles = len(hist.features(as_of))
     threads = 1 if n_profiles < SMALL_DATA_ROWS else max(1, settings.duckdb_threads)
     with threadpool_limits(limits=threads):
-        scores, n_excluded = _score(con, hist, as_of, bundle["purchase"], bundle["churn"])
+        scores, n_excluded = _score(
+            con, hist, as_of, bundle["purchase"], bundle["churn"], settings
+        )
     scores["model_version"] = model_version
     scores["as_of_date"] = as_of
     scores["scored_at"] = scored_at
@@ -507,7 +513,9 @@ def predict(*, run_id: str, as_of: str, settings: Settings | None = None) -> Pre
         with threadpool_limits(limits=threads):
             res = _train_both(hist, as_of_date, first_day, ps)
             pur, chu = res["purchase"], res["churn"]
-            scores, n_excluded = _score(con, hist, as_of_date, pur["fitted"], chu["fitted"])
+            scores, n_excluded = _score(
+                con, hist, as_of_date, pur["fitted"], chu["fitted"], settings
+            )
         scores["model_version"] = model_version
         scores["as_of_date"] = as_of_date
         scores["scored_at"] = trained_at

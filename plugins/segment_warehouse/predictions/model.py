@@ -116,13 +116,24 @@ class FittedTarget:
     calibration: dict[str, Any] = field(default_factory=dict)
     baseline_calibration: dict[str, Any] = field(default_factory=dict)
 
-    def predict(self, X: pd.DataFrame, method: str | None = None) -> np.ndarray:
+    def predict(
+        self, X: pd.DataFrame, method: str | None = None, rfm: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Probabilities of ``X``'s rows. ``rfm``: the rows' RFM scores when ``X`` is
+        a batch of a bigger population (quintiles are taken within the population,
+        so only the baseline needs them; every other method is row by row)."""
         method = method or self.method
         if method == "gradient_boosting" and self.model is not None:
             return self.model.predict_proba(model_matrix(X))[:, 1]
         if method == "calibrated_baseline" and self.baseline is not None:
-            return np.clip(self.baseline.predict(rfm_score(X)), 0.0, 1.0)
+            score = rfm_score(X) if rfm is None else np.asarray(rfm, dtype=float)
+            return np.clip(self.baseline.predict(score), 0.0, 1.0)
         return rate_heuristic(X, self.target, self.horizon_days)
+
+    @property
+    def needs_rfm(self) -> bool:
+        """Whether :meth:`predict` ranks within the population (the RFM baseline)."""
+        return self.method == "calibrated_baseline" and self.baseline is not None
 
 
 def rate_heuristic(X: pd.DataFrame, target: str, horizon_days: int) -> np.ndarray:
