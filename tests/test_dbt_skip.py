@@ -387,3 +387,45 @@ def test_the_producer_skip_path_gives_every_dbt_task_a_success(
         monkeypatch.setattr(type(task), "_get_producer_task_status", lambda self, ctx: "running")
         assert task._get_node_status(ti, {"ti": ti}) in {"success", "pass"}, task.task_id
         assert task.poke({"ti": ti, "run_id": "run-10"}) is True, task.task_id
+
+
+def test_the_warehouse_publish_does_no_work_while_its_marts_are_published(
+    zone: dict[str, Any],
+) -> None:
+    """After a skipped build the marts are the published ones: the warehouse DAG's
+    publish leaves the snapshot alone; a renewed generation or a segments refresh
+    publishes."""
+    settings = get_settings()
+    first = tasks.publish("pub-1", marts_unless_current=True)
+    assert first.get("skipped") is not True and first["tables"]["marts.customer_profiles"] > 0
+    snapshot = settings.analytics_db
+    written = snapshot.stat()
+
+    again = tasks.publish("pub-2", marts_unless_current=True)
+
+    assert again["skipped"] is True
+    assert "already holds marts generation" in again["skipped_reason"]
+    assert snapshot.stat().st_ino == written.st_ino
+    assert snapshot.stat().st_mtime_ns == written.st_mtime_ns
+    metrics = (settings.warehouse_dir / "metrics" / "stages.jsonl").read_text().splitlines()
+    assert '"skipped": true' in metrics[-1] and '"stage": "publish"' in metrics[-1]
+    # the segments DAG's publish names what changed: it always publishes
+    refreshed = tasks.publish("pub-3", refresh=["segments", "personalisation"])
+    assert refreshed.get("skipped") is not True
+    assert snapshot.stat().st_ino != written.st_ino
+    # a writer of marts (dbt, erasure) renews the generation first: publish again
+    renewed = tasks.publish("pub-4", marts_unless_current=True)
+    assert renewed.get("skipped") is True
+    with state.connection(settings) as con:
+        assert con is not None
+        state.renew_marts_generation(con)
+    published = tasks.publish("pub-5", marts_unless_current=True)
+    assert published.get("skipped") is not True
+    con = duckdb.connect(str(snapshot), read_only=True)
+    try:
+        (run_id,) = con.execute("select run_id from meta.snapshot_info").fetchone()
+    finally:
+        con.close()
+    assert run_id == "pub-5"
+    # without the flag (a caller publishing everything) it always publishes
+    assert tasks.publish("pub-6").get("skipped") is not True

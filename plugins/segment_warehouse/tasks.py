@@ -589,10 +589,34 @@ def recluster(run_id: str, as_of_date: str) -> dict[str, Any]:
 
 @failures.fail_fast
 @measured("publish")
-def publish(run_id: str, refresh: list[str] | None = None) -> dict[str, Any]:
-    """Publish the snapshot; ``refresh``: the schemas that changed (None: all)."""
-    from segment_warehouse.publish import publish_snapshot
+def publish(
+    run_id: str, refresh: list[str] | None = None, *, marts_unless_current: bool = False
+) -> dict[str, Any]:
+    """Publish the snapshot; ``refresh``: the schemas that changed (None: all).
 
+    ``marts_unless_current`` (the warehouse DAG's publish of new marts): do no
+    work when the snapshot was already built from the current marts
+    generation. Every writer of marts renews the generation before it starts
+    (a dbt build that skipped did not write), so the published marts are the
+    warehouse's. Segments and decisions are the segments DAG's to publish,
+    which the Asset event this task still emits triggers.
+    """
+    from segment_warehouse.config import get_settings
+    from segment_warehouse.publish import _snapshot_generation as snapshot_generation
+    from segment_warehouse.publish import marts_generation, publish_snapshot
+
+    if marts_unless_current:
+        settings = get_settings()
+        current = marts_generation(settings)
+        if current is not None and snapshot_generation(settings.analytics_db) == current:
+            reason = f"the snapshot already holds marts generation {current}"
+            log.info("publish skipped: %s", reason)
+            return {
+                "path": str(settings.analytics_db),
+                "tables": {},
+                "skipped": True,
+                "skipped_reason": reason,
+            }
     result = publish_snapshot(run_id=run_id, refresh=refresh)
     return {"path": str(result.path), "tables": result.tables}
 
