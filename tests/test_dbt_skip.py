@@ -137,7 +137,7 @@ def test_dbt_vars_are_the_vars_the_build_passes(
     monkeypatch.setenv("SEGMENTS_REPORTING_CURRENCY", "eur")
     monkeypatch.setattr(dbt_runner, "run_dbt_session", record)
     dbt_runner.build(AS_OF)
-    assert seen["vars"] == tasks.dbt_vars(get_settings())
+    assert seen["vars"] == dbt_runner.dbt_vars(get_settings())
     assert seen["as_of_date"] == AS_OF
 
 

@@ -163,7 +163,7 @@ def _start_background_parse(settings: Settings, work: Path) -> None:
 
 
 def _dbt_parse(settings: Settings, target: Path) -> bool:
-    from segment_warehouse.dbt_runner import _environment
+    from segment_warehouse.dbt_runner import _environment, dbt_vars
 
     project = settings.dbt_project_dir
     dbt = Path(sys.executable).with_name("dbt")
@@ -171,10 +171,7 @@ def _dbt_parse(settings: Settings, target: Path) -> bool:
         str(dbt), "--quiet", "--no-use-colors", "parse",
         "--project-dir", str(project), "--profiles-dir", str(project),
         "--target-path", str(target), "--log-path", str(target / "logs"),
-        "--vars", json.dumps({
-            "reporting_currency": settings.reporting_currency,
-            "max_component_size": settings.max_component_size,
-        }),
+        "--vars", json.dumps(dbt_vars(settings)),
     ]  # fmt: skip
     try:
         proc = subprocess.run(
@@ -258,9 +255,10 @@ def _producer_class() -> type:
 def tests_per_model(manifest: Path) -> dict[str, list[str]] | None:
     """Model/seed/snapshot unique_id -> the unique_ids of the data tests that read it, from
     a dbt ``manifest.json`` (what Cosmos derives at render time); None when unreadable."""
-    try:
-        nodes = json.loads(manifest.read_text())["nodes"]
-    except (OSError, ValueError, KeyError, TypeError):
+    from segment_warehouse.dbt_runner import manifest_nodes
+
+    nodes = manifest_nodes(manifest)
+    if nodes is None:
         return None
     found: dict[str, list[str]] = {}
     for uid, node in nodes.items():

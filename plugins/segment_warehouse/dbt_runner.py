@@ -122,6 +122,17 @@ def _environment(settings: Settings, as_of_date: str | None = None) -> dict[str,
     return env
 
 
+def manifest_nodes(path: Path) -> dict[str, dict[str, Any]] | None:
+    """The ``nodes`` of a dbt ``manifest.json`` by unique_id; None when unreadable."""
+    try:
+        nodes = json.loads(path.read_text())["nodes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(nodes, dict):
+        return None
+    return {uid: node for uid, node in nodes.items() if isinstance(node, dict)}
+
+
 def _read_run_results(path: Path) -> list[NodeResult]:
     if not path.exists():
         return []
@@ -312,6 +323,15 @@ def run_dbt(
     )  # fmt: skip
 
 
+def dbt_vars(settings: Settings) -> dict[str, Any]:
+    """The settings that reach the dbt models as ``--vars``: the one list, for the
+    build on either engine, the DAG's manifest parse and the skip fingerprint."""
+    return {
+        "reporting_currency": settings.reporting_currency,
+        "max_component_size": settings.max_component_size,
+    }
+
+
 def build(
     as_of_date: str,
     *,
@@ -342,10 +362,7 @@ def build(
     results = run_dbt_session(
         commands,
         settings=settings,
-        vars={
-            "reporting_currency": settings.reporting_currency,
-            "max_component_size": settings.max_component_size,
-        },
+        vars=dbt_vars(settings),
         as_of_date=as_of_date,
     )
     if docs and results.get("docs") and results["docs"].success:

@@ -355,15 +355,6 @@ SPARK_PACKAGES: tuple[str, ...] = ("pyspark", "dbt-spark")
 DBT_FINGERPRINT_VERSION = "1"
 
 
-def dbt_vars(settings: Settings) -> dict[str, Any]:
-    """The settings that reach the dbt models as ``--vars`` (what ``dbt_runner.build``
-    passes; tests/test_dbt_skip.py checks the two agree)."""
-    return {
-        "reporting_currency": settings.reporting_currency,
-        "max_component_size": settings.max_component_size,
-    }
-
-
 def dbt_inputs_fingerprint(
     con: duckdb.DuckDBPyConnection, as_of_date: str, settings: Settings
 ) -> tuple[str, dict[str, str]]:
@@ -376,7 +367,7 @@ def dbt_inputs_fingerprint(
     - ``project``: the dbt project's files (models, macros, seeds, tests, yml);
     - ``code``: the Python dbt runs from this package (:data:`DBT_CODE`) and the
       versions of the libraries in :data:`DBT_PACKAGES`;
-    - ``as_of_date`` (SEGMENTS_AS_OF_DATE for the models) and ``vars`` (:func:`dbt_vars`).
+    - ``as_of_date`` (SEGMENTS_AS_OF_DATE for the models) and ``vars`` (``dbt_runner.dbt_vars``).
 
     SEGMENTS_DUCKDB_THREADS / _MEMORY_LIMIT and the dbt thread count reach dbt too
     but do not change what it writes. A changed SEGMENTS_PII_KEY is refused before
@@ -384,6 +375,7 @@ def dbt_inputs_fingerprint(
     """
     import hashlib
 
+    from segment_warehouse import dbt_runner
     from segment_warehouse.warehouse import quote_ident, table_exists
 
     def sha(value: Any) -> str:
@@ -405,7 +397,7 @@ def dbt_inputs_fingerprint(
     package = Path(__file__).resolve().parent
     parts = {
         "as_of_date": sha(as_of_date),
-        "vars": sha(dbt_vars(settings)),
+        "vars": sha(dbt_runner.dbt_vars(settings)),
         "load_manifest": sha(manifest_rows),
         "raw_rows": sha(raw_rows),
         "project": dbt_project_digest(settings=settings),
@@ -522,14 +514,13 @@ def _critically_failed_suites(con: duckdb.DuckDBPyConnection) -> list[str]:
 def _project_nodes(settings: Settings) -> list[dict[str, Any]] | None:
     """Models, seeds, snapshots and data tests of the last parsed project (the build's
     session parses first, and its project digest matched), None if unreadable."""
-    path = settings.dbt_target_dir / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text())
-        nodes = list(manifest["nodes"].values())
-    except (OSError, ValueError, KeyError, AttributeError):
+    from segment_warehouse.dbt_runner import manifest_nodes
+
+    nodes = manifest_nodes(settings.dbt_target_dir / "manifest.json")
+    if nodes is None:
         return None
     kept = {"model", "seed", "snapshot", "test"}
-    return [n for n in nodes if isinstance(n, dict) and n.get("resource_type") in kept]
+    return [n for n in nodes.values() if n.get("resource_type") in kept]
 
 
 def _missing_relations(con: duckdb.DuckDBPyConnection, nodes: list[dict[str, Any]]) -> list[str]:

@@ -100,9 +100,9 @@ def build_on_spark(as_of_date: str, *, full_refresh: bool, settings: Settings) -
     Raises :class:`DbtBuildError` (as ``dbt_runner.build`` does) when the Spark
     build fails; DuckDB's tables are then left as they were.
     """
+    from segment_warehouse.dbt_runner import dbt_vars
     from segment_warehouse.spark.runner import BUILT_EXPORTS, run_dbt_spark, target_dir
     from segment_warehouse.spark.session import spark_dir
-    from segment_warehouse.tasks import dbt_vars
 
     root = spark_dir(settings)
     root.mkdir(parents=True, exist_ok=True)
