@@ -303,7 +303,9 @@ def scope_text(r: dict) -> str:
     """Which data a check covered, from its audit row (older rows have no scope)."""
     scope = r.get("check_scope")
     if scope == "table":
-        return "whole table, in SQL (every run)"
+        note = str(r.get("scope_note") or "")
+        # with SEGMENTS_ENGINE=spark the note also names the engine
+        return note if note.startswith("whole table") else "whole table, in SQL (every run)"
     if scope == "rows":
         checked, total = r.get("rows_checked"), r.get("rows_total")
         # the run's reason is on the card; the cell says which rows of this batch

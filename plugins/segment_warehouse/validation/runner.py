@@ -14,6 +14,12 @@ chunks of ``chunk_rows`` whose counts are added up, never sampled. Every
 result records its scope (``check_scope``, ``rows_checked`` of ``rows_total``,
 ``scope_note``: why full or delta).
 
+With ``SEGMENTS_ENGINE=spark`` the rows batches that read only relations
+the Spark build wrote run on Spark DataFrames of its Parquet, through GX's
+Spark engine (``spark_batches.py``; same scope, as a Spark filter); table
+batches and every other rows batch stay on DuckDB, and each result's scope
+note says which engine ran it and, for a rows batch on DuckDB, why.
+
 Each call writes one row per expectation to ``audit.validation_results``
 (replacing earlier rows of the same run and suite, so task retries are
 idempotent), builds GX data docs per run and suite, re-renders the governance
@@ -36,7 +42,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pandas as pd
@@ -58,6 +64,9 @@ from segment_warehouse.validation.suites import (
     load_suite,
 )
 from segment_warehouse.warehouse import ensure_schemas, warehouse
+
+if TYPE_CHECKING:
+    from segment_warehouse.validation.spark_batches import SparkBatches
 
 # Must be set before GX is imported anywhere in the process (GX reads it for
 # its usage statistics); setdefault keeps an explicit operator choice.
@@ -536,13 +545,16 @@ def run_suite_scoped(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     scope: RunScope | None = None,
     previous_watermarks: dict[str, dt.datetime] | None = None,
+    spark: SparkBatches | None = None,
 ) -> tuple[list[ExpectationResult], PendingBaseline]:
     """Validate ``suite`` within ``scope``; build its GX data docs in ``docs_dir``.
 
     Table batches: their SQL over the full tables. Rows batches: the rows of the
     scope (all rows when ``scope`` is None or full, else the delta), streamed to
-    GX in chunks of about ``chunk_rows`` whose counts are added up. Returns the
-    results and what a successful call records as the next baseline.
+    GX in chunks of about ``chunk_rows`` whose counts are added up. With
+    ``spark`` (``SEGMENTS_ENGINE=spark``), a rows batch Spark can run is one
+    Spark DataFrame instead (GX's Spark engine; no chunks). Returns the results
+    and what a successful call records as the next baseline.
     """
     import great_expectations as gx
     from great_expectations.core.run_identifier import RunIdentifier
@@ -553,6 +565,13 @@ def run_suite_scoped(
     docs_dir.mkdir(parents=True)
     context = _gx_context(docs_dir)
     source = context.data_sources.add_pandas(suite.name)
+    spark_source: Any = None
+    # What a batch read can raise: a DuckDB error, or a Spark one on Spark
+    read_errors: tuple[type[BaseException], ...] = (duckdb.Error,)
+    if spark is not None:
+        from segment_warehouse.validation.spark_batches import spark_error_types
+
+        read_errors += spark_error_types()
     gx_run_id = RunIdentifier(run_name=run_id, run_time=validated_at)
     results: list[ExpectationResult] = []
     pending = PendingBaseline(
@@ -560,16 +579,41 @@ def run_suite_scoped(
     )
 
     for batch in suite.batches:
+        on_spark = False
         try:
+            frames: Iterable[Any]
             if batch.scope == "table":
-                frames: Iterable[pd.DataFrame] = [fetch_table_batch(con, batch)]
+                frames = [fetch_table_batch(con, batch)]
                 batch_scope = BatchScope("table", "whole table, in SQL (every run)")
+                if spark is not None:
+                    from segment_warehouse.validation.spark_batches import ENGINE_TABLE_NOTE
+
+                    batch_scope.note += f"; {ENGINE_TABLE_NOTE}"
             else:
-                sql, params, batch_scope = rows_batch_source(
-                    con, suite, batch, scope, pending, previous_watermarks or {}
-                )
-                frames = _chunks(con, sql, params, chunk_rows)
-            asset = source.add_dataframe_asset(batch.name)
+                spark_frame = spark.frame(con, batch) if spark is not None else None
+                if spark is not None and not isinstance(spark_frame, str):
+                    frame, batch_scope = spark.rows_source(
+                        con, suite, batch, spark_frame, scope, pending, previous_watermarks or {}
+                    )
+                    frames = [frame]
+                    on_spark = True
+                else:
+                    sql, params, batch_scope = rows_batch_source(
+                        con, suite, batch, scope, pending, previous_watermarks or {}
+                    )
+                    frames = _chunks(con, sql, params, chunk_rows)
+                    if isinstance(spark_frame, str):
+                        # a documented fallback, stated in the report, never silent
+                        log.warning(
+                            "batch %s.%s runs on DuckDB: %s", suite.name, batch.name, spark_frame
+                        )
+                        batch_scope.note += f"; engine: DuckDB ({spark_frame})"
+            if on_spark:
+                if spark_source is None:
+                    spark_source = context.data_sources.add_spark(f"{suite.name}_spark")
+                asset = spark_source.add_dataframe_asset(batch.name)
+            else:
+                asset = source.add_dataframe_asset(batch.name)
             batch_def = asset.add_batch_definition_whole_dataframe("whole_dataframe")
             gx_suite = context.suites.add(
                 gx.ExpectationSuite(
@@ -596,7 +640,8 @@ def run_suite_scoped(
             merged = {id(s): _Merged() for s in batch.expectations}
             rows_seen = 0
             for df in frames:  # the query runs here: its errors are "unavailable"
-                rows_seen += len(df)
+                # a Spark frame was counted by its source (persisted first)
+                rows_seen += int(batch_scope.rows_checked or 0) if on_spark else len(df)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     suite_result = definition.run(
@@ -626,7 +671,7 @@ def run_suite_scoped(
                         dict(res.result or {}),
                         [m for m in messages if m],
                     )
-        except duckdb.Error as exc:
+        except read_errors as exc:
             log.warning("batch %s.%s unavailable: %s", suite.name, batch.name, exc)
             failed = _unavailable(suite, batch, exc)
             failed.scope = batch.scope
@@ -638,6 +683,8 @@ def run_suite_scoped(
             for name in pending.scratch:
                 con.execute(f"drop table if exists {name}")
             pending.scratch.clear()
+            if spark is not None:
+                spark.release()  # the batch's persisted frames
         if batch.scope == "rows":
             batch_scope.rows_checked = rows_seen
         scope_text = _scope_text(batch_scope)
@@ -870,63 +917,75 @@ def validate_layer(
     )
 
     pending: list[PendingBaseline] = []
-    with warehouse(settings=settings) as con:
-        ensure_results_table(con)
-        for suite in suites:
-            docs_dir = runs_dir / _slug(run_id) / suite.name
-            scope = decide_scope(
-                con, suite, settings, now=validated_at, full_requested=full
-            )
-            log.info("validation %s: %s", suite.name, scope.reason)
-            results, suite_pending = run_suite_scoped(
-                con,
-                suite,
-                run_id=run_id,
-                validated_at=validated_at,
-                parameters=parameters,
-                docs_dir=docs_dir,
-                chunk_rows=chunk_rows,
-                scope=scope,
-                previous_watermarks=state.validation_watermarks(con, suite.name),
-            )
-            pending.append(suite_pending)
-            docs_rel = (docs_dir / "index.html").relative_to(reports_dir).as_posix()
-            write_results(
-                con,
-                run_id=run_id,
-                validated_at=validated_at,
-                suite=suite,
-                results=results,
-                data_docs_path=docs_rel,
-            )
-            outcome.results.extend(results)
-            failed = [r for r in results if not r.success]
-            outcome.suites.append(
-                SuiteOutcome(
-                    suite=suite.name,
-                    layer=suite.layer,
-                    evaluated=len(results),
-                    passed=len(results) - len(failed),
-                    warnings=sum(r.severity == "warning" for r in failed),
-                    critical_failed=sum(r.severity == "critical" for r in failed),
-                    data_docs=str(docs_dir / "index.html"),
-                    scope=scope.mode,
-                    scope_reason=scope.reason,
+    spark: SparkBatches | None = None
+    if settings.engine == "spark":
+        from segment_warehouse.validation.spark_batches import SparkBatches
+
+        spark = SparkBatches(settings)
+    try:
+        with warehouse(settings=settings) as con:
+            ensure_results_table(con)
+            for suite in suites:
+                docs_dir = runs_dir / _slug(run_id) / suite.name
+                # Spark's row digests are not DuckDB's: the engine is in the fingerprint
+                engine = "spark" if spark is not None and spark.suite_on_spark(suite) else "duckdb"
+                scope = decide_scope(
+                    con, suite, settings, now=validated_at, full_requested=full, engine=engine
                 )
-            )
-            log.info(
-                "validation %s: %d checks, %d passed, %d warnings, %d critical failures",
-                suite.name,
-                len(results),
-                len(results) - len(failed),
-                outcome.suites[-1].warnings,
-                outcome.suites[-1].critical_failed,
-            )
-        if outcome.success:
-            record_baselines(con, pending, run_id=run_id, validated_at=validated_at)
-        _drop_digest_tables(con, pending)
-        prune_run_dirs(runs_dir, keep_runs)
-        render_report(con, settings=settings, keep_runs=keep_runs)
+                log.info("validation %s: %s", suite.name, scope.reason)
+                results, suite_pending = run_suite_scoped(
+                    con,
+                    suite,
+                    run_id=run_id,
+                    validated_at=validated_at,
+                    parameters=parameters,
+                    docs_dir=docs_dir,
+                    chunk_rows=chunk_rows,
+                    scope=scope,
+                    previous_watermarks=state.validation_watermarks(con, suite.name),
+                    spark=spark,
+                )
+                pending.append(suite_pending)
+                docs_rel = (docs_dir / "index.html").relative_to(reports_dir).as_posix()
+                write_results(
+                    con,
+                    run_id=run_id,
+                    validated_at=validated_at,
+                    suite=suite,
+                    results=results,
+                    data_docs_path=docs_rel,
+                )
+                outcome.results.extend(results)
+                failed = [r for r in results if not r.success]
+                outcome.suites.append(
+                    SuiteOutcome(
+                        suite=suite.name,
+                        layer=suite.layer,
+                        evaluated=len(results),
+                        passed=len(results) - len(failed),
+                        warnings=sum(r.severity == "warning" for r in failed),
+                        critical_failed=sum(r.severity == "critical" for r in failed),
+                        data_docs=str(docs_dir / "index.html"),
+                        scope=scope.mode,
+                        scope_reason=scope.reason,
+                    )
+                )
+                log.info(
+                    "validation %s: %d checks, %d passed, %d warnings, %d critical failures",
+                    suite.name,
+                    len(results),
+                    len(results) - len(failed),
+                    outcome.suites[-1].warnings,
+                    outcome.suites[-1].critical_failed,
+                )
+            if outcome.success:
+                record_baselines(con, pending, run_id=run_id, validated_at=validated_at)
+            _drop_digest_tables(con, pending)
+            prune_run_dirs(runs_dir, keep_runs)
+            render_report(con, settings=settings, keep_runs=keep_runs)
+    finally:
+        if spark is not None:
+            spark.close()
 
     for r in outcome.warnings:
         log.warning("validation warning [%s] %s: %s", r.suite, r.expectation, r.observed_value)

@@ -76,12 +76,19 @@ class RunScope:
         return "full" if self.full else "delta"
 
 
-def suite_fingerprint(suite: SuiteSpec, settings: Settings) -> str:
+def suite_fingerprint(suite: SuiteSpec, settings: Settings, engine: str = "duckdb") -> str:
+    """Suite file, dbt project and (when not DuckDB) the engine the rows batches run on.
+
+    The engine is a part because the row digests of a delta are engine-specific
+    (DuckDB ``hash()``, Spark ``xxhash64``); left out for DuckDB so existing
+    fingerprints stay valid."""
     from segment_warehouse.tasks import dbt_project_digest  # the one project hasher
 
     digest = hashlib.sha256(SCOPE_VERSION.encode())
     digest.update(suite.path.read_bytes())
     digest.update(dbt_project_digest(DBT_INPUTS, settings=settings).encode())
+    if engine != "duckdb":
+        digest.update(f"engine={engine}".encode())
     return digest.hexdigest()
 
 
@@ -96,9 +103,13 @@ def decide_scope(
     *,
     now: datetime,
     full_requested: bool = False,
+    engine: str = "duckdb",
 ) -> RunScope:
-    """Full or delta for ``suite`` now, and why (see the module docstring)."""
-    fingerprint = suite_fingerprint(suite, settings)
+    """Full or delta for ``suite`` now, and why (see the module docstring).
+
+    ``engine``: where its rows batches run (``spark`` when some run on Spark
+    DataFrames, ``validation/spark_batches.py``)."""
+    fingerprint = suite_fingerprint(suite, settings, engine)
     every = settings.validation_full_every_days
     last = state.last_full_validation(con, suite.name)
     last_at = last[0] if last else None
@@ -119,7 +130,10 @@ def decide_scope(
     if pending:
         return full("; ".join(dict.fromkeys(pending)))
     if fingerprint != last_fingerprint:
-        return full("the suite or the dbt project changed since the last full validation")
+        return full(
+            "the suite, the dbt project or the validation engine changed since the last "
+            "full validation"
+        )
     due = last_at + timedelta(days=every)
     return RunScope(
         False,
