@@ -128,6 +128,22 @@ def assign_labels(
 
 
 def _aligned(scored: pd.DataFrame, prep: PreparedFeatures) -> np.ndarray:
+    if len(scored) == len(prep.customer_ids) and np.array_equal(
+        scored["customer_id"].to_numpy(dtype=object), prep.customer_ids
+    ):
+        rows = scored  # already in prep's order (the in-process engine): no reindex
+    else:
+        rows = _reindexed(scored, prep)
+    changed = int((rows["row_hash"].to_numpy() != row_hashes(prep.transformed)).sum())
+    if changed:
+        raise ScoringMismatch(
+            f"{changed} customers have other feature values in the scoring engine's "
+            "customer_features than in warehouse.duckdb; rebuild (dbt) on the configured engine"
+        )
+    return rows["label"].to_numpy(dtype=np.int64)
+
+
+def _reindexed(scored: pd.DataFrame, prep: PreparedFeatures) -> pd.DataFrame:
     ids = pd.Index(prep.customer_ids)
     by_id = scored.drop_duplicates("customer_id").set_index("customer_id")
     # Rows the engine has beyond prep's (customers erased from warehouse.duckdb
@@ -139,11 +155,4 @@ def _aligned(scored: pd.DataFrame, prep: PreparedFeatures) -> np.ndarray:
             f"profiled customers (e.g. {list(missing[:3])}) or repeat customers; "
             "rebuild (dbt) on the configured engine"
         )
-    rows = by_id.loc[ids]
-    changed = int((rows["row_hash"].to_numpy() != row_hashes(prep.transformed)).sum())
-    if changed:
-        raise ScoringMismatch(
-            f"{changed} customers have other feature values in the scoring engine's "
-            "customer_features than in warehouse.duckdb; rebuild (dbt) on the configured engine"
-        )
-    return rows["label"].to_numpy(dtype=np.int64)
+    return by_id.loc[ids]
