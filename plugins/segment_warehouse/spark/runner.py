@@ -89,6 +89,22 @@ def run_in_process(spec: dict[str, Any], settings: Settings | None = None) -> in
 
 
 BUILT_EXPORTS = "built_exports.json"
+
+
+def built_exports_file(settings: Settings) -> Path:
+    """The list of relations the last Spark build wrote as Parquet."""
+    return target_dir(settings) / BUILT_EXPORTS
+
+
+def built_exports(settings: Settings) -> list[dict[str, Any]]:
+    """The entries of :func:`built_exports_file` (see :func:`export_built_relations`).
+
+    Raises ``FileNotFoundError`` when no Spark build has written the list, and
+    ``ValueError`` when it is not JSON.
+    """
+    return json.loads(built_exports_file(settings).read_text())
+
+
 # Relations a build leaves in the catalog (an ephemeral model is only a CTE)
 _EXPORTED_TYPES = ("model", "seed", "snapshot")
 

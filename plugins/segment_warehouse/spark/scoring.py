@@ -18,7 +18,6 @@ Parquet files name customers: they are deleted once read.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -53,11 +52,11 @@ def scoring_dir(settings: Settings) -> Path:
 def built_relation(spark: SparkSession, settings: Settings, schema: str, name: str) -> DataFrame:
     """A relation of the last Spark build: its Parquet under ``built_parquet``
     (``built_exports.json``), else the table in the session's catalog."""
-    from segment_warehouse.spark.runner import BUILT_EXPORTS, target_dir
+    from segment_warehouse.spark.runner import built_exports, built_exports_file
 
-    listing = target_dir(settings) / BUILT_EXPORTS
+    listing = built_exports_file(settings)
     if listing.exists():
-        for export in json.loads(listing.read_text()):
+        for export in built_exports(settings):
             if export["schema"] == schema and export["name"] == name:
                 return spark.read.parquet(Path(export["folder"]).as_posix())
     if spark.catalog.tableExists(f"{schema}.{name}"):
@@ -68,9 +67,7 @@ def built_relation(spark: SparkSession, settings: Settings, schema: str, name: s
     )
 
 
-def _batches(
-    fn: BatchFn, payload: Any, batches: Iterator[pd.DataFrame]
-) -> Iterator[pd.DataFrame]:
+def _batches(fn: BatchFn, payload: Any, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     from threadpoolctl import threadpool_limits
 
     # One task per core: BLAS / OpenMP threads inside a task would oversubscribe
@@ -119,9 +116,7 @@ def score_frame(
     folder = scoring_dir(settings) / f"in-{uuid.uuid4().hex}"
     folder.mkdir(parents=True)
     try:
-        pq.write_table(
-            pa.Table.from_pandas(frame, preserve_index=False), folder / "part-0.parquet"
-        )
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / "part-0.parquet")
         return map_batches(
             spark, spark.read.parquet(folder.as_posix()), fn, payload, schema, settings=settings
         )
@@ -147,6 +142,4 @@ def score_customer_features(scorer: ClusterScorer, settings: Settings) -> pd.Dat
         F.col("marketing_consent").cast("boolean").alias("marketing_consent"),
         *[F.col(c).cast("double").alias(c) for c in FEATURE_NAMES],
     )
-    return map_batches(
-        spark, rows, score_unrounded_batch, scorer, SPARK_SCHEMA, settings=settings
-    )
+    return map_batches(spark, rows, score_unrounded_batch, scorer, SPARK_SCHEMA, settings=settings)

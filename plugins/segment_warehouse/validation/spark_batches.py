@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import json
 import logging
 import os
 import re
@@ -82,20 +81,14 @@ _U64 = 1 << 64
 _counter = itertools.count(1)
 
 
-def exports_file(settings: Settings) -> Path:
-    """``built_exports.json`` of the last Spark build (``spark.runner.target_dir``)."""
-    from segment_warehouse.spark.runner import BUILT_EXPORTS, target_dir
-
-    return target_dir(settings) / BUILT_EXPORTS
-
-
 def read_exports(settings: Settings) -> dict[tuple[str, str], Path]:
-    """(schema, name) -> Parquet folder of every relation the last Spark build wrote."""
-    path = exports_file(settings)
-    entries = json.loads(path.read_text())
+    """(schema, name) -> Parquet folder of every relation the last Spark build wrote
+    (plain identifiers only: the names are put into Spark SQL)."""
+    from segment_warehouse.spark.runner import built_exports
+
     return {
         (str(e["schema"]).lower(), str(e["name"]).lower()): Path(e["folder"])
-        for e in entries
+        for e in built_exports(settings)
         if _IDENT.fullmatch(str(e["schema"])) and _IDENT.fullmatch(str(e["name"]))
     }
 
@@ -149,11 +142,13 @@ class SparkBatches:
     _scratch: Path | None = None
 
     def __post_init__(self) -> None:
+        from segment_warehouse.spark.runner import built_exports_file
+
         try:
             self._exports = read_exports(self.settings)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             self._exports_error = (
-                f"no readable export list of a Spark build ({exports_file(self.settings)}: "
+                f"no readable export list of a Spark build ({built_exports_file(self.settings)}: "
                 f"{type(exc).__name__})"
             )
 
