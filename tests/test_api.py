@@ -46,8 +46,12 @@ class Client:
         return resp.status, body, resp.getheader("X-Snapshot") or ""
 
 
-@pytest.fixture
-def env(segments_env: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+# Both snapshot formats: tables in analytics.duckdb, or its views over Parquet files.
+@pytest.fixture(params=["duckdb", "parquet"])
+def env(
+    segments_env: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Settings:
+    monkeypatch.setenv("SEGMENTS_PUBLISH_FORMAT", request.param)
     rules = segments_env / "content_rules.yml"
     rules.write_text(RULES)
     monkeypatch.setenv("SEGMENTS_CONTENT_RULES", str(rules))

@@ -113,6 +113,22 @@ def _env_engine() -> str:
     return engine
 
 
+# How the analyst snapshot is published (segment_warehouse.publish): one DuckDB file of
+# tables, or Parquet files with a DuckDB file of views over them (issue #19).
+PUBLISH_FORMATS: tuple[str, ...] = ("duckdb", "parquet")
+
+
+def _env_publish_format(engine: str) -> str:
+    """SEGMENTS_PUBLISH_FORMAT; by default ``parquet`` on Spark, ``duckdb`` otherwise."""
+    raw = os.environ.get("SEGMENTS_PUBLISH_FORMAT", "").strip().lower()
+    value = raw or ("parquet" if engine == "spark" else "duckdb")
+    if value not in PUBLISH_FORMATS:
+        raise ConfigError(
+            f"SEGMENTS_PUBLISH_FORMAT must be one of {', '.join(PUBLISH_FORMATS)}, got {raw!r}"
+        )
+    return value
+
+
 def _importable(find_spec: Any, name: str) -> bool:
     try:
         return find_spec(name) is not None
@@ -177,6 +193,10 @@ class Settings:
     dbt_skip_unchanged: bool = True
     # SEGMENTS_ENGINE: "duckdb" (default) or "spark" (see ENGINES).
     engine: str = "duckdb"
+    # SEGMENTS_PUBLISH_FORMAT: "duckdb" (tables in analytics.duckdb) or "parquet"
+    # (analytics.duckdb holds views over <warehouse_dir>/analytics_parquet/<snapshot>/);
+    # default "parquet" when SEGMENTS_ENGINE=spark, else "duckdb" (see PUBLISH_FORMATS).
+    publish_format: str = "duckdb"
 
     repo_root: Path = REPO_ROOT
 
@@ -271,6 +291,7 @@ def get_settings() -> Settings:
     k_max = _env_int("SEGMENTS_K_MAX", 10)
     if not 2 <= k_min <= k_max:
         raise ConfigError(f"need 2 <= SEGMENTS_K_MIN <= SEGMENTS_K_MAX, got {k_min}..{k_max}")
+    engine = _env_engine()
     return Settings(
         landing_dir=_env_path("SEGMENTS_LANDING_DIR", "data/landing"),
         warehouse_dir=_env_path("SEGMENTS_WAREHOUSE_DIR", "data/warehouse"),
@@ -290,5 +311,6 @@ def get_settings() -> Settings:
         predictions=PredictionSettings.from_env(),
         validation_full_every_days=_env_int("SEGMENTS_VALIDATION_FULL_EVERY_DAYS", 7, 0),
         dbt_skip_unchanged=_env_bool("SEGMENTS_DBT_SKIP_UNCHANGED", True),
-        engine=_env_engine(),
+        engine=engine,
+        publish_format=_env_publish_format(engine),
     )

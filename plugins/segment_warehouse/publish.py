@@ -15,6 +15,16 @@ when the snapshot's marts are provably current. "Current" is tracked by a
 *marts generation* token in ``audit.pipeline_state`` that every writer of marts
 (dbt build, erasure) renews before it starts; the snapshot records the token
 it was built from. Any doubt (no snapshot, other token) means a full copy.
+
+``SEGMENTS_PUBLISH_FORMAT=parquet`` (the default on Spark, issue #19) writes
+each published table as Parquet into a new snapshot directory
+``<analytics_dir>/analytics_parquet/<snapshot-id>/<schema>/<table>/`` and makes
+``analytics.duckdb`` a small file of *views* over those files (same names,
+same column types), swapped in the same way. A refresh hard-links the
+unchanged schemas' files from the previous snapshot instead of rewriting
+them; on Spark the marts are Spark's own Parquet when it provably holds the
+published rows. Old snapshot directories are garbage-collected after a grace
+period, and at once after an erasure (:func:`collect_snapshot_dirs`).
 """
 
 from __future__ import annotations
@@ -22,16 +32,20 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import duckdb
 
 from segment_warehouse import state
 from segment_warehouse.config import Settings, get_settings
+from segment_warehouse.warehouse import quote_ident
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +91,7 @@ def marts_generation(settings: Settings) -> str | None:
     return state.read(state.MARTS_GENERATION, settings=settings)
 
 
-def _snapshot_generation(snapshot: Path) -> str | None:
+def snapshot_generation(snapshot: Path) -> str | None:
     """The marts generation the current snapshot was built from (None if unknown)."""
     if not snapshot.exists():
         return None
@@ -205,6 +219,8 @@ def publish_snapshot(
     the current marts generation; otherwise everything is copied.
     """
     settings = settings or get_settings()
+    if settings.publish_format == "parquet":
+        return _publish_parquet(run_id=run_id, settings=settings, refresh=refresh)
     target = settings.analytics_db
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -220,7 +236,7 @@ def publish_snapshot(
         refresh is not None
         and "marts" not in refresh
         and generation is not None
-        and _snapshot_generation(target) == generation
+        and snapshot_generation(target) == generation
     )
     rewrite = set(refresh) if carry_over and refresh is not None else set(PUBLISHED_SCHEMAS)
     if carry_over:
@@ -288,4 +304,401 @@ def publish_snapshot(
         ", ".join(sorted(rewrite)),
         ", carried the rest over from the previous snapshot" if carry_over else "",
     )
+    if snapshot_root(settings).is_dir():  # left by an earlier parquet-format publish
+        collect_snapshot_dirs(settings, keep=None, erased_since=_last_erasure_at(settings))
+    return result
+
+
+# --- the Parquet format -----------------------------------------------------------
+
+PARQUET_DIR_NAME = "analytics_parquet"
+# A superseded snapshot directory stays this long after the snapshot that replaced
+# it was published, so a reader that opened the old analytics.duckdb (an analyst's
+# session, the API until its next reload check) keeps working; after an erasure it
+# goes at once instead (collect_snapshot_dirs).
+SNAPSHOT_GRACE_SECONDS = 3600.0
+# <UTC timestamp, fixed width so names sort chronologically>-<pid>-<random>
+_SNAPSHOT_ID = re.compile(r"^(\d{8}T\d{12})Z-\d+-[0-9a-f]{8}$")
+_ID_TIME_FORMAT = "%Y%m%dT%H%M%S%f"
+# Types a Parquet round trip does not keep: DuckDB writes HUGEINT as DOUBLE (lossy),
+# so those go as text and the view casts them back.
+_AS_TEXT_TYPES = ("HUGEINT", "UHUGEINT")
+
+
+def snapshot_root(settings: Settings) -> Path:
+    """Where the Parquet snapshot directories live: beside analytics.duckdb."""
+    return settings.analytics_db.parent / PARQUET_DIR_NAME
+
+
+def _snapshot_time(directory: Path) -> datetime | None:
+    match = _SNAPSHOT_ID.match(directory.name)
+    if not match:
+        return None
+    return datetime.strptime(match.group(1), _ID_TIME_FORMAT).replace(tzinfo=UTC)
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _parquet_path_literal(path: Path) -> str:
+    """A literal ``read_parquet`` reads as exactly this file.
+
+    ``read_parquet`` globs its argument (``a[1]`` would match ``a1``), so glob
+    characters go inside a one-character class; then SQL quoting.
+    """
+    return _sql_string(re.sub(r"([*?\[])", r"[\1]", str(path)))
+
+
+def _file_name(name: str) -> str:
+    """A table name as one safe path component (catalog names are untrusted)."""
+    return quote(name, safe="").replace(".", "%2E") or "%00"
+
+
+def _last_erasure_at(settings: Settings) -> datetime | None:
+    """When the last erasure request was applied (``audit.erasure_log``), None if never."""
+    try:
+        con = duckdb.connect(str(settings.warehouse_db), read_only=True)
+    except duckdb.Error:
+        return None
+    try:
+        (when,) = con.execute("select max(processed_at) from audit.erasure_log").fetchone()
+    except duckdb.Error:  # no erasure table yet
+        return None
+    finally:
+        con.close()
+    return when
+
+
+def _referenced_dir(snapshot: Path) -> Path | None:
+    """The snapshot directory the published analytics.duckdb's views read, if any."""
+    try:
+        con = duckdb.connect(str(snapshot), read_only=True)
+    except duckdb.Error:
+        return None
+    try:
+        row = con.execute("select snapshot_dir from meta.snapshot_info").fetchone()
+    except duckdb.Error:  # not published or a duckdb-format snapshot
+        return None
+    finally:
+        con.close()
+    return Path(row[0]) if row and row[0] else None
+
+
+def collect_snapshot_dirs(
+    settings: Settings,
+    *,
+    keep: Path | None,
+    erased_since: datetime | None = None,
+    now: datetime | None = None,
+    grace_seconds: float | None = None,
+) -> list[Path]:
+    """Remove snapshot directories no current snapshot needs; returns those removed.
+
+    ``keep`` (the one the published analytics.duckdb reads) always stays. Every
+    other directory goes once the snapshot after it (the next name in time order;
+    for the newest, the published analytics.duckdb's mtime) was published more
+    than ``grace_seconds`` ago, and at once if it was written before
+    ``erased_since`` (an erasure applied since: its files may hold the person).
+    Directories newer than ``keep`` are a publish in progress and stay, unless an
+    erasure came after them. Each snapshot's files are its own (reused files are
+    hard links), so removing one never breaks another.
+    """
+    root = snapshot_root(settings)
+    if not root.is_dir():
+        return []
+    now = now or datetime.now(UTC)
+    grace = timedelta(seconds=SNAPSHOT_GRACE_SECONDS if grace_seconds is None else grace_seconds)
+    dirs = sorted(
+        (d for d in root.iterdir() if d.is_dir() and _snapshot_time(d) is not None),
+        key=lambda d: d.name,
+    )
+    try:
+        published = datetime.fromtimestamp(settings.analytics_db.stat().st_mtime, UTC)
+    except FileNotFoundError:
+        published = now
+    removed: list[Path] = []
+    for i, directory in enumerate(dirs):
+        if keep is not None and directory.name == keep.name:
+            continue
+        written = _snapshot_time(directory)
+        assert written is not None
+        erased = erased_since is not None and written <= erased_since
+        if not erased:
+            if keep is not None and directory.name > keep.name:
+                continue
+            superseded = _snapshot_time(dirs[i + 1]) if i + 1 < len(dirs) else published
+            if superseded is None or now - superseded < grace:
+                continue
+        shutil.rmtree(directory)
+        removed.append(directory)
+        log.info(
+            "removed snapshot directory %s (%s)",
+            directory.name,
+            "written before an erasure" if erased else "superseded beyond the grace period",
+        )
+    return removed
+
+
+def purge_snapshots_after_erasure(settings: Settings | None = None) -> list[Path]:
+    """Called by erasure: remove every snapshot directory but the published one.
+
+    The published one goes at the next publish, which rebuilds without the person.
+    """
+    settings = settings or get_settings()
+    keep = _referenced_dir(settings.analytics_db)
+    return collect_snapshot_dirs(settings, keep=keep, erased_since=datetime.now(UTC))
+
+
+@dataclass
+class _ParquetSnapshot:
+    """What the previous parquet-format snapshot offers for reuse."""
+
+    directory: Path
+    generation: str | None
+
+
+def _previous_parquet_snapshot(snapshot: Path) -> _ParquetSnapshot | None:
+    if not snapshot.exists():
+        return None
+    try:
+        con = duckdb.connect(str(snapshot), read_only=True)
+    except duckdb.Error:
+        return None
+    try:
+        row = con.execute(
+            "select snapshot_dir, marts_generation from meta.snapshot_info"
+        ).fetchone()
+    except duckdb.Error:  # a duckdb-format snapshot: no files to reuse
+        return None
+    finally:
+        con.close()
+    if not row or not row[0] or not Path(row[0]).is_dir():
+        return None
+    return _ParquetSnapshot(directory=Path(row[0]), generation=row[1])
+
+
+def _columns(con, catalog_table: str) -> list[tuple[str, str]]:
+    return [(r[0], r[1]) for r in con.execute(f"describe {catalog_table}").fetchall()]
+
+
+def _link_or_copy(sources: list[Path], folder: Path) -> list[Path]:
+    """Hard links (no bytes rewritten; each snapshot still owns its files), or a copy
+    where the filesystem has none (another device, no link support)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, source in enumerate(sources):
+        dest = folder / f"part-{i:05d}.parquet"
+        try:
+            os.link(source, dest)
+        except OSError:
+            shutil.copyfile(source, dest)
+        out.append(dest)
+    return out
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_table(con, schema: str, table: str, folder: Path) -> list[Path]:
+    """COPY one warehouse table to ``folder/part-00000.parquet``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    dest = folder / "part-00000.parquet"
+    columns = _columns(con, f"wh.{quote_ident(schema)}.{quote_ident(table)}")
+    select = ", ".join(
+        f"{quote_ident(c)}::varchar as {quote_ident(c)}" if t in _AS_TEXT_TYPES else quote_ident(c)
+        for c, t in columns
+    )
+    con.execute(
+        f"copy (select {select} from wh.{quote_ident(schema)}.{quote_ident(table)}) "
+        f"to {_sql_string(str(dest))} (format parquet, compression zstd)"
+    )
+    _fsync(dest)
+    return [dest]
+
+
+def _view_sql(con, schema: str, table: str, files: list[Path]) -> str:
+    """A view over ``files`` with the warehouse table's column names and types.
+
+    The paths are absolute: DuckDB resolves a relative ``read_parquet`` path in a
+    view against the *reader's* working directory (tested), and analysts and the
+    API open analytics.duckdb from anywhere. The price: moving the warehouse dir
+    needs a republish.
+    """
+    source = "read_parquet([" + ", ".join(_parquet_path_literal(f) for f in files) + "])"
+    wanted = _columns(con, f"wh.{quote_ident(schema)}.{quote_ident(table)}")
+    stored = dict(_columns(con, f"(select * from {source})"))
+    select = ", ".join(
+        quote_ident(c)
+        if stored.get(c) == t
+        else f"cast({quote_ident(c)} as {t}) as {quote_ident(c)}"  # e.g. ENUM, HUGEINT
+        for c, t in wanted
+    )
+    view = f"snapshot.{quote_ident(schema)}.{quote_ident(table)}"
+    return f"create view {view} as select {select} from {source}"
+
+
+def _spark_marts_files(con, settings: Settings, marts: list[str]) -> dict[str, list[Path]]:
+    """Spark's own Parquet for each marts table it provably holds, else nothing.
+
+    ``built_parquet`` (``built_exports.json``) is what the last Spark build wrote;
+    an erasure or a DuckDB build since may have changed ``warehouse.duckdb``. A
+    table is taken from Spark only when the export lists exactly the published
+    marts and its files have the warehouse table's columns, types, row count and
+    an order-insensitive hash of every row; anything else is copied from DuckDB.
+    """
+    if settings.engine != "spark":
+        return {}
+    from segment_warehouse.spark.runner import built_exports, built_exports_file
+    from segment_warehouse.spark.session import spark_dir
+
+    built_root = (spark_dir(settings) / "built_parquet").resolve()
+    try:
+        exports = built_exports(settings)
+    except (OSError, ValueError) as exc:
+        log.info("marts copied from DuckDB: no readable %s (%s)", built_exports_file(settings), exc)
+        return {}
+    listed = {e.get("name"): e for e in exports if e.get("schema") == "marts"}
+    if set(listed) != set(marts):
+        log.info(
+            "marts copied from DuckDB: Spark's export lists %s, the warehouse publishes %s",
+            sorted(map(str, listed)),
+            sorted(marts),
+        )
+        return {}
+    found: dict[str, list[Path]] = {}
+    for table in marts:
+        folder = Path(str(listed[table].get("folder", ""))).resolve()
+        files = sorted(folder.glob("*.parquet")) if folder.is_relative_to(built_root) else []
+        if not files:
+            log.info("marts.%s copied from DuckDB: no Spark Parquet under %s", table, built_root)
+            continue
+        source = "read_parquet([" + ", ".join(_parquet_path_literal(f) for f in files) + "])"
+        wh = f"wh.marts.{quote_ident(table)}"
+        columns = _columns(con, wh)
+        if _columns(con, f"(select * from {source})") != columns:
+            log.info("marts.%s copied from DuckDB: Spark's Parquet has other columns", table)
+            continue
+        row_hash = "hash(" + ", ".join(quote_ident(c) for c, _ in columns) + ")"
+        digest = f"select count(*), sum({row_hash})::hugeint from "
+        if con.execute(digest + source).fetchone() != con.execute(digest + wh).fetchone():
+            log.info("marts.%s copied from DuckDB: Spark's Parquet holds other rows", table)
+            continue
+        found[table] = files
+    return found
+
+
+def _publish_parquet(
+    *, run_id: str | None, settings: Settings, refresh: Sequence[str] | None
+) -> PublishResult:
+    target = settings.analytics_db
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    _remove_stale_temp_files(target)
+    published_at = datetime.now(UTC)
+    result = PublishResult(path=target, published_at=published_at)
+    root = snapshot_root(settings)
+    snapshot_id = f"{published_at.strftime(_ID_TIME_FORMAT)}Z-{os.getpid()}-{secrets.token_hex(4)}"
+    directory = root / snapshot_id
+    generation = marts_generation(settings)
+    segments_generation = state.read(state.SEGMENTS_MARTS_GENERATION, settings=settings)
+    previous = _previous_parquet_snapshot(target)
+    carry_over = (
+        refresh is not None
+        and "marts" not in refresh
+        and generation is not None
+        and previous is not None
+        and previous.generation == generation
+    )
+    rewrite = set(refresh) if carry_over and refresh is not None else set(PUBLISHED_SCHEMAS)
+    con = duckdb.connect()
+    con.execute(f"set threads = {int(settings.duckdb_threads)}")
+    con.execute(f"set memory_limit = {_sql_string(settings.duckdb_memory_limit)}")
+    started = time.monotonic()
+    sources = {"written": 0, "linked": 0, "spark": 0}
+    try:
+        con.execute(f"attach {_sql_string(str(settings.warehouse_db))} as wh (read_only)")
+        tables = _published_tables(con)
+        if not any(schema == "marts" for schema, _ in tables):
+            raise PublishError("nothing to publish: the warehouse has no marts tables yet")
+        _check_no_raw_pii(con, tables)
+        _check_no_pii_values(con, tables)
+        spark_files = (
+            _spark_marts_files(con, settings, [t for s, t in tables if s == "marts"])
+            if "marts" in rewrite
+            else {}
+        )
+        directory.mkdir(parents=True)
+        con.execute(f"attach {_sql_string(str(tmp))} as snapshot")
+        for schema in sorted({s for s, _ in tables} | {"meta"}):
+            con.execute(f"create schema snapshot.{quote_ident(schema)}")
+        for schema, table in tables:
+            folder = directory / _file_name(schema) / _file_name(table)
+            old = (
+                sorted((previous.directory / folder.relative_to(directory)).glob("*.parquet"))
+                if previous is not None and schema not in rewrite
+                else []
+            )
+            if old:  # unchanged since the previous snapshot: its files, not a rewrite
+                files = _link_or_copy(old, folder)
+                sources["linked"] += 1
+            elif schema == "marts" and table in spark_files:
+                files = _link_or_copy(spark_files[table], folder)
+                sources["spark"] += 1
+            else:
+                if schema not in rewrite:
+                    log.warning("%s.%s missing from the previous snapshot: written", schema, table)
+                files = _write_table(con, schema, table, folder)
+                sources["written"] += 1
+            con.execute(_view_sql(con, schema, table, files))
+            # Counting through the view proves it resolves before anyone sees it.
+            (rows,) = con.execute(
+                f"select count(*) from snapshot.{quote_ident(schema)}.{quote_ident(table)}"
+            ).fetchone()
+            result.tables[f"{schema}.{table}"] = rows
+        for path in [directory, *directory.rglob("*")]:
+            if path.is_dir():
+                _fsync(path)
+        con.execute(
+            "create table snapshot.meta.snapshot_info as select ?::timestamptz as published_at, "
+            "?::varchar as run_id, ?::varchar as marts_generation, ?::varchar[] as rewritten, "
+            "?::varchar as segments_marts_generation, ?::boolean as segments_current, "
+            "?::varchar as format, ?::varchar as snapshot_dir",
+            [
+                published_at,
+                run_id,
+                generation,
+                sorted(rewrite),
+                segments_generation,
+                segments_generation is not None and segments_generation == generation,
+                "parquet",
+                str(directory),
+            ],
+        )
+        con.execute("detach snapshot")
+        con.execute("detach wh")
+    except BaseException:
+        con.close()
+        for leftover in (tmp, Path(f"{tmp}.wal")):
+            leftover.unlink(missing_ok=True)
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    con.close()
+
+    os.replace(tmp, target)
+    _fsync(target.parent)  # make the rename durable
+    removed = collect_snapshot_dirs(
+        settings, keep=directory, erased_since=_last_erasure_at(settings)
+    )
+    log.info(
+        "published %d tables as views over %s in %.1f s (%d written, %d reused from the "
+        "previous snapshot, %d from Spark's Parquet; rewrote %s); %d old snapshot dir(s) removed",
+        len(result.tables), directory, time.monotonic() - started, sources["written"],
+        sources["linked"], sources["spark"], ", ".join(sorted(rewrite)), len(removed),
+    )  # fmt: skip
     return result

@@ -593,8 +593,7 @@ def publish(
     which the Asset event this task still emits triggers.
     """
     from segment_warehouse.config import get_settings
-    from segment_warehouse.publish import _snapshot_generation as snapshot_generation
-    from segment_warehouse.publish import marts_generation, publish_snapshot
+    from segment_warehouse.publish import marts_generation, publish_snapshot, snapshot_generation
 
     if marts_unless_current:
         settings = get_settings()
