@@ -23,8 +23,10 @@ read at all is quarantined without its content and flagged for escalation).
 After the requests are committed, the database file is rewritten (copy-and-swap,
 :func:`rewrite_database`) so that no freed block still holds an erased value, and the
 fitted models under ``settings.models_dir`` are dropped (they saw the person; the next
-recluster/predict run fits new ones). The next ``dbt build`` and ``publish`` then produce
-tables without the person.
+recluster/predict run fits new ones). The Spark engine's Parquet copies holding the
+person are rewritten without them (``spark.erasure``), and Parquet snapshot directories
+no published snapshot reads are removed (``publish.purge_snapshots_after_erasure``).
+The next ``dbt build`` and ``publish`` then produce tables without the person.
 """
 
 from __future__ import annotations
@@ -33,15 +35,23 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
 from segment_warehouse.config import Settings, get_settings
 from segment_warehouse.privacy import keyed_hash, phone_key, verify_key
-from segment_warehouse.warehouse import ensure_schemas, table_columns, table_exists, warehouse
+from segment_warehouse.warehouse import (
+    ensure_schemas,
+    quote_ident,
+    table_columns,
+    table_exists,
+    warehouse,
+)
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +138,9 @@ class ErasureSummary:
     request_ids: list[str] = field(default_factory=list)
     models_dropped: int = 0
     database_rewritten: bool = False
+    # Parquet files under the Spark dir rewritten without the person (spark.erasure)
+    spark_files_rewritten: int = 0
+    spark_files_dropped: bool = False
 
 
 def _expand_subject(
@@ -188,7 +201,7 @@ def _expand_subject(
     # Devices the subject logged in on (shared devices too: the person's own events go),
     # and devices whose events reference one of the subject's orders (a guest's device).
     if table_exists(con, "raw", "analytics_events"):
-        order_ref = _event_order_ref(con)
+        order_ref = _order_ref(table_columns(con, "raw", "analytics_events"))
         rows = con.execute(
             f"""
             select distinct anonymous_id, json_extract_string(traits, '$.phone')
@@ -215,72 +228,135 @@ def _expand_subject(
     return subject
 
 
-def _event_order_ref(con: duckdb.DuckDBPyConnection) -> str:
-    """SQL for the order an event references (Order Completed's ``properties.order_id``)."""
-    if "properties" in table_columns(con, "raw", "analytics_events"):
-        return "json_extract_string(properties, '$.order_id')"
-    return "cast(null as varchar)"
+# A subject's rows in a relation: SQL clauses over its columns (any one true
+# means the row goes) and their positional parameters, in order. The one
+# definition of "the person's rows", shared by the DuckDB deletes below and the
+# rewrite of the Spark engine's Parquet files (spark.erasure).
+Clauses = tuple[list[str], list[Any]]
+
+# The raw tables with their own rules (identifiers as the loaders deliver them:
+# untrimmed, mixed case, inside JSON).
+RAW_TABLES = ("crm_contacts", "transactions_orders", "analytics_events")
 
 
-def _delete_raw(con: duckdb.DuckDBPyConnection, subject: Subject) -> dict[str, int]:
-    deleted: dict[str, int] = {}
-    params = {
+def _subject_params(subject: Subject) -> dict[str, list[str]]:
+    return {
         "contacts": sorted(subject.contact_ids),
         "emails": sorted(subject.emails),
         "anons": sorted(subject.anonymous_ids),
         "orders": sorted(subject.order_ids),
     }
-    statements = {
-        "raw.crm_contacts": (
-            "list_contains($contacts, trim(contact_id)) "
-            "or list_contains($emails, lower(trim(email)))"
-        ),
-        "raw.transactions_orders": (
-            "list_contains($orders, order_id) or list_contains($contacts, trim(contact_id)) "
-            "or list_contains($emails, lower(trim(email)))"
-        ),
-        "raw.analytics_events": (
-            "list_contains($anons, anonymous_id) or list_contains($contacts, user_id) "
-            "or list_contains($emails, lower(trim(json_extract_string(traits, '$.email')))) "
-            "or list_contains($orders, {order_ref})"
-        ),
+
+
+def raw_clauses(table: str, columns: Collection[str], subject: Subject) -> Clauses:
+    """The subject's rows of ``raw.<table>`` (empty for a table without its own rules)."""
+    params = _subject_params(subject)
+    candidates: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
+        "crm_contacts": [
+            ("contacts", "list_contains(?, trim(contact_id))", ("contact_id",)),
+            ("emails", "list_contains(?, lower(trim(email)))", ("email",)),
+        ],
+        "transactions_orders": [
+            ("orders", "list_contains(?, order_id)", ("order_id",)),
+            ("contacts", "list_contains(?, trim(contact_id))", ("contact_id",)),
+            ("emails", "list_contains(?, lower(trim(email)))", ("email",)),
+        ],
+        "analytics_events": [
+            ("anons", "list_contains(?, anonymous_id)", ("anonymous_id",)),
+            ("contacts", "list_contains(?, user_id)", ("user_id",)),
+            (
+                "emails",
+                "list_contains(?, lower(trim(json_extract_string(traits, '$.email'))))",
+                ("traits",),
+            ),
+            (
+                "orders",
+                f"list_contains(?, {_order_ref(columns)})",
+                ("properties",),
+            ),
+        ],
     }
-    for table, predicate in statements.items():
-        schema, name = table.split(".")
-        if not table_exists(con, schema, name):
-            continue
-        if "{order_ref}" in predicate:
-            predicate = predicate.replace("{order_ref}", _event_order_ref(con))
-        used = {k: v for k, v in params.items() if f"${k}" in predicate}
-        (n,) = con.execute(f"select count(*) from {table} where {predicate}", used).fetchone()
-        if n:
-            con.execute(f"delete from {table} where {predicate}", used)
-            deleted[table] = n
-    return deleted
+    clauses: list[str] = []
+    values: list[Any] = []
+    for param, clause, needs in candidates.get(table, []):
+        if params[param] and all(c in columns for c in needs):
+            clauses.append(clause)
+            values.append(params[param])
+    return clauses, values
 
 
-def _delete_quarantine(con: duckdb.DuckDBPyConnection, subject: Subject) -> int:
-    """Quarantined raw records may hold the person's data too."""
+def _order_ref(columns: Collection[str]) -> str:
+    """SQL for the order an event references (Order Completed's ``properties.order_id``)."""
+    if "properties" in columns:
+        return "json_extract_string(properties, '$.order_id')"
+    return "cast(null as varchar)"
+
+
+def id_clauses(columns: Collection[str], subject: Subject, key: str) -> Clauses:
+    """The subject's rows of any modelled relation: by identifier column name
+    (``_ID_COLUMNS``) and by the keyed ``email_hash`` / ``phone_hash``."""
+    clauses: list[str] = []
+    values: list[Any] = []
+    by_kind = subject.by_kind()
+    for kind, names in _ID_COLUMNS.items():
+        kind_values = sorted(by_kind[kind])
+        for col in names:
+            if col in columns and kind_values:
+                expr = f"lower(trim({quote_ident(col)}))" if kind == "email" else quote_ident(col)
+                clauses.append(f"list_contains(?, {expr}::varchar)")
+                values.append(kind_values)
+    for col, plain in (("email_hash", subject.emails), ("phone_hash", subject.phones)):
+        if col in columns and plain:
+            clauses.append(f"list_contains(?, {col})")
+            values.append(sorted(keyed_hash(v, key) for v in plain))
+    return clauses, values
+
+
+def quarantine_clauses(columns: Collection[str], subject: Subject) -> Clauses:
+    """Quarantined records (a ``raw_record`` column) holding any of the subject's values."""
     needles = sorted(subject.contact_ids | subject.emails | subject.order_ids)
     needles += sorted(subject.anonymous_ids) + sorted(subject.phones)
-    if not needles or not table_exists(con, "audit", "quarantine"):
-        return 0
+    if not needles or "raw_record" not in columns:
+        return [], []
     # Whole-token matches so contact "C1" does not erase "C10"'s rows.
     pattern = (
         "(^|[^A-Za-z0-9_@.+-])("
         + "|".join(_regex_escape(n) for n in needles)
         + ")($|[^A-Za-z0-9_@.+-])"
     )
-    (n,) = con.execute(
-        "select count(*) from audit.quarantine where regexp_matches(lower(raw_record), ?)",
-        [pattern.lower()],
-    ).fetchone()
+    return ["regexp_matches(lower(raw_record), ?)"], [pattern.lower()]
+
+
+def _delete_where(con: duckdb.DuckDBPyConnection, relation: str, clauses: Clauses) -> int:
+    """Delete the rows matching any of ``clauses`` from ``relation``; the count deleted."""
+    where, params = clauses
+    if not where:
+        return 0
+    predicate = " or ".join(where)
+    (n,) = con.execute(f"select count(*) from {relation} where {predicate}", params).fetchone()
     if n:
-        con.execute(
-            "delete from audit.quarantine where regexp_matches(lower(raw_record), ?)",
-            [pattern.lower()],
-        )
+        con.execute(f"delete from {relation} where {predicate}", params)
     return n
+
+
+def _delete_raw(con: duckdb.DuckDBPyConnection, subject: Subject) -> dict[str, int]:
+    deleted: dict[str, int] = {}
+    for table in RAW_TABLES:
+        if not table_exists(con, "raw", table):
+            continue
+        clauses = raw_clauses(table, table_columns(con, "raw", table), subject)
+        n = _delete_where(con, f"raw.{quote_ident(table)}", clauses)
+        if n:
+            deleted[f"raw.{table}"] = n
+    return deleted
+
+
+def _delete_quarantine(con: duckdb.DuckDBPyConnection, subject: Subject) -> int:
+    """Quarantined raw records may hold the person's data too."""
+    if not table_exists(con, "audit", "quarantine"):
+        return 0
+    columns = table_columns(con, "audit", "quarantine")
+    return _delete_where(con, "audit.quarantine", quarantine_clauses(columns, subject))
 
 
 def _regex_escape(value: str) -> str:
@@ -291,39 +367,15 @@ def _sweep_modelled_layers(
     con: duckdb.DuckDBPyConnection, subject: Subject, key: str
 ) -> dict[str, int]:
     deleted: dict[str, int] = {}
-    email_hashes = sorted(keyed_hash(e, key) for e in subject.emails)
-    phone_hashes = sorted(keyed_hash(p, key) for p in subject.phones)
     tables = con.execute(
         "select table_schema, table_name from information_schema.tables "
         "where table_type = 'BASE TABLE' and list_contains(?, table_schema)",
         [list(_SWEPT_SCHEMAS)],
     ).fetchall()
-    by_kind = subject.by_kind()
     for schema, table in tables:
-        cols = table_columns(con, schema, table)
-        clauses: list[str] = []
-        params: list[list[str]] = []
-        for kind, names in _ID_COLUMNS.items():
-            values = sorted(by_kind[kind])
-            for col in names:
-                if col in cols and values:
-                    expr = f"lower(trim({col}))" if kind == "email" else f'"{col}"'
-                    clauses.append(f"list_contains(?, {expr}::varchar)")
-                    params.append(values)
-        if "email_hash" in cols and email_hashes:
-            clauses.append("list_contains(?, email_hash)")
-            params.append(email_hashes)
-        if "phone_hash" in cols and phone_hashes:
-            clauses.append("list_contains(?, phone_hash)")
-            params.append(phone_hashes)
-        if not clauses:
-            continue
-        predicate = " or ".join(clauses)
-        (n,) = con.execute(
-            f'select count(*) from {schema}."{table}" where {predicate}', params
-        ).fetchone()
+        clauses = id_clauses(table_columns(con, schema, table), subject, key)
+        n = _delete_where(con, f"{schema}.{quote_ident(table)}", clauses)
         if n:
-            con.execute(f'delete from {schema}."{table}" where {predicate}', params)
             deleted[f"{schema}.{table}"] = n
     return deleted
 
@@ -423,6 +475,7 @@ def apply_erasure_requests(
     """Process every erasure request in raw.erasure_requests not yet in the log."""
     settings = settings or get_settings()
     summary = ErasureSummary()
+    subjects: list[Subject] = []
     with warehouse(settings=settings) as con:
         ensure_erasure_tables(con)
         if not table_exists(con, "raw", "erasure_requests"):
@@ -508,6 +561,7 @@ def apply_erasure_requests(
             except BaseException:
                 con.execute("rollback")
                 raise
+            subjects.append(subject)
             summary.requests_processed += 1
             summary.rows_deleted += total
             summary.request_ids.append(request_id)
@@ -520,8 +574,19 @@ def apply_erasure_requests(
     if summary.requests_processed:
         marker.touch()
     if marker.exists():
+        from segment_warehouse.publish import purge_snapshots_after_erasure
+        from segment_warehouse.spark.erasure import drop_spark_files, rewrite_spark_files
+
         summary.models_dropped = drop_models(settings.models_dir)
+        if subjects:
+            swept = rewrite_spark_files(settings, subjects, settings.pii_key())
+            summary.spark_files_rewritten = swept.files_rewritten
+        else:  # resuming an interrupted erasure: who it erased is no longer known
+            summary.spark_files_dropped = drop_spark_files(settings)
         rewrite_database(settings.warehouse_db)
+        # Parquet snapshot directories no published snapshot reads (SEGMENTS_PUBLISH_FORMAT
+        # =parquet); the published one is replaced by the next publish, as a DuckDB one is.
+        purge_snapshots_after_erasure(settings)
         marker.unlink()
         summary.database_rewritten = True
         log.info(

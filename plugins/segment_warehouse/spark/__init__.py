@@ -2,5 +2,6 @@
 the warehouse's custom functions, and dbt run against it (``--target spark``).
 
 Needs ``requirements-spark.txt`` (pyspark, dbt-spark) and a Java runtime;
-nothing else in the package imports this subpackage.
+outside it, only the Spark engine's code paths import it, and erasure imports
+:mod:`segment_warehouse.spark.erasure` (DuckDB only, no pyspark).
 """
