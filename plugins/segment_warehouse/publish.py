@@ -91,8 +91,10 @@ def marts_generation(settings: Settings) -> str | None:
     return state.read(state.MARTS_GENERATION, settings=settings)
 
 
-def snapshot_generation(snapshot: Path) -> str | None:
-    """The marts generation the current snapshot was built from (None if unknown)."""
+def _snapshot_info(snapshot: Path) -> dict[str, object] | None:
+    """The published snapshot's ``meta.snapshot_info`` row, None if there is none
+    (no file, not a snapshot, or locked). Columns a format lacks (a duckdb-format
+    snapshot has no ``snapshot_dir``) are simply absent."""
     if not snapshot.exists():
         return None
     try:
@@ -100,12 +102,20 @@ def snapshot_generation(snapshot: Path) -> str | None:
     except duckdb.Error:
         return None
     try:
-        row = con.execute("select marts_generation from meta.snapshot_info").fetchone()
+        cursor = con.execute("select * from meta.snapshot_info")
+        row = cursor.fetchone()
+        names = [d[0] for d in cursor.description]
     except duckdb.Error:
         return None
     finally:
         con.close()
-    return row[0] if row else None
+    return dict(zip(names, row, strict=True)) if row else None
+
+
+def snapshot_generation(snapshot: Path) -> str | None:
+    """The marts generation the current snapshot was built from (None if unknown)."""
+    info = _snapshot_info(snapshot)
+    return info.get("marts_generation") if info else None  # type: ignore[return-value]
 
 
 class PublishError(RuntimeError):
@@ -372,17 +382,9 @@ def _last_erasure_at(settings: Settings) -> datetime | None:
 
 def _referenced_dir(snapshot: Path) -> Path | None:
     """The snapshot directory the published analytics.duckdb's views read, if any."""
-    try:
-        con = duckdb.connect(str(snapshot), read_only=True)
-    except duckdb.Error:
-        return None
-    try:
-        row = con.execute("select snapshot_dir from meta.snapshot_info").fetchone()
-    except duckdb.Error:  # not published or a duckdb-format snapshot
-        return None
-    finally:
-        con.close()
-    return Path(row[0]) if row and row[0] else None
+    info = _snapshot_info(snapshot)
+    directory = info.get("snapshot_dir") if info else None
+    return Path(str(directory)) if directory else None
 
 
 def collect_snapshot_dirs(
@@ -459,23 +461,12 @@ class _ParquetSnapshot:
 
 
 def _previous_parquet_snapshot(snapshot: Path) -> _ParquetSnapshot | None:
-    if not snapshot.exists():
+    info = _snapshot_info(snapshot)
+    directory = info.get("snapshot_dir") if info else None  # none in a duckdb-format one
+    if not directory or not Path(str(directory)).is_dir():
         return None
-    try:
-        con = duckdb.connect(str(snapshot), read_only=True)
-    except duckdb.Error:
-        return None
-    try:
-        row = con.execute(
-            "select snapshot_dir, marts_generation from meta.snapshot_info"
-        ).fetchone()
-    except duckdb.Error:  # a duckdb-format snapshot: no files to reuse
-        return None
-    finally:
-        con.close()
-    if not row or not row[0] or not Path(row[0]).is_dir():
-        return None
-    return _ParquetSnapshot(directory=Path(row[0]), generation=row[1])
+    generation = info.get("marts_generation")  # type: ignore[union-attr]
+    return _ParquetSnapshot(directory=Path(str(directory)), generation=generation)  # type: ignore[arg-type]
 
 
 def _columns(con, catalog_table: str) -> list[tuple[str, str]]:
