@@ -33,6 +33,20 @@ RUN set -f; if [ "$AIRFLOW_EXECUTOR" = CeleryExecutor ]; then \
       pip install -c /tmp/requirements.txt $CELERY_REQUIREMENTS; \
     fi
 
+# SEGMENTS_ENGINE=spark (docs/scaling.md): a Java runtime for pyspark's local session
+# and requirements-spark.txt (pyspark, dbt-spark session), constrained by
+# requirements.txt so no pin of the stack moves. The duckdb image stays without them.
+# The man dir: Debian's JRE post-install step writes into it, and slim images lack it.
+ARG SEGMENTS_ENGINE=duckdb
+COPY requirements-spark.txt /tmp/requirements-spark.txt
+RUN if [ "$SEGMENTS_ENGINE" = spark ]; then \
+      mkdir -p /usr/share/man/man1 \
+      && apt-get update \
+      && apt-get install -y --no-install-recommends openjdk-17-jre-headless \
+      && rm -rf /var/lib/apt/lists/* \
+      && pip install -c /tmp/requirements.txt -r /tmp/requirements-spark.txt; \
+    fi
+
 # Code is mounted by docker-compose for development; copying it too makes the
 # image usable on its own (e.g. in Kubernetes).
 COPY --chown=airflow:airflow dags /opt/segments/dags

@@ -176,7 +176,11 @@ def test_default_stack_is_the_local_executor_one(compose: dict) -> None:
         if name == "postgres":
             continue
         assert svc["environment"]["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
-        assert svc["build"]["args"] == {"AIRFLOW_EXECUTOR": "LocalExecutor"}
+        assert svc["build"]["args"] == {
+            "AIRFLOW_EXECUTOR": "LocalExecutor",
+            "SEGMENTS_ENGINE": "duckdb",
+        }
+        assert svc["environment"]["SEGMENTS_ENGINE"] == "duckdb"
         assert svc["image"] == "customer-segmentation-warehouse:latest"
         celery_keys = {k for k in svc["environment"] if "CELERY" in k}
         assert celery_keys == INERT_CELERY_ENV, name
@@ -295,6 +299,33 @@ def test_celery_image_installs_the_provider_only_when_asked(compose: dict) -> No
     assert "apache-airflow-providers-celery" not in stack
     for name, version in pins.items():
         assert stack.get(name, version) == version, name
+
+
+@pytest.mark.parametrize("profiles", [set(), {"celery"}])
+def test_spark_engine_reaches_the_image_and_every_task(compose: dict, profiles: set) -> None:
+    """SEGMENTS_ENGINE=spark builds the image with Java and requirements-spark.txt and
+    gives the tasks the same engine, with either executor (an image without Spark
+    under an engine that needs it would fail every run at its first check)."""
+    env = {"SEGMENTS_ENGINE": "spark"}
+    if profiles:
+        env["AIRFLOW_EXECUTOR"] = "CeleryExecutor"
+    for name, svc in _resolve(compose, profiles, **env).items():
+        if name in {"postgres", "redis"}:
+            continue
+        assert svc["build"]["args"]["SEGMENTS_ENGINE"] == "spark", name
+        assert svc["environment"]["SEGMENTS_ENGINE"] == "spark", name
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    assert "ARG SEGMENTS_ENGINE=duckdb" in dockerfile
+    block = dockerfile.split("ARG SEGMENTS_ENGINE=duckdb", 1)[1].split("\n\n", 1)[0]
+    assert 'if [ "$SEGMENTS_ENGINE" = spark ]' in block
+    assert "openjdk-17-jre-headless" in block  # pyspark 4 needs Java 17+
+    assert "pip install -c /tmp/requirements.txt -r /tmp/requirements-spark.txt" in block
+    # requirements-spark.txt never moves a pin of the stack
+    stack = _pins((REPO_ROOT / "requirements.txt").read_text())
+    spark = _pins((REPO_ROOT / "requirements-spark.txt").read_text())
+    assert {"pyspark", "dbt-spark"} <= set(spark)
+    for package, version in spark.items():
+        assert stack.get(package, version) == version, package
 
 
 def _compose_cli() -> list[str] | None:
