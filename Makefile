@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: help install demo run serve test test-fast test-spark lint bench clean
+.PHONY: help install demo run serve test test-fast test-spark lint bench bench-spark clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ lint: install  ## ruff
 
 bench: install  ## generate 10k/100k/1M landing zones, time every stage, write docs/benchmarks.md
 	$(BIN)/python -m segment_tools.bench $(BENCH_ARGS)
+
+bench-spark: install  ## capacity model: every stage timed at 1k/3k/10k customers on DuckDB and Spark, fitted fixed + per-customer cost (.bench/spark/capacity.md; needs requirements-spark.txt, Java)
+	$(BIN)/python -m segment_tools.bench_spark $(BENCH_SPARK_ARGS)
 
 clean:  ## remove generated data, Airflow home and dbt target (keeps .venv)
 	rm -rf data airflow_home dbt_project/target dbt_project/logs
