@@ -216,6 +216,36 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def _rewrite_plan(
+    refresh: Sequence[str] | None, generation: str | None, snapshot_generation: str | None
+) -> tuple[bool, set[str]]:
+    """(carry the other schemas over, the schemas to write). Carried over only for a
+    refresh without marts when the published snapshot holds the current marts
+    generation: every writer of marts renews it, so stale marts are never kept."""
+    carry_over = (
+        refresh is not None
+        and "marts" not in refresh
+        and generation is not None
+        and snapshot_generation == generation
+    )
+    rewrite = set(refresh) if carry_over and refresh is not None else set(PUBLISHED_SCHEMAS)
+    return carry_over, rewrite
+
+
+def _publish_session(settings: Settings) -> duckdb.DuckDBPyConnection:
+    """An in-memory session with the warehouse attached read-only as ``wh``:
+    publishing never takes the warehouse's write lock itself."""
+    con = duckdb.connect()
+    try:
+        con.execute(f"set threads = {int(settings.duckdb_threads)}")
+        con.execute(f"set memory_limit = {_sql_string(settings.duckdb_memory_limit)}")
+        con.execute(f"attach {_sql_string(str(settings.warehouse_db))} as wh (read_only)")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
 def publish_snapshot(
     *,
     run_id: str | None = None,
@@ -242,28 +272,17 @@ def publish_snapshot(
     # Between segment_pipeline's publish and the recluster DAG's, new marts sit
     # beside segments computed from older ones: the snapshot says so.
     segments_generation = state.read(state.SEGMENTS_MARTS_GENERATION, settings=settings)
-    carry_over = (
-        refresh is not None
-        and "marts" not in refresh
-        and generation is not None
-        and snapshot_generation(target) == generation
-    )
-    rewrite = set(refresh) if carry_over and refresh is not None else set(PUBLISHED_SCHEMAS)
+    carry_over, rewrite = _rewrite_plan(refresh, generation, snapshot_generation(target))
     if carry_over:
         shutil.copyfile(target, tmp)
-    # An in-memory session attaching the warehouse read-only and the new file
-    # read-write: publishing never takes the warehouse's write lock itself.
-    con = duckdb.connect()
-    con.execute(f"set threads = {int(settings.duckdb_threads)}")
-    con.execute(f"set memory_limit = '{settings.duckdb_memory_limit}'")
+    con = _publish_session(settings)
     try:
-        con.execute(f"attach '{settings.warehouse_db}' as wh (read_only)")
         tables = _published_tables(con)
         if not any(schema == "marts" for schema, _ in tables):
             raise PublishError("nothing to publish: the warehouse has no marts tables yet")
         _check_no_raw_pii(con, tables)
         _check_no_pii_values(con, tables)
-        con.execute(f"attach '{tmp}' as snapshot")
+        con.execute(f"attach {_sql_string(str(tmp))} as snapshot")
         for schema in rewrite:
             con.execute(f"drop schema if exists snapshot.{schema} cascade")
             con.execute(f"create schema snapshot.{schema}")
@@ -599,21 +618,11 @@ def _publish_parquet(
     generation = marts_generation(settings)
     segments_generation = state.read(state.SEGMENTS_MARTS_GENERATION, settings=settings)
     previous = _previous_parquet_snapshot(target)
-    carry_over = (
-        refresh is not None
-        and "marts" not in refresh
-        and generation is not None
-        and previous is not None
-        and previous.generation == generation
-    )
-    rewrite = set(refresh) if carry_over and refresh is not None else set(PUBLISHED_SCHEMAS)
-    con = duckdb.connect()
-    con.execute(f"set threads = {int(settings.duckdb_threads)}")
-    con.execute(f"set memory_limit = {_sql_string(settings.duckdb_memory_limit)}")
+    _, rewrite = _rewrite_plan(refresh, generation, previous.generation if previous else None)
+    con = _publish_session(settings)
     started = time.monotonic()
     sources = {"written": 0, "linked": 0, "spark": 0}
     try:
-        con.execute(f"attach {_sql_string(str(settings.warehouse_db))} as wh (read_only)")
         tables = _published_tables(con)
         if not any(schema == "marts" for schema, _ in tables):
             raise PublishError("nothing to publish: the warehouse has no marts tables yet")
