@@ -48,6 +48,7 @@ from segment_warehouse.privacy import keyed_hash, phone_key, verify_key
 from segment_warehouse.warehouse import (
     ensure_schemas,
     quote_ident,
+    quote_literal,
     table_columns,
     table_exists,
     warehouse,
@@ -428,8 +429,8 @@ def rewrite_database(db: Path) -> None:
         leftover.unlink(missing_ok=True)
     con = duckdb.connect(":memory:")
     try:
-        con.execute(f"attach {_sql_literal(str(db))} as old_db (read_only)")
-        con.execute(f"attach {_sql_literal(str(tmp))} as new_db")
+        con.execute(f"attach {quote_literal(str(db))} as old_db (read_only)")
+        con.execute(f"attach {quote_literal(str(tmp))} as new_db")
         con.execute("copy from database old_db to new_db")
         con.execute("detach new_db")
         con.execute("detach old_db")
@@ -449,10 +450,6 @@ def rewrite_database(db: Path) -> None:
         con.close()
     os.replace(tmp, db)
     db.with_name(db.name + ".wal").unlink(missing_ok=True)
-
-
-def _sql_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def drop_models(models_dir: Path) -> int:

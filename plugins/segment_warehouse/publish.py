@@ -45,7 +45,7 @@ import duckdb
 
 from segment_warehouse import state
 from segment_warehouse.config import Settings, get_settings
-from segment_warehouse.warehouse import quote_ident
+from segment_warehouse.warehouse import quote_ident, quote_literal
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +238,8 @@ def _publish_session(settings: Settings) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     try:
         con.execute(f"set threads = {int(settings.duckdb_threads)}")
-        con.execute(f"set memory_limit = {_sql_string(settings.duckdb_memory_limit)}")
-        con.execute(f"attach {_sql_string(str(settings.warehouse_db))} as wh (read_only)")
+        con.execute(f"set memory_limit = {quote_literal(settings.duckdb_memory_limit)}")
+        con.execute(f"attach {quote_literal(str(settings.warehouse_db))} as wh (read_only)")
     except BaseException:
         con.close()
         raise
@@ -282,7 +282,7 @@ def publish_snapshot(
             raise PublishError("nothing to publish: the warehouse has no marts tables yet")
         _check_no_raw_pii(con, tables)
         _check_no_pii_values(con, tables)
-        con.execute(f"attach {_sql_string(str(tmp))} as snapshot")
+        con.execute(f"attach {quote_literal(str(tmp))} as snapshot")
         for schema in rewrite:
             con.execute(f"drop schema if exists snapshot.{schema} cascade")
             con.execute(f"create schema snapshot.{schema}")
@@ -366,17 +366,13 @@ def _snapshot_time(directory: Path) -> datetime | None:
     return datetime.strptime(match.group(1), _ID_TIME_FORMAT).replace(tzinfo=UTC)
 
 
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _parquet_path_literal(path: Path) -> str:
     """A literal ``read_parquet`` reads as exactly this file.
 
     ``read_parquet`` globs its argument (``a[1]`` would match ``a1``), so glob
     characters go inside a one-character class; then SQL quoting.
     """
-    return _sql_string(re.sub(r"([*?\[])", r"[\1]", str(path)))
+    return quote_literal(re.sub(r"([*?\[])", r"[\1]", str(path)))
 
 
 def _file_name(name: str) -> str:
@@ -526,7 +522,7 @@ def _write_table(con, schema: str, table: str, folder: Path) -> list[Path]:
     )
     con.execute(
         f"copy (select {select} from wh.{quote_ident(schema)}.{quote_ident(table)}) "
-        f"to {_sql_string(str(dest))} (format parquet, compression zstd)"
+        f"to {quote_literal(str(dest))} (format parquet, compression zstd)"
     )
     _fsync(dest)
     return [dest]
@@ -634,7 +630,7 @@ def _publish_parquet(
             else {}
         )
         directory.mkdir(parents=True)
-        con.execute(f"attach {_sql_string(str(tmp))} as snapshot")
+        con.execute(f"attach {quote_literal(str(tmp))} as snapshot")
         for schema in sorted({s for s, _ in tables} | {"meta"}):
             con.execute(f"create schema snapshot.{quote_ident(schema)}")
         for schema, table in tables:

@@ -123,6 +123,12 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def quote_literal(text: str) -> str:
+    """``text`` as a SQL string literal, where a statement cannot take a bound
+    parameter (``attach``, ``copy ... to``, a path inside ``read_parquet``)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
     """Whether ``schema.table`` (a table or a view) exists in the current database."""
     row = con.execute(

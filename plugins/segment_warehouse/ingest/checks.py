@@ -27,7 +27,9 @@ AMOUNT_MAX = 1e12
 
 
 def sql_str(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+    from segment_warehouse.warehouse import quote_literal
+
+    return quote_literal(value)
 
 
 def quoted(expr: str) -> str:

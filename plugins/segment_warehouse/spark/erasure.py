@@ -42,6 +42,7 @@ import duckdb
 
 from segment_warehouse.config import Settings
 from segment_warehouse.spark.session import spark_dir
+from segment_warehouse.warehouse import quote_literal
 
 if TYPE_CHECKING:
     from segment_warehouse.erasure import Subject
@@ -59,14 +60,10 @@ class SparkFilesSwept:
     rewritten: list[str] = field(default_factory=list)  # paths relative to the Spark dir
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _read(path: Path) -> str:
     # No hive partitioning: a partition column lives in the directory name, and
     # reading it into the rows would write it into the rewritten file.
-    return f"read_parquet({_literal(path.as_posix())}, hive_partitioning = false)"
+    return f"read_parquet({quote_literal(path.as_posix())}, hive_partitioning = false)"
 
 
 def _raw_table(relative: Path) -> str | None:
@@ -132,7 +129,7 @@ def rewrite_spark_files(
             tmp = path.with_name(f".{path.name}.erasure.tmp")
             con.execute(
                 f"copy (select * from {_read(path)} where {keep}) "
-                f"to {_literal(tmp.as_posix())} (format parquet, compression zstd)",
+                f"to {quote_literal(tmp.as_posix())} (format parquet, compression zstd)",
                 params,
             )
             os.replace(tmp, path)

@@ -37,6 +37,7 @@ import duckdb
 
 from segment_warehouse.config import Settings
 from segment_warehouse.dbt_runner import DbtBuildError, DbtRunResult, _first_lines
+from segment_warehouse.warehouse import quote_literal
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ RAW_SCHEMA = "raw"
 
 
 def _path_literal(path: Path) -> str:
-    return "'" + path.as_posix().replace("'", "''") + "'"
+    return quote_literal(path.as_posix())
 
 
 BATCH_COLUMN = "_batch_id"
@@ -120,7 +121,9 @@ def _hand_off_table(con: duckdb.DuckDBPyConnection, table: str, folder: Path) ->
         # a new batch, or one whose rows changed since (an erasure the Spark-file rewrite
         # did not reach, a crash part-way): DuckDB's rows are the truth
         predicate = (
-            f"{BATCH_COLUMN} is null" if batch is None else f"{BATCH_COLUMN} = {_sql_text(batch)}"
+            f"{BATCH_COLUMN} is null"
+            if batch is None
+            else f"{BATCH_COLUMN} = {quote_literal(batch)}"
         )
         _write_parquet(con, f"select * from {relation} where {predicate}", folder / name)
         stats["written"] += 1
@@ -130,10 +133,6 @@ def _hand_off_table(con: duckdb.DuckDBPyConnection, table: str, folder: Path) ->
         stats["written"] += 1
     sidecar.write_text(json.dumps(signature))
     return stats
-
-
-def _sql_text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def export_raw(settings: Settings, out_dir: Path) -> dict[tuple[str, str], Path]:
