@@ -45,6 +45,7 @@ import duckdb
 
 from segment_warehouse import state
 from segment_warehouse.config import Settings, get_settings
+from segment_warehouse.fileutil import fsync_path
 from segment_warehouse.warehouse import quote_ident, quote_literal
 
 log = logging.getLogger(__name__)
@@ -246,6 +247,62 @@ def _publish_session(settings: Settings) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def _checked_tables(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
+    """The tables to publish, after the guards every format runs first: there are
+    marts, and no raw PII column or value is among them."""
+    tables = _published_tables(con)
+    if not any(schema == "marts" for schema, _ in tables):
+        raise PublishError("nothing to publish: the warehouse has no marts tables yet")
+    _check_no_raw_pii(con, tables)
+    _check_no_pii_values(con, tables)
+    return tables
+
+
+def _write_snapshot_info(
+    con: duckdb.DuckDBPyConnection,
+    published_at: datetime,
+    run_id: str | None,
+    generation: str | None,
+    rewrite: set[str],
+    segments_generation: str | None,
+    extra: dict[str, str],
+) -> None:
+    """``snapshot.meta.snapshot_info``: one row saying what this snapshot is; ``extra``
+    adds varchar columns (the Parquet format's ``format`` and ``snapshot_dir``)."""
+    columns = [
+        "?::timestamptz as published_at",
+        "?::varchar as run_id",
+        "?::varchar as marts_generation",
+        "?::varchar[] as rewritten",
+        "?::varchar as segments_marts_generation",
+        "?::boolean as segments_current",
+        *(f"?::varchar as {quote_ident(name)}" for name in extra),
+    ]
+    con.execute(
+        f"create table snapshot.meta.snapshot_info as select {', '.join(columns)}",
+        [
+            published_at,
+            run_id,
+            generation,
+            sorted(rewrite),
+            segments_generation,
+            segments_generation is not None and segments_generation == generation,
+            *extra.values(),
+        ],
+    )
+
+
+def _remove_temp_file(tmp: Path) -> None:
+    for leftover in (tmp, Path(f"{tmp}.wal")):
+        leftover.unlink(missing_ok=True)
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
+    """Replace ``target`` by ``tmp`` atomically and durably."""
+    os.replace(tmp, target)
+    fsync_path(target.parent)
+
+
 def publish_snapshot(
     *,
     run_id: str | None = None,
@@ -277,11 +334,7 @@ def publish_snapshot(
         shutil.copyfile(target, tmp)
     con = _publish_session(settings)
     try:
-        tables = _published_tables(con)
-        if not any(schema == "marts" for schema, _ in tables):
-            raise PublishError("nothing to publish: the warehouse has no marts tables yet")
-        _check_no_raw_pii(con, tables)
-        _check_no_pii_values(con, tables)
+        tables = _checked_tables(con)
         con.execute(f"attach {quote_literal(str(tmp))} as snapshot")
         for schema in rewrite:
             con.execute(f"drop schema if exists snapshot.{schema} cascade")
@@ -298,34 +351,18 @@ def publish_snapshot(
         # across reruns with unchanged inputs.
         con.execute("drop schema if exists snapshot.meta cascade")
         con.execute("create schema snapshot.meta")
-        con.execute(
-            "create table snapshot.meta.snapshot_info as select ?::timestamptz as published_at, "
-            "?::varchar as run_id, ?::varchar as marts_generation, ?::varchar[] as rewritten, "
-            "?::varchar as segments_marts_generation, ?::boolean as segments_current",
-            [
-                published_at,
-                run_id,
-                generation,
-                sorted(rewrite),
-                segments_generation,
-                segments_generation is not None and segments_generation == generation,
-            ],
+        _write_snapshot_info(
+            con, published_at, run_id, generation, rewrite, segments_generation, {}
         )
         con.execute("detach snapshot")
         con.execute("detach wh")
     except BaseException:
         con.close()
-        for leftover in (tmp, Path(f"{tmp}.wal")):
-            leftover.unlink(missing_ok=True)
+        _remove_temp_file(tmp)
         raise
     con.close()
 
-    os.replace(tmp, target)
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename durable
-    finally:
-        os.close(dir_fd)
+    _swap_in(tmp, target)
     log.info(
         "published %d tables to %s (rewrote %s%s)",
         len(result.tables),
@@ -503,14 +540,6 @@ def _link_or_copy(sources: list[Path], folder: Path) -> list[Path]:
     return out
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_table(con, schema: str, table: str, folder: Path) -> list[Path]:
     """COPY one warehouse table to ``folder/part-00000.parquet``."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -524,7 +553,7 @@ def _write_table(con, schema: str, table: str, folder: Path) -> list[Path]:
         f"copy (select {select} from wh.{quote_ident(schema)}.{quote_ident(table)}) "
         f"to {quote_literal(str(dest))} (format parquet, compression zstd)"
     )
-    _fsync(dest)
+    fsync_path(dest)
     return [dest]
 
 
@@ -619,11 +648,7 @@ def _publish_parquet(
     started = time.monotonic()
     sources = {"written": 0, "linked": 0, "spark": 0}
     try:
-        tables = _published_tables(con)
-        if not any(schema == "marts" for schema, _ in tables):
-            raise PublishError("nothing to publish: the warehouse has no marts tables yet")
-        _check_no_raw_pii(con, tables)
-        _check_no_pii_values(con, tables)
+        tables = _checked_tables(con)
         spark_files = (
             _spark_marts_files(con, settings, [t for s, t in tables if s == "marts"])
             if "marts" in rewrite
@@ -659,35 +684,26 @@ def _publish_parquet(
             result.tables[f"{schema}.{table}"] = rows
         for path in [directory, *directory.rglob("*")]:
             if path.is_dir():
-                _fsync(path)
-        con.execute(
-            "create table snapshot.meta.snapshot_info as select ?::timestamptz as published_at, "
-            "?::varchar as run_id, ?::varchar as marts_generation, ?::varchar[] as rewritten, "
-            "?::varchar as segments_marts_generation, ?::boolean as segments_current, "
-            "?::varchar as format, ?::varchar as snapshot_dir",
-            [
-                published_at,
-                run_id,
-                generation,
-                sorted(rewrite),
-                segments_generation,
-                segments_generation is not None and segments_generation == generation,
-                "parquet",
-                str(directory),
-            ],
+                fsync_path(path)
+        _write_snapshot_info(
+            con,
+            published_at,
+            run_id,
+            generation,
+            rewrite,
+            segments_generation,
+            {"format": "parquet", "snapshot_dir": str(directory)},
         )
         con.execute("detach snapshot")
         con.execute("detach wh")
     except BaseException:
         con.close()
-        for leftover in (tmp, Path(f"{tmp}.wal")):
-            leftover.unlink(missing_ok=True)
+        _remove_temp_file(tmp)
         shutil.rmtree(directory, ignore_errors=True)
         raise
     con.close()
 
-    os.replace(tmp, target)
-    _fsync(target.parent)  # make the rename durable
+    _swap_in(tmp, target)
     removed = collect_snapshot_dirs(
         settings, keep=directory, erased_since=_last_erasure_at(settings)
     )

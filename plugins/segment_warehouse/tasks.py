@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from segment_warehouse import failures
+from segment_warehouse.fileutil import code_digest
 
 if TYPE_CHECKING:
     import duckdb
@@ -401,27 +402,13 @@ def dbt_inputs_fingerprint(
         "load_manifest": sha(manifest_rows),
         "raw_rows": sha(raw_rows),
         "project": dbt_project_digest(settings=settings),
-        "code": sha([_code_digest(package, DBT_CODE), _versions(DBT_PACKAGES)]),
+        "code": sha([code_digest(package, DBT_CODE), _versions(DBT_PACKAGES)]),
     }
     if settings.engine != "duckdb":
         # only then, so a DuckDB warehouse's fingerprint is what it was
         parts["engine"] = settings.engine
-        parts["engine_code"] = sha([_code_digest(package, ["spark"]), _versions(SPARK_PACKAGES)])
+        parts["engine_code"] = sha([code_digest(package, ["spark"]), _versions(SPARK_PACKAGES)])
     return sha([DBT_FINGERPRINT_VERSION, parts]), parts
-
-
-def _code_digest(package: Path, parts: Iterable[str]) -> str:
-    """sha256 over the package's files or folders ``parts`` (no bytecode)."""
-    import hashlib
-
-    code = hashlib.sha256()
-    for part in parts:
-        root = package / part
-        for path in [root] if root.is_file() else sorted(root.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts:
-                code.update(path.relative_to(package).as_posix().encode())
-                code.update(path.read_bytes())
-    return code.hexdigest()
 
 
 def _versions(packages: Iterable[str]) -> dict[str, str | None]:

@@ -47,6 +47,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from segment_warehouse.config import Settings, get_settings
+from segment_warehouse.fileutil import fsync_path
 
 log = logging.getLogger(__name__)
 
@@ -130,14 +131,6 @@ class _Writer:
             )
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def export_audiences(*, run_id: str, settings: Settings | None = None) -> ExportResult:
     """Write every rule's and segment's audience from the published snapshot."""
     settings = settings or get_settings()
@@ -153,7 +146,7 @@ def export_audiences(*, run_id: str, settings: Settings | None = None) -> Export
     staging.mkdir()
     try:
         result = _write_release(staging, run_id=run_id, export_id=export_id, settings=settings)
-        _fsync_dir(staging)
+        fsync_path(staging)
         staging.rename(release)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -163,7 +156,7 @@ def export_audiences(*, run_id: str, settings: Settings | None = None) -> Export
     link_tmp.unlink(missing_ok=True)
     os.symlink(Path(RELEASES) / export_id, link_tmp)
     os.replace(link_tmp, exports_dir / CURRENT)
-    _fsync_dir(exports_dir)
+    fsync_path(exports_dir)
     removed = []
     for old in sorted(releases.iterdir()):
         if old.name != export_id:

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from threadpoolctl import threadpool_limits
 
 from segment_warehouse.config import PredictionSettings, Settings, get_settings
+from segment_warehouse.fileutil import code_digest
 from segment_warehouse.predictions import model as mdl
 from segment_warehouse.predictions import store
 from segment_warehouse.predictions.features import (
@@ -604,10 +605,8 @@ select
 
 def _code_digest() -> str:
     """This package's source: a changed model or feature definition is a new run."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+    package = Path(__file__).parent
+    return code_digest(package, sorted(p.name for p in package.glob("*.py")))
 
 
 def input_fingerprint(con: Any, as_of: date, ps: PredictionSettings) -> str:
