@@ -14,7 +14,10 @@
         conflict (a father and son share name and landline, not birth date),
         and the last names or the birth dates agree (twins share phone,
         surname and birth date, not first name); on a phone where two such
-        people meet, a record without a birth date links to neither;
+        people meet, a record without a birth date links to neither; a pair
+        the matcher vetoed (int_contact_matches: conflicting first names, birth
+        dates or genders, or a dateless record between two conflicting ones)
+        is not linked by its phone either;
       * probabilistic: Splink matches that passed the guards
         (int_contact_matches, decision = 'merged').
       A pair in seed identity_blocked_pairs gets neither contact-contact edge.
@@ -61,6 +64,16 @@ blocked_pairs as (
 
     select least(contact_id_a, contact_id_b) as contact_id_l, greatest(contact_id_a, contact_id_b) as contact_id_r
     from {{ ref('identity_blocked_pairs') }}
+
+),
+
+-- the matcher saw evidence against these pairs (its ambiguity check also
+-- sees names written the wrong way round, which the phone rule's does not)
+matcher_vetoes as (
+
+    select least(contact_id_l, contact_id_r) as contact_id_l, greatest(contact_id_l, contact_id_r) as contact_id_r
+    from {{ ref('int_contact_matches') }}
+    where decision like 'vetoed%'
 
 ),
 
@@ -149,6 +162,11 @@ phone_matches as (
             select 1 from blocked_pairs
             where blocked_pairs.contact_id_l = phone_pairs.contact_id_l
                 and blocked_pairs.contact_id_r = phone_pairs.contact_id_r
+        )
+        and not exists (
+            select 1 from matcher_vetoes
+            where matcher_vetoes.contact_id_l = phone_pairs.contact_id_l
+                and matcher_vetoes.contact_id_r = phone_pairs.contact_id_r
         )
 
 ),
