@@ -17,14 +17,19 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def code_digest(package: Path, parts: Iterable[str]) -> str:
-    """sha256 over the files (or folders, recursively) ``parts`` of ``package``, names
-    included, bytecode excluded: a changed source file is a changed digest."""
+def code_digest(
+    root: Path, parts: Iterable[str], *, exclude: frozenset[str] = frozenset({"__pycache__"})
+) -> str:
+    """sha256 over the files (or folders, recursively) ``parts`` of ``root``, in the
+    order given, names included: a changed or renamed file is a changed digest.
+    Folders named in ``exclude`` are skipped by their path *inside* ``root``, so a
+    checkout that itself lives under such a folder is still hashed."""
     code = hashlib.sha256()
     for part in parts:
-        root = package / part
-        for path in [root] if root.is_file() else sorted(root.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts:
-                code.update(path.relative_to(package).as_posix().encode())
+        top = root / part
+        for path in [top] if top.is_file() else sorted(top.rglob("*")):
+            relative = path.relative_to(root)
+            if path.is_file() and not exclude & set(relative.parts):
+                code.update(relative.as_posix().encode())
                 code.update(path.read_bytes())
     return code.hexdigest()

@@ -324,21 +324,10 @@ def dbt_project_digest(
     *inside* the project: a checkout that itself lives under a folder called
     ``logs`` or ``target`` is still hashed.
     """
-    import hashlib
-
     from segment_warehouse.config import get_settings
 
     project = (settings or get_settings()).dbt_project_dir
-    digest = hashlib.sha256()
-    for part in [""] if parts is None else parts:
-        root = project / part
-        paths = [root] if root.is_file() else sorted(root.rglob("*"))
-        for path in paths:
-            relative = path.relative_to(project)
-            if path.is_file() and not _DBT_OUTPUT_DIRS & set(relative.parts):
-                digest.update(relative.as_posix().encode())
-                digest.update(path.read_bytes())
-    return digest.hexdigest()
+    return code_digest(project, [""] if parts is None else parts, exclude=_DBT_OUTPUT_DIRS)
 
 
 _DBT_OUTPUT_DIRS = frozenset({"target", "logs", "dbt_packages"})
