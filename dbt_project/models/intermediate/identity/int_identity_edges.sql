@@ -60,18 +60,15 @@ features as (
 
 ),
 
-blocked_pairs as (
+-- pairs a shared phone never links: blocked by a reviewer, or vetoed by the
+-- matcher (its ambiguity check also sees names written the wrong way round,
+-- which the phone rule's does not)
+phone_refused_pairs as (
 
     select least(contact_id_a, contact_id_b) as contact_id_l, greatest(contact_id_a, contact_id_b) as contact_id_r
     from {{ ref('identity_blocked_pairs') }}
-
-),
-
--- the matcher saw evidence against these pairs (its ambiguity check also
--- sees names written the wrong way round, which the phone rule's does not)
-matcher_vetoes as (
-
-    select least(contact_id_l, contact_id_r) as contact_id_l, greatest(contact_id_l, contact_id_r) as contact_id_r
+    union
+    select least(contact_id_l, contact_id_r), greatest(contact_id_l, contact_id_r)
     from {{ ref('int_contact_matches') }}
     where decision like 'vetoed%'
 
@@ -159,14 +156,9 @@ phone_matches as (
         and (coalesce(last_names_equal, false) or coalesce(birth_dates_equal, false))
         and (birth_dates_known or phone_e164 not in (select phone_e164 from ambiguous_phones))
         and not exists (
-            select 1 from blocked_pairs
-            where blocked_pairs.contact_id_l = phone_pairs.contact_id_l
-                and blocked_pairs.contact_id_r = phone_pairs.contact_id_r
-        )
-        and not exists (
-            select 1 from matcher_vetoes
-            where matcher_vetoes.contact_id_l = phone_pairs.contact_id_l
-                and matcher_vetoes.contact_id_r = phone_pairs.contact_id_r
+            select 1 from phone_refused_pairs
+            where phone_refused_pairs.contact_id_l = phone_pairs.contact_id_l
+                and phone_refused_pairs.contact_id_r = phone_pairs.contact_id_r
         )
 
 ),
