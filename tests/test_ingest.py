@@ -689,11 +689,17 @@ def test_quote_free_csv_fast_path_matches_the_csv_module(
     monkeypatch.setattr(
         ingest.csv_reader, "load_plain_csv", lambda *a: used.append("fast") or real_plain(*a)
     )
+    # The fast path quarantines from the lines it holds, without reading the file again.
+    real_physical = ingest.files.physical_lines
+    monkeypatch.setattr(
+        ingest.files, "physical_lines", lambda *a: pytest.fail("quarantine text read again")
+    )
     ingest.load_source("crm")
     fast = _load_state(settings)
     assert used == ["fast"]
 
     settings.warehouse_db.unlink()
+    monkeypatch.setattr(ingest.files, "physical_lines", real_physical)
     monkeypatch.setattr(ingest.csv_reader, "CSV_FAST_PATH_MAX_BYTES", 0)  # forces the csv module
     ingest.load_source("crm")
     assert _load_state(settings) == fast and used == ["fast"]

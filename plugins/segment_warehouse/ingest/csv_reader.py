@@ -216,7 +216,8 @@ def load_plain_csv(con: duckdb.DuckDBPyConnection, ctx: FileContext, data: bytes
         columns = {c: pc.list_element(part, i) for c, i in index.items()}
         lines_part = numbers.slice(start, CSV_FLUSH_ROWS)
         bad.extend(flush_columns(con, ctx, index, columns, lines_part, lines_part, counts))
-    quarantine_rows(con, ctx, sorted(bad))
+    # Every failure here is one physical line, already in memory: no second read.
+    quarantine_rows(con, ctx, sorted(bad), lines)
     return counts
 
 
@@ -375,9 +376,22 @@ def load_csv(con: duckdb.DuckDBPyConnection, ctx: FileContext) -> Counts:
     return counts
 
 
-def quarantine_rows(con: duckdb.DuckDBPyConnection, ctx: FileContext, bad: list[Bad]) -> int:
-    """Quarantine rejected rows (first line, last line, reason) with their physical text."""
+def quarantine_rows(
+    con: duckdb.DuckDBPyConnection,
+    ctx: FileContext,
+    bad: list[Bad],
+    lines: pa.Array | None = None,
+) -> int:
+    """Quarantine rejected rows (first line, last line, reason) with their physical text.
+
+    ``lines``: the file's physical lines without their line ends (index 0 = line 1),
+    when the caller holds them: used when every rejected record is a single line,
+    otherwise the text is read from the file again.
+    """
     if bad:
-        physical = files.physical_lines(ctx.path, [(s, e) for s, e, _ in bad])
+        if lines is not None and all(s == e for s, e, _ in bad):
+            physical = {s: lines[s - 1].as_py() for s, _, _ in bad}
+        else:
+            physical = files.physical_lines(ctx.path, [(s, e) for s, e, _ in bad])
         insert_quarantine(con, ctx, [(s, reason, physical.get(s)) for s, _, reason in bad])
     return len(bad)
