@@ -176,9 +176,12 @@ def _load_source(
     settle_seconds: float,
 ) -> SourceLoadSummary:
     ensure_raw_tables(con)
-    # Raw rows carry their file and line number; their physical order in the table
-    # means nothing, and not keeping it lets DuckDB write in parallel (~15 % faster).
-    con.execute("set preserve_insertion_order = false")
+    # Insertion order kept (DuckDB's default; set here in case the caller's connection
+    # turned it off). Unordered, every insert of the parallel writers leaves part-filled
+    # row groups behind, and the next checkpoint after any later write merges them,
+    # rewriting much of the raw table (docs/benchmarks.md, 2026-12-04). Ordered inserts
+    # are still parallel, fill their row groups and cost no more CPU.
+    con.execute("set preserve_insertion_order = true")
     summary = SourceLoadSummary(source=spec.name, batch_id=batch_id)
     folder = settings.source_dir(spec.name)
     if not folder.is_dir():
