@@ -180,7 +180,7 @@ def _load_source(
     # turned it off). Unordered, every insert of the parallel writers leaves part-filled
     # row groups behind, and the next checkpoint after any later write merges them,
     # rewriting much of the raw table (docs/benchmarks.md, 2026-12-04). Ordered inserts
-    # are still parallel, fill their row groups and cost no more CPU.
+    # are still parallel, took less CPU there and leave that checkpoint nothing to merge.
     con.execute("set preserve_insertion_order = true")
     summary = SourceLoadSummary(source=spec.name, batch_id=batch_id)
     folder = settings.source_dir(spec.name)
