@@ -15,6 +15,7 @@ from landing_rows import CRM_HEADER, TX_HEADER, crm_row, event, tx_row
 
 from segment_warehouse import ingest
 from segment_warehouse.config import Settings, get_settings
+from segment_warehouse.warehouse import connect
 
 
 def land(settings: Settings, rel: str, content: str | bytes, *, gz: bool | None = None) -> Path:
@@ -797,8 +798,7 @@ def test_raw_inserts_keep_insertion_order_whatever_the_caller_set(settings: Sett
     after any later write merges, rewriting much of the raw table (measured at 1 M
     customers: docs/benchmarks.md, 2026-12-04; too big to reproduce in a unit test)."""
     land(settings, "analytics/e.jsonl", event("m1") + "\n")
-    settings.warehouse_db.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(settings.warehouse_db))
+    con = connect(settings=settings)
     try:
         con.execute("set preserve_insertion_order = false")
         assert ingest.load_source("analytics", con=con).rows_loaded == 1
